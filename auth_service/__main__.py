@@ -1,0 +1,71 @@
+"""Command line: `python -m auth_service` serves; `keys ...` and others administer."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+
+from aiohttp import web
+
+from auth_service import keys
+from auth_service.app import create_app
+from auth_service.settings import AuthSettings, load_settings
+from common.config import ConfigError
+from common.logging import AccessLogger, configure_logging
+from common.redis import connect
+
+
+async def _keys_command(settings: AuthSettings, args: argparse.Namespace) -> int:
+    if settings.signing_key_files:
+        print("signing keys come from AUTH_SIGNING_KEY_FILES; rotate by editing that list")
+        return 2
+    redis = connect(settings.redis_url)
+    try:
+        if args.action == "rotate":
+            print(f"new signing key: {await keys.rotate(redis)}")
+        elif args.action == "retire":
+            removed = await keys.retire(redis, args.kid)
+            print("retired" if removed else "no such key")
+            return 0 if removed else 1
+        else:
+            ring = keys.KeyRing(redis)
+            await ring.load()
+            active = (await ring.signing_key()).kid
+            for jwk in (await ring.jwks())["keys"]:
+                print(jwk["kid"], "(signing)" if jwk["kid"] == active else "(verify only)")
+        return 0
+    finally:
+        await redis.aclose()
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="auth-service", description=__doc__)
+    commands = parser.add_subparsers(dest="command")
+    commands.add_parser("serve", help="run the HTTP service (the default)")
+    key_parser = commands.add_parser("keys", help="list, rotate or retire signing keys")
+    key_parser.add_argument("action", choices=["list", "rotate", "retire"])
+    key_parser.add_argument("kid", nargs="?", help="the key to retire")
+    args = parser.parse_args(argv)
+
+    try:
+        settings = load_settings()
+    except ConfigError as error:
+        print(f"auth-service: {error}", file=sys.stderr)
+        raise SystemExit(2) from None
+    configure_logging(settings.log_level)
+    if args.command == "keys":
+        if args.action == "retire" and not args.kid:
+            parser.error("keys retire needs the kid to retire")
+        raise SystemExit(asyncio.run(_keys_command(settings, args)))
+    web.run_app(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        access_log_class=AccessLogger,
+        print=None,
+    )
+
+
+if __name__ == "__main__":
+    main()

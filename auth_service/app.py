@@ -1,0 +1,48 @@
+"""The auth service's application factory."""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+from aiohttp.web_exceptions import NotAppKeyWarning
+from aiohttp_session import session_middleware
+
+from auth_service import views
+from auth_service.components import COMPONENTS, AuthComponents
+from auth_service.errors import error_middleware
+from auth_service.settings import AuthSettings
+from common.redis import REDIS_ERRORS
+
+log = logging.getLogger(__name__)
+
+# Bodies are small forms and JSON objects; this also bounds a hostile token parameter.
+MAX_BODY = 256 * 1024
+
+
+async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
+    parts = app[COMPONENTS]
+    try:
+        await parts.keyring.load()
+    except REDIS_ERRORS:
+        # Start anyway: /readyz says 503 and the ring loads on first use once Redis is back.
+        log.warning("redis unavailable at start-up; signing keys will load when it returns")
+    yield
+    parts.passwords.close()
+    await parts.redis.aclose()
+
+
+def create_app(settings: AuthSettings) -> web.Application:
+    # aiohttp-session 2.12 keeps its state under string request keys; that is its business.
+    warnings.filterwarnings("ignore", category=NotAppKeyWarning, module="aiohttp_session")
+    parts = AuthComponents.build(settings)
+    app = web.Application(
+        middlewares=[error_middleware, session_middleware(parts.sessions)],
+        client_max_size=MAX_BODY,
+    )
+    app[COMPONENTS] = parts
+    app.cleanup_ctx.append(_lifecycle)
+    app.add_routes(views.routes)
+    return app

@@ -1,0 +1,103 @@
+"""The auth service's parts, built once per application and shared by every handler."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import redis.asyncio as aioredis
+from aiohttp import web
+
+from auth_service.clients import ClientRegistry
+from auth_service.introspection import Introspector
+from auth_service.keys import KeyRing
+from auth_service.passwords import PasswordService
+from auth_service.ratelimit import AddressQuota, LoginThrottle
+from auth_service.revocation import Revocations
+from auth_service.sessions import RedisSessionStorage
+from auth_service.settings import AuthSettings
+from auth_service.tokens import AccessTokens, RefreshTokens
+from auth_service.users import UserStore
+from common.redis import connect
+
+
+@dataclass(frozen=True)
+class AuthComponents:
+    """Everything a request handler may need; one instance per application."""
+
+    settings: AuthSettings
+    redis: aioredis.Redis
+    users: UserStore
+    passwords: PasswordService
+    keyring: KeyRing
+    access: AccessTokens
+    refresh: RefreshTokens
+    sessions: RedisSessionStorage
+    clients: ClientRegistry
+    throttle: LoginThrottle
+    registrations: AddressQuota
+    revocations: Revocations
+    introspector: Introspector
+
+    @classmethod
+    def build(cls, settings: AuthSettings) -> AuthComponents:
+        redis = connect(settings.redis_url)
+        users = UserStore(redis)
+        keyring = KeyRing(redis, settings.signing_key_files)
+        access = AccessTokens(
+            keyring,
+            issuer=settings.issuer,
+            audience=settings.audience,
+            ttl=settings.access_token_ttl,
+            leeway=settings.leeway,
+        )
+        refresh = RefreshTokens(redis, ttl=settings.refresh_token_ttl)
+        sessions = RedisSessionStorage(
+            redis,
+            cookie_name=settings.cookie_name,
+            max_age=settings.session_ttl,
+            secure=settings.cookie_secure,
+            samesite=settings.cookie_samesite,
+        )
+        clients = ClientRegistry(settings.clients)
+        return cls(
+            settings=settings,
+            redis=redis,
+            users=users,
+            passwords=PasswordService(
+                time_cost=settings.argon2_time_cost,
+                memory_kib=settings.argon2_memory_kib,
+                parallelism=settings.argon2_parallelism,
+                workers=settings.hash_workers,
+                max_pending=settings.max_pending_hashes,
+            ),
+            keyring=keyring,
+            access=access,
+            refresh=refresh,
+            sessions=sessions,
+            clients=clients,
+            throttle=LoginThrottle(
+                redis,
+                per_user=settings.login_max_failures,
+                per_address=settings.login_max_failures_per_address,
+                window=settings.login_window,
+            ),
+            registrations=AddressQuota(
+                redis,
+                name="register",
+                limit=settings.register_max_per_address,
+                window=settings.login_window,
+            ),
+            revocations=Revocations(redis, refresh, leeway=settings.leeway),
+            introspector=Introspector(
+                redis,
+                access=access,
+                refresh=refresh,
+                sessions=sessions,
+                users=users,
+                clients=clients,
+                session_scope=settings.default_scope,
+            ),
+        )
+
+
+COMPONENTS = web.AppKey("auth_components", AuthComponents)

@@ -1,0 +1,146 @@
+"""Who holds a credential: the single place that decides if a token or session is active.
+
+`/introspect`, `/me` and `/revoke` all ask here, so "active" means the same everywhere:
+a valid signature or record, not revoked, its family alive, its user present and enabled.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from auth_service.clients import ClientRegistry
+from auth_service.revocation import jti_key
+from auth_service.sessions import RedisSessionStorage, SessionInfo, looks_like_session_id
+from auth_service.tokens import (
+    AccessTokens,
+    InvalidToken,
+    RefreshTokens,
+    family_key,
+    looks_like_jwt,
+    looks_like_refresh_token,
+)
+from auth_service.users import User, UserStore
+
+TOKEN_TYPE_HINTS = ("access_token", "refresh_token", "session")
+INACTIVE: dict[str, Any] = {"active": False}
+
+
+class Introspector:
+    """Answers RFC 7662 questions about access tokens, refresh tokens and session ids."""
+
+    def __init__(
+        self,
+        redis: aioredis.Redis,
+        *,
+        access: AccessTokens,
+        refresh: RefreshTokens,
+        sessions: RedisSessionStorage,
+        users: UserStore,
+        clients: ClientRegistry,
+        session_scope: str,
+    ) -> None:
+        self._redis = redis
+        self._access = access
+        self._refresh = refresh
+        self._sessions = sessions
+        self._users = users
+        self._clients = clients
+        self._session_scope = session_scope
+
+    async def introspect(self, token: str) -> dict[str, Any]:
+        """The RFC 7662 response for `token`: its claims if active, else exactly INACTIVE.
+
+        Each kind of credential has its own shape, so the token itself says where to look;
+        the client's hint cannot make a credential of one kind pass as another.
+        """
+        if looks_like_jwt(token):
+            claims = await self.active_access_token(token)
+            return INACTIVE if claims is None else _response(claims, "access_token")
+        if looks_like_refresh_token(token):
+            record = await self._refresh.lookup(token)
+            user = None if record is None else await self._user(record.user_id)
+            if record is None or user is None:
+                return INACTIVE
+            return _response(
+                {
+                    "sub": record.user_id,
+                    "username": user.username,
+                    "scope": record.scope,
+                    "client_id": record.client_id,
+                    "exp": record.exp,
+                    "iat": record.iat,
+                    "jti": record.jti,
+                    "sid": record.family,
+                },
+                "refresh_token",
+            )
+        if looks_like_session_id(token):
+            info = await self.active_session(token)
+            if info is None:
+                return INACTIVE
+            return _response(
+                {
+                    "sub": info.user_id,
+                    "username": info.username,
+                    "scope": self._session_scope,
+                    "client_id": None,
+                    "exp": info.exp,
+                    "iat": info.iat,
+                    "jti": info.sid,
+                    "sid": info.sid,
+                },
+                "session",
+            )
+        return INACTIVE
+
+    async def active_access_token(self, token: str) -> dict[str, Any] | None:
+        try:
+            claims = await self._access.verify(token)
+        except InvalidToken:
+            return None
+        sid = claims.get("sid")
+        user_token = claims.get("username") is not None
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.exists(jti_key(claims["jti"]))
+            pipe.hget(family_key(str(sid)), "revoked")
+            pipe.hmget(f"auth:user:{claims['sub']}", ["username", "disabled"])
+            revoked, family_revoked, (username, disabled) = await pipe.execute()
+        if revoked:
+            return None
+        if user_token:
+            # A user's token must come from a live family and a present, enabled user.
+            if not isinstance(sid, str) or family_revoked != "0":
+                return None
+            if username is None or disabled == "1":
+                return None
+            claims["username"] = username
+        elif claims["sub"] != claims["client_id"] or not self._clients.known(claims["sub"]):
+            return None
+        return claims
+
+    async def active_session(self, session_id: str) -> SessionInfo | None:
+        info = await self._sessions.lookup(session_id)
+        if info is None or await self._user(info.user_id) is None:
+            return None
+        return info
+
+    async def _user(self, user_id: str) -> User | None:
+        user = await self._users.by_id(user_id)
+        return None if user is None or user.disabled else user
+
+
+def _response(claims: dict[str, Any], token_type: str) -> dict[str, Any]:
+    return {
+        "active": True,
+        "sub": claims["sub"],
+        "username": claims.get("username"),
+        "scope": claims["scope"],
+        "client_id": claims.get("client_id"),
+        "token_type": token_type,
+        "exp": claims["exp"],
+        "iat": claims["iat"],
+        "jti": claims["jti"],
+        "sid": claims.get("sid"),
+    }

@@ -1,0 +1,166 @@
+"""The signing key ring: Ed25519 keys identified by `kid`, shared by every auth replica.
+
+Keys come from PEM files named in `AUTH_SIGNING_KEY_FILES` (the first one signs, all verify),
+or else live in Redis: the first replica to start generates one, every replica loads the same
+ring, and `python -m auth_service keys rotate` adds a new signing key while the old ones keep
+verifying until they are retired.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import cast
+
+import redis.asyncio as aioredis
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+from common.redis import REDIS_ERRORS
+
+log = logging.getLogger(__name__)
+
+KEYS_HASH = "auth:keys"
+ACTIVE_KID = "auth:keys:active"
+# How long a replica trusts its copy of the ring before re-reading it, and how often an
+# unknown `kid` may trigger an early re-read (so garbage kids cannot hammer Redis).
+REFRESH_SECONDS = 30.0
+UNKNOWN_KID_RELOAD_SECONDS = 1.0
+
+
+@dataclass(frozen=True)
+class SigningKey:
+    kid: str
+    private: Ed25519PrivateKey
+
+    @property
+    def public(self) -> Ed25519PublicKey:
+        return self.private.public_key()
+
+    def jwk(self) -> dict[str, str]:
+        raw = self.public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+        x = base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+        return {
+            "kty": "OKP",
+            "crv": "Ed25519",
+            "x": x,
+            "kid": self.kid,
+            "use": "sig",
+            "alg": "EdDSA",
+        }
+
+
+def _pem(private: Ed25519PrivateKey) -> str:
+    return private.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    ).decode()
+
+
+def _from_pem(pem: str | bytes) -> Ed25519PrivateKey:
+    key = serialization.load_pem_private_key(pem.encode() if isinstance(pem, str) else pem, None)
+    if not isinstance(key, Ed25519PrivateKey):
+        raise ValueError("signing keys must be Ed25519 private keys")
+    return key
+
+
+def kid_of(private: Ed25519PrivateKey) -> str:
+    """A key id derived from the public key, so the same key always has the same kid."""
+    raw = private.public_key().public_bytes(
+        serialization.Encoding.Raw, serialization.PublicFormat.Raw
+    )
+    return hashlib.sha256(raw).hexdigest()[:16]
+
+
+class KeyRing:
+    """The keys this replica signs and verifies with, refreshed from Redis when stale."""
+
+    def __init__(self, redis: aioredis.Redis | None, files: tuple[str, ...] = ()) -> None:
+        self._redis = redis
+        self._files = files
+        self._keys: dict[str, SigningKey] = {}
+        self._active: str = ""
+        self._loaded_at = 0.0
+        self._unknown_reload_at = 0.0
+        if files:
+            # Files are read once, at construction: rotating them is a configuration change.
+            loaded = [_from_pem(Path(path).read_bytes()) for path in files]
+            self._keys = {kid_of(k): SigningKey(kid_of(k), k) for k in loaded}
+            self._active = kid_of(loaded[0])
+
+    async def load(self) -> None:
+        if not self._files:
+            await self._load_from_redis()
+            self._loaded_at = time.monotonic()
+
+    async def _load_from_redis(self) -> None:
+        assert self._redis is not None
+        stored = cast(dict[str, str], await self._redis.hgetall(KEYS_HASH))
+        active = await self._redis.get(ACTIVE_KID)
+        if not stored or active not in stored:
+            # First start: propose a key; SET NX makes every racing replica agree on one.
+            fresh = Ed25519PrivateKey.generate()
+            kid = kid_of(fresh)
+            await self._redis.hset(KEYS_HASH, kid, _pem(fresh))
+            if await self._redis.set(ACTIVE_KID, kid, nx=True):
+                log.info("generated the first signing key", extra={"kid": kid})
+            else:
+                await self._redis.hdel(KEYS_HASH, kid)
+            stored = cast(dict[str, str], await self._redis.hgetall(KEYS_HASH))
+            active = await self._redis.get(ACTIVE_KID)
+        self._keys = {kid: SigningKey(kid, _from_pem(pem)) for kid, pem in stored.items()}
+        self._active = str(active)
+
+    async def _fresh(self) -> None:
+        if self._files or time.monotonic() - self._loaded_at <= REFRESH_SECONDS:
+            return
+        try:
+            await self.load()
+        except REDIS_ERRORS:
+            if not self._keys:
+                raise
+            # A periodic re-read failed: the keys we hold are still the right ones to use.
+            log.warning("could not refresh signing keys from redis; using cached keys")
+
+    async def signing_key(self) -> SigningKey:
+        await self._fresh()
+        return self._keys[self._active]
+
+    async def verification_key(self, kid: str) -> Ed25519PublicKey | None:
+        await self._fresh()
+        key = self._keys.get(kid)
+        now = time.monotonic()
+        if (
+            key is None
+            and not self._files
+            and now - self._unknown_reload_at > UNKNOWN_KID_RELOAD_SECONDS
+        ):
+            self._unknown_reload_at = now
+            await self.load()
+            key = self._keys.get(kid)
+        return None if key is None else key.public
+
+    async def jwks(self) -> dict[str, list[dict[str, str]]]:
+        await self._fresh()
+        return {"keys": [key.jwk() for key in self._keys.values()]}
+
+
+async def rotate(redis: aioredis.Redis) -> str:
+    """Add a new signing key to the shared ring and make it the one that signs."""
+    fresh = Ed25519PrivateKey.generate()
+    kid = kid_of(fresh)
+    await redis.hset(KEYS_HASH, kid, _pem(fresh))
+    await redis.set(ACTIVE_KID, kid)
+    return kid
+
+
+async def retire(redis: aioredis.Redis, kid: str) -> bool:
+    """Remove a key that no longer signs; tokens signed by it stop verifying."""
+    if await redis.get(ACTIVE_KID) == kid:
+        raise ValueError("the active signing key cannot be retired; rotate first")
+    return bool(await redis.hdel(KEYS_HASH, kid))

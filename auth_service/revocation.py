@@ -1,0 +1,51 @@
+"""Revocation: the deny-list for access tokens, and the events other services listen to.
+
+Every revocation is published on the Redis channel `auth:revocations` as JSON
+`{"kind": "jti" | "sid" | "user", "value": ..., "reason": ...}` so chat instances can drop
+cached introspection results and close live sockets holding what died.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+
+import redis.asyncio as aioredis
+
+from auth_service.tokens import RefreshTokens
+
+log = logging.getLogger(__name__)
+
+CHANNEL = "auth:revocations"
+
+
+def jti_key(jti: str) -> str:
+    return f"auth:revoked:jti:{jti}"
+
+
+class Revocations:
+    """Records what was revoked and announces it."""
+
+    def __init__(self, redis: aioredis.Redis, refresh: RefreshTokens, *, leeway: int) -> None:
+        self._redis = redis
+        self._refresh = refresh
+        self._leeway = leeway
+
+    async def announce(self, kind: str, value: str, reason: str) -> None:
+        event = json.dumps({"kind": kind, "value": value, "reason": reason})
+        await self._redis.publish(CHANNEL, event)
+        log.info("revoked", extra={"kind": kind, "id": value, "reason": reason})
+
+    async def revoke_access_token(self, jti: str, exp: int) -> None:
+        # Kept until the token would have expired anyway (plus the verification leeway).
+        ttl = max(int(exp - time.time()) + self._leeway, 1)
+        await self._redis.set(jti_key(jti), "1", ex=ttl)
+        await self.announce("jti", jti, "revoked")
+
+    async def revoke_family(self, family: str, reason: str) -> None:
+        await self._refresh.revoke_family(family)
+        await self.announce("sid", family, reason)
+
+    async def end_session(self, sid: str) -> None:
+        await self.announce("sid", sid, "logout")

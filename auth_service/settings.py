@@ -1,0 +1,117 @@
+"""The auth service's configuration: read once from the environment into a frozen object."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+
+from common.config import EnvReader
+
+DEV_CLIENTS = "chat:dev-chat-secret"
+CLIENT_ID = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+SCOPE_TOKEN = re.compile(r"^[\x21\x23-\x5B\x5D-\x7E]+$")  # RFC 6749 §3.3 scope-token
+
+
+@dataclass(frozen=True)
+class AuthSettings:
+    """Everything the auth service is configured with; see README's configuration table."""
+
+    app_env: str
+    redis_url: str
+    host: str
+    port: int
+    issuer: str
+    audience: str
+    access_token_ttl: int
+    refresh_token_ttl: int
+    session_ttl: int
+    leeway: int
+    clients: Mapping[str, str]
+    scopes: tuple[str, ...]
+    default_scope: str
+    signing_key_files: tuple[str, ...]
+    cookie_name: str
+    cookie_secure: bool
+    cookie_samesite: str
+    login_max_failures: int
+    login_max_failures_per_address: int
+    login_window: int
+    register_max_per_address: int
+    argon2_time_cost: int
+    argon2_memory_kib: int
+    argon2_parallelism: int
+    hash_workers: int
+    max_pending_hashes: int
+    log_level: str
+
+    @property
+    def production(self) -> bool:
+        return self.app_env == "production"
+
+
+def _parse_clients(env: EnvReader) -> dict[str, str]:
+    clients: dict[str, str] = {}
+    for pair in env.secret("AUTH_CLIENTS", DEV_CLIENTS).split(","):
+        client_id, sep, secret = pair.strip().partition(":")
+        if not sep or not CLIENT_ID.match(client_id) or not secret:
+            env.fail("AUTH_CLIENTS must be comma-separated id:secret pairs")
+            continue
+        if env.production and len(secret) < 16:
+            env.fail(f"AUTH_CLIENTS secret of {client_id!r} must be at least 16 characters")
+        clients[client_id] = secret
+    return clients
+
+
+def load_settings(environ: Mapping[str, str] | None = None) -> AuthSettings:
+    """Read and validate the environment; raises `ConfigError` naming every bad variable."""
+    env = EnvReader(os.environ if environ is None else environ)
+    host = env.string("AUTH_HOST", "127.0.0.1")
+    port = env.port("AUTH_PORT", 8081)
+    access_ttl = env.integer("AUTH_ACCESS_TOKEN_TTL", 900, minimum=1, maximum=86400)
+    refresh_ttl = env.integer("AUTH_REFRESH_TOKEN_TTL", 1209600, minimum=60, maximum=31536000)
+    if access_ttl > refresh_ttl:
+        env.fail("AUTH_ACCESS_TOKEN_TTL must not exceed AUTH_REFRESH_TOKEN_TTL")
+    scopes = env.csv("AUTH_SCOPES", ("chat",))
+    if not scopes or not all(SCOPE_TOKEN.match(s) for s in scopes):
+        env.fail("AUTH_SCOPES must be a comma list of RFC 6749 scope tokens")
+    samesite = env.choice("AUTH_COOKIE_SAMESITE", "Lax", ("Lax", "Strict"))
+    settings = AuthSettings(
+        app_env=env.app_env,
+        redis_url=env.url("REDIS_URL", "redis://127.0.0.1:6379/0", schemes=("redis", "rediss")),
+        host=host,
+        port=port,
+        issuer=env.url("AUTH_ISSUER", f"http://{host}:{port}", schemes=("http", "https")),
+        audience=env.string("AUTH_AUDIENCE", "chat"),
+        access_token_ttl=access_ttl,
+        refresh_token_ttl=refresh_ttl,
+        session_ttl=env.integer("AUTH_SESSION_TTL", 86400, minimum=60, maximum=31536000),
+        leeway=env.integer("AUTH_LEEWAY", 10, minimum=0, maximum=300),
+        clients=MappingProxyType(_parse_clients(env)),
+        scopes=scopes,
+        default_scope=scopes[0] if scopes else "chat",
+        signing_key_files=env.csv("AUTH_SIGNING_KEY_FILES"),
+        cookie_name=env.string("AUTH_COOKIE_NAME", "chat_session"),
+        cookie_secure=env.boolean("AUTH_COOKIE_SECURE", env.production),
+        cookie_samesite=samesite,
+        login_max_failures=env.integer("AUTH_LOGIN_MAX_FAILURES", 5, minimum=1),
+        login_max_failures_per_address=env.integer(
+            "AUTH_LOGIN_MAX_FAILURES_PER_ADDRESS", 50, minimum=1
+        ),
+        login_window=env.integer("AUTH_LOGIN_WINDOW", 300, minimum=1, maximum=86400),
+        register_max_per_address=env.integer("AUTH_REGISTER_MAX_PER_ADDRESS", 30, minimum=1),
+        argon2_time_cost=env.integer("AUTH_ARGON2_TIME_COST", 3, minimum=1, maximum=20),
+        argon2_memory_kib=env.integer(
+            "AUTH_ARGON2_MEMORY_KIB", 65536, minimum=64, maximum=4 * 1024 * 1024
+        ),
+        argon2_parallelism=env.integer("AUTH_ARGON2_PARALLELISM", 4, minimum=1, maximum=64),
+        hash_workers=env.integer("AUTH_HASH_WORKERS", 2, minimum=1, maximum=64),
+        max_pending_hashes=env.integer("AUTH_MAX_PENDING_HASHES", 64, minimum=1),
+        log_level=env.choice("LOG_LEVEL", "INFO", ("DEBUG", "INFO", "WARNING", "ERROR")),
+    )
+    if env.production and not settings.cookie_secure:
+        env.fail("AUTH_COOKIE_SECURE must be true when APP_ENV=production")
+    env.raise_if_invalid()
+    return settings

@@ -1,0 +1,279 @@
+"""Access tokens (signed JWTs) and refresh tokens (opaque, rotating, grouped in families).
+
+This is the only module that imports `jwt`. Access tokens are EdDSA JWTs with header
+`typ: at+jwt` and `kid`; verification pins the algorithm and requires every claim we issue.
+
+Refresh tokens are `rt_` + 256 random bits, stored only as a SHA-256 hash:
+`auth:rt:<hash>` holds the record, `auth:family:<family>` the family every rotation descends
+from. Rotation is one Lua script, so of two concurrent uses of one token exactly one finds it
+unspent; the other is a reuse, and reuse revokes the whole family. The family id is the `sid`
+claim of every access token issued from it, so revoking the family also kills those.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import secrets
+import time
+from dataclasses import dataclass
+from typing import Any, cast
+
+import jwt
+import redis.asyncio as aioredis
+
+from auth_service.errors import OAuthError, invalid_grant
+from auth_service.keys import KeyRing
+
+ACCESS_TYP = "at+jwt"
+ALGORITHM = "EdDSA"
+MAX_TOKEN_LENGTH = 4096
+JWT_SHAPE = re.compile(r"^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*$")
+REFRESH_SHAPE = re.compile(r"^rt_[A-Za-z0-9_-]{43}$")
+REQUIRED_CLAIMS = ["iss", "aud", "sub", "scope", "iat", "exp", "jti", "client_id"]
+
+
+class InvalidToken(Exception):
+    """The presented access token is not one this service issued and still honours."""
+
+
+def looks_like_jwt(token: str) -> bool:
+    return len(token) <= MAX_TOKEN_LENGTH and JWT_SHAPE.match(token) is not None
+
+
+def looks_like_refresh_token(token: str) -> bool:
+    return REFRESH_SHAPE.match(token) is not None
+
+
+class AccessTokens:
+    """Issues and verifies access tokens against the shared key ring."""
+
+    def __init__(
+        self, keyring: KeyRing, *, issuer: str, audience: str, ttl: int, leeway: int
+    ) -> None:
+        self._keyring = keyring
+        self.issuer = issuer
+        self.audience = audience
+        self.ttl = ttl
+        self.leeway = leeway
+
+    async def sign(self, claims: dict[str, Any], *, typ: str = ACCESS_TYP) -> str:
+        key = await self._keyring.signing_key()
+        return jwt.encode(
+            claims, key.private, algorithm=ALGORITHM, headers={"kid": key.kid, "typ": typ}
+        )
+
+    async def issue(
+        self, *, sub: str, username: str | None, scope: str, client_id: str, sid: str | None
+    ) -> tuple[str, dict[str, Any]]:
+        now = int(time.time())
+        claims: dict[str, Any] = {
+            "iss": self.issuer,
+            "aud": self.audience,
+            "sub": sub,
+            "username": username,
+            "scope": scope,
+            "client_id": client_id,
+            "iat": now,
+            "exp": now + self.ttl,
+            "jti": secrets.token_hex(16),
+            "sid": sid,
+        }
+        return await self.sign(claims), claims
+
+    async def verify(self, token: str) -> dict[str, Any]:
+        """The token's claims; `InvalidToken` for anything we did not issue or no longer accept."""
+        if not looks_like_jwt(token):
+            raise InvalidToken("not a JWT")
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.PyJWTError as exc:
+            raise InvalidToken("unreadable header") from exc
+        if header.get("alg") != ALGORITHM or header.get("typ") != ACCESS_TYP:
+            raise InvalidToken("wrong alg or typ")
+        kid = header.get("kid")
+        key = await self._keyring.verification_key(kid) if isinstance(kid, str) else None
+        if key is None:
+            raise InvalidToken("unknown kid")
+        try:
+            claims: dict[str, Any] = jwt.decode(
+                token,
+                key,
+                algorithms=[ALGORITHM],
+                audience=self.audience,
+                issuer=self.issuer,
+                leeway=self.leeway,
+                options={"require": REQUIRED_CLAIMS},
+            )
+        except jwt.PyJWTError as exc:
+            raise InvalidToken(type(exc).__name__) from exc
+        if not all(isinstance(claims[name], str) for name in ("sub", "scope", "jti", "client_id")):
+            raise InvalidToken("malformed claims")
+        return claims
+
+
+def _hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def _token_key(token: str) -> str:
+    return f"auth:rt:{_hash(token)}"
+
+
+def family_key(family: str) -> str:
+    return f"auth:family:{family}"
+
+
+# KEYS: old token record, new token record. ARGV: now, new jti, new exp, family key prefix,
+# the client asking. Returns {status, ...}; only 'ok' mints a successor.
+_ROTATE = """
+local rec = redis.call('HGETALL', KEYS[1])
+if #rec == 0 then return {'unknown'} end
+local t = {}
+for i = 1, #rec, 2 do t[rec[i]] = rec[i + 1] end
+local fkey = ARGV[4] .. t['family']
+if t['client_id'] ~= ARGV[5] then return {'wrong_client'} end
+if redis.call('HGET', fkey, 'revoked') ~= '0' then return {'revoked'} end
+if tonumber(t['exp']) <= tonumber(ARGV[1]) then return {'expired'} end
+if t['spent'] == '1' then
+  redis.call('HSET', fkey, 'revoked', '1')
+  return {'reused', t['family'], t['user_id']}
+end
+redis.call('HSET', KEYS[1], 'spent', '1')
+redis.call('HSET', KEYS[2], 'user_id', t['user_id'], 'family', t['family'],
+           'client_id', t['client_id'], 'scope', t['scope'], 'iat', ARGV[1],
+           'exp', ARGV[3], 'spent', '0', 'jti', ARGV[2])
+redis.call('EXPIREAT', KEYS[2], ARGV[3])
+redis.call('EXPIREAT', fkey, ARGV[3])
+return {'ok', t['user_id'], t['family'], t['scope']}
+"""
+
+
+@dataclass(frozen=True)
+class RefreshRecord:
+    """What a live refresh token stands for."""
+
+    user_id: str
+    family: str
+    client_id: str
+    scope: str
+    iat: int
+    exp: int
+    jti: str
+
+
+class RefreshTokens:
+    """Creates, rotates, looks up and revokes refresh tokens and their families."""
+
+    def __init__(self, redis: aioredis.Redis, *, ttl: int) -> None:
+        self._redis = redis
+        self.ttl = ttl
+        self._rotate = redis.register_script(_ROTATE)
+
+    async def _store(
+        self, token: str, *, user_id: str, family: str, client_id: str, scope: str
+    ) -> None:
+        now = int(time.time())
+        exp = now + self.ttl
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.hset(
+                _token_key(token),
+                mapping={
+                    "user_id": user_id,
+                    "family": family,
+                    "client_id": client_id,
+                    "scope": scope,
+                    "iat": now,
+                    "exp": exp,
+                    "spent": "0",
+                    "jti": secrets.token_hex(16),
+                },
+            )
+            pipe.expireat(_token_key(token), exp)
+            await pipe.execute()
+
+    async def start_family(self, *, user_id: str, client_id: str, scope: str) -> tuple[str, str]:
+        """A new grant: a fresh family and its first refresh token. Returns (token, family)."""
+        family = secrets.token_hex(16)
+        token = "rt_" + secrets.token_urlsafe(32)
+        exp = int(time.time()) + self.ttl
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.hset(
+                family_key(family),
+                mapping={"user_id": user_id, "client_id": client_id, "revoked": "0"},
+            )
+            pipe.expireat(family_key(family), exp)
+            await pipe.execute()
+        await self._store(token, user_id=user_id, family=family, client_id=client_id, scope=scope)
+        return token, family
+
+    async def rotate(self, token: str, *, client_id: str) -> tuple[str, RefreshRecord]:
+        """Spend `token` and return its successor; reuse of a spent token kills the family.
+
+        Raises `ReusedRefreshToken` (carrying the family) on reuse, `OAuthError` otherwise.
+        """
+        if not looks_like_refresh_token(token):
+            raise invalid_grant("the refresh token is invalid")
+        successor = "rt_" + secrets.token_urlsafe(32)
+        now = int(time.time())
+        new_jti = secrets.token_hex(16)
+        result = await self._rotate(
+            keys=[_token_key(token), _token_key(successor)],
+            args=[now, new_jti, now + self.ttl, "auth:family:", client_id],
+        )
+        status = result[0]
+        if status == "reused":
+            raise ReusedRefreshToken(family=result[1], user_id=result[2])
+        if status != "ok":
+            raise invalid_grant("the refresh token is invalid, expired or revoked")
+        _, user_id, family, scope = result
+        return successor, RefreshRecord(
+            user_id=user_id,
+            family=family,
+            client_id=client_id,
+            scope=scope,
+            iat=now,
+            exp=now + self.ttl,
+            jti=new_jti,
+        )
+
+    async def lookup(self, token: str) -> RefreshRecord | None:
+        """The record of a live (unspent, unexpired, family not revoked) token, else None."""
+        if not looks_like_refresh_token(token):
+            return None
+        record = cast(dict[str, str], await self._redis.hgetall(_token_key(token)))
+        if not record or record.get("spent") != "0" or int(record["exp"]) <= time.time():
+            return None
+        if not await self.family_active(record["family"]):
+            return None
+        return RefreshRecord(
+            user_id=record["user_id"],
+            family=record["family"],
+            client_id=record["client_id"],
+            scope=record["scope"],
+            iat=int(record["iat"]),
+            exp=int(record["exp"]),
+            jti=record["jti"],
+        )
+
+    async def family_of(self, token: str) -> str | None:
+        if not looks_like_refresh_token(token):
+            return None
+        return cast(str | None, await self._redis.hget(_token_key(token), "family"))
+
+    async def family_active(self, family: str) -> bool:
+        return bool(await self._redis.hget(family_key(family), "revoked") == "0")
+
+    async def revoke_family(self, family: str) -> None:
+        # HSET only where the family still exists, so a revoke cannot resurrect an expired one.
+        if await self._redis.exists(family_key(family)):
+            await self._redis.hset(family_key(family), "revoked", "1")
+
+
+class ReusedRefreshToken(OAuthError):
+    """A spent refresh token came back: its family has been revoked."""
+
+    def __init__(self, *, family: str, user_id: str) -> None:
+        super().__init__("invalid_grant", "the refresh token is invalid, expired or revoked")
+        self.family = family
+        self.user_id = user_id

@@ -1,0 +1,104 @@
+"""User accounts in Redis: registration with atomic username uniqueness, lookup, state.
+
+Layout: `auth:user:<id>` is a hash (id, username, password_hash, created_at, disabled);
+`auth:username:<lowercased name>` maps a name to its id, so two registrations of one name
+(in any letter case) cannot both succeed.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+import time
+from dataclasses import dataclass
+from typing import cast
+
+import redis.asyncio as aioredis
+
+from auth_service.errors import invalid_request
+
+USERNAME = re.compile(r"^[A-Za-z0-9_.-]{3,32}$")
+PASSWORD_MIN, PASSWORD_MAX = 8, 1024
+
+# SET NX on the name and HSET of the record in one step: no window where a name is
+# claimed without a user, or a user exists under a name somebody else holds.
+_CREATE = """
+if redis.call('SET', KEYS[1], ARGV[1], 'NX') == false then return 0 end
+redis.call('HSET', KEYS[2], 'id', ARGV[1], 'username', ARGV[2], 'password_hash', ARGV[3],
+           'created_at', ARGV[4], 'disabled', '0')
+return 1
+"""
+
+
+@dataclass(frozen=True)
+class User:
+    id: str
+    username: str
+    password_hash: str
+    disabled: bool
+
+    def public(self) -> dict[str, str]:
+        return {"id": self.id, "username": self.username}
+
+
+def validate_username(username: object) -> str:
+    if not isinstance(username, str) or not USERNAME.match(username):
+        raise invalid_request("username must match ^[A-Za-z0-9_.-]{3,32}$")
+    return username
+
+
+def validate_password(password: object) -> str:
+    if not isinstance(password, str) or not PASSWORD_MIN <= len(password) <= PASSWORD_MAX:
+        raise invalid_request(f"password must be {PASSWORD_MIN} to {PASSWORD_MAX} characters")
+    return password
+
+
+def _user_key(user_id: str) -> str:
+    return f"auth:user:{user_id}"
+
+
+def _name_key(username: str) -> str:
+    return f"auth:username:{username.lower()}"
+
+
+class UserStore:
+    """Creates and reads user records."""
+
+    def __init__(self, redis: aioredis.Redis) -> None:
+        self._redis = redis
+        self._create = redis.register_script(_CREATE)
+
+    async def create(self, username: str, password_hash: str) -> User | None:
+        """The new user, or None when the name (in any letter case) is taken."""
+        user_id = secrets.token_hex(16)
+        created = await self._create(
+            keys=[_name_key(username), _user_key(user_id)],
+            args=[user_id, username, password_hash, int(time.time())],
+        )
+        if not created:
+            return None
+        return User(user_id, username, password_hash, disabled=False)
+
+    async def by_id(self, user_id: str) -> User | None:
+        record = cast(dict[str, str], await self._redis.hgetall(_user_key(user_id)))
+        if not record:
+            return None
+        return User(
+            id=record["id"],
+            username=record["username"],
+            password_hash=record["password_hash"],
+            disabled=record.get("disabled") == "1",
+        )
+
+    async def by_username(self, username: str) -> User | None:
+        if not USERNAME.match(username):
+            return None
+        user_id = cast(str | None, await self._redis.get(_name_key(username)))
+        return None if user_id is None else await self.by_id(user_id)
+
+    async def set_password_hash(self, user_id: str, password_hash: str) -> None:
+        await self._redis.hset(_user_key(user_id), "password_hash", password_hash)
+
+    @staticmethod
+    def key(user_id: str) -> str:
+        return _user_key(user_id)

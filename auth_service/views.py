@@ -1,0 +1,356 @@
+"""HTTP handlers of the auth service (see docs/auth.md for every request and response)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+from aiohttp_session import get_session, new_session
+from multidict import MultiDictProxy
+
+from auth_service.clients import PUBLIC_CLIENT
+from auth_service.components import COMPONENTS, AuthComponents
+from auth_service.errors import (
+    OAuthError,
+    invalid_client,
+    invalid_grant,
+    invalid_request,
+    invalid_token,
+    unauthenticated,
+)
+from auth_service.introspection import INACTIVE, TOKEN_TYPE_HINTS
+from auth_service.sessions import session_info, start_session
+from auth_service.tokens import MAX_TOKEN_LENGTH, ReusedRefreshToken, looks_like_jwt
+from auth_service.users import User, validate_password, validate_username
+
+NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
+FORM = "application/x-www-form-urlencoded"
+
+routes = web.RouteTableDef()
+
+
+def _parts(request: web.Request) -> AuthComponents:
+    return request.app[COMPONENTS]
+
+
+def _address(request: web.Request) -> str:
+    return request.remote or "unknown"
+
+
+async def read_form(request: web.Request) -> MultiDictProxy[str]:
+    """A form-encoded body in which no parameter appears twice (RFC 6749 §3.1)."""
+    if request.content_type != FORM:
+        raise invalid_request(f"the body must be {FORM}")
+    form = await request.post()
+    for name in form:
+        values = form.getall(name)
+        if len(values) > 1:
+            raise invalid_request(f"parameter {name!r} must not be repeated")
+        if not isinstance(values[0], str):
+            raise invalid_request(f"parameter {name!r} must be text")
+    return form  # type: ignore[return-value]
+
+
+async def read_json(request: web.Request) -> dict[str, Any]:
+    if request.content_type != "application/json":
+        raise invalid_request("the body must be application/json")
+    try:
+        body = await request.json()
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise invalid_request("the body is not valid JSON") from exc
+    if not isinstance(body, dict):
+        raise invalid_request("the body must be a JSON object")
+    return body
+
+
+def _scope(requested: str | None, allowed: tuple[str, ...], default: str) -> str:
+    if requested is None:
+        return default
+    scopes = requested.split(" ")
+    if not requested or not all(scope in allowed for scope in scopes):
+        raise OAuthError("invalid_scope", "the requested scope is unknown or not allowed")
+    return " ".join(dict.fromkeys(scopes))
+
+
+def _required(form: MultiDictProxy[str], name: str) -> str:
+    value = form.get(name)
+    if not value:
+        raise invalid_request(f"{name} is required")
+    return value
+
+
+def _token_param(form: MultiDictProxy[str]) -> tuple[str, str | None]:
+    token = _required(form, "token")
+    hint = form.get("token_type_hint")
+    if hint is not None and hint not in TOKEN_TYPE_HINTS:
+        raise OAuthError(
+            "unsupported_token_type", f"token_type_hint must be one of {TOKEN_TYPE_HINTS}"
+        )
+    return token, hint
+
+
+async def _check_password(
+    parts: AuthComponents, request: web.Request, username: str, password: str
+) -> User | None:
+    """The user if the password is right; throttled per account and per address."""
+    address = _address(request)
+    await parts.throttle.check(username, address)
+    user = await parts.users.by_username(username)
+    ok = len(password) <= 1024 and await parts.passwords.verify(
+        user.password_hash if user else None, password
+    )
+    if not ok or user is None or user.disabled:
+        await parts.throttle.failed(username, address)
+        return None
+    await parts.throttle.succeeded(username)
+    if parts.passwords.needs_rehash(user.password_hash):
+        await parts.users.set_password_hash(user.id, await parts.passwords.hash(password))
+    return user
+
+
+# -- users ---------------------------------------------------------------------------------
+
+
+@routes.post("/users")
+async def register(request: web.Request) -> web.Response:
+    parts = _parts(request)
+    await parts.registrations.take(_address(request))
+    body = await read_json(request)
+    username = validate_username(body.get("username"))
+    password = validate_password(body.get("password"))
+    user = await parts.users.create(username, await parts.passwords.hash(password))
+    if user is None:
+        raise OAuthError("username_taken", "that username is already registered", status=409)
+    return web.json_response(user.public(), status=201)
+
+
+# -- tokens ----------------------------------------------------------------------------------
+
+
+def _token_response(access: str, claims: dict[str, Any], refresh: str | None) -> web.Response:
+    body: dict[str, Any] = {
+        "access_token": access,
+        "token_type": "Bearer",
+        "expires_in": claims["exp"] - claims["iat"],
+        "scope": claims["scope"],
+    }
+    if refresh is not None:
+        body["refresh_token"] = refresh
+    return web.json_response(body, headers=NO_STORE)
+
+
+async def _password_grant(
+    parts: AuthComponents, request: web.Request, form: MultiDictProxy[str], client: str
+) -> web.Response:
+    username = _required(form, "username")
+    password = _required(form, "password")
+    scope = _scope(form.get("scope"), parts.settings.scopes, parts.settings.default_scope)
+    user = await _check_password(parts, request, username, password)
+    if user is None:
+        raise invalid_grant("invalid username or password")
+    refresh, family = await parts.refresh.start_family(
+        user_id=user.id, client_id=client, scope=scope
+    )
+    access, claims = await parts.access.issue(
+        sub=user.id, username=user.username, scope=scope, client_id=client, sid=family
+    )
+    return _token_response(access, claims, refresh)
+
+
+async def _refresh_grant(
+    parts: AuthComponents, form: MultiDictProxy[str], client: str
+) -> web.Response:
+    token = _required(form, "refresh_token")
+    try:
+        successor, record = await parts.refresh.rotate(token, client_id=client)
+    except ReusedRefreshToken as reuse:
+        await parts.revocations.announce("sid", reuse.family, "refresh_token_reuse")
+        raise
+    user = await parts.users.by_id(record.user_id)
+    if user is None or user.disabled:
+        await parts.revocations.revoke_family(record.family, "user_disabled")
+        raise invalid_grant("the refresh token is invalid, expired or revoked")
+    granted = record.scope.split(" ")
+    scope = _scope(form.get("scope"), tuple(granted), record.scope)
+    access, claims = await parts.access.issue(
+        sub=user.id, username=user.username, scope=scope, client_id=client, sid=record.family
+    )
+    return _token_response(access, claims, successor)
+
+
+async def _client_credentials_grant(
+    parts: AuthComponents, form: MultiDictProxy[str], client: str | None
+) -> web.Response:
+    if client is None:
+        raise invalid_client("client_credentials requires client authentication")
+    scope = _scope(form.get("scope"), parts.settings.scopes, parts.settings.default_scope)
+    access, claims = await parts.access.issue(
+        sub=client, username=None, scope=scope, client_id=client, sid=None
+    )
+    return _token_response(access, claims, None)
+
+
+@routes.post("/token")
+async def token(request: web.Request) -> web.Response:
+    parts = _parts(request)
+    form = await read_form(request)
+    client = parts.clients.authenticate(request.headers.get("Authorization"), form)
+    grant = form.get("grant_type")
+    if grant == "password":
+        return await _password_grant(parts, request, form, client or PUBLIC_CLIENT)
+    if grant == "refresh_token":
+        return await _refresh_grant(parts, form, client or PUBLIC_CLIENT)
+    if grant == "client_credentials":
+        return await _client_credentials_grant(parts, form, client)
+    if not grant:
+        raise invalid_request("grant_type is required")
+    raise OAuthError(
+        "unsupported_grant_type", "grant_type must be password, refresh_token or client_credentials"
+    )
+
+
+@routes.post("/introspect")
+async def introspect(request: web.Request) -> web.Response:
+    parts = _parts(request)
+    form = await read_form(request)
+    if parts.clients.authenticate(request.headers.get("Authorization"), form) is None:
+        raise invalid_client("introspection requires client authentication")
+    token, _hint = _token_param(form)
+    if len(token) > MAX_TOKEN_LENGTH:
+        return web.json_response(INACTIVE, headers=NO_STORE)
+    return web.json_response(await parts.introspector.introspect(token), headers=NO_STORE)
+
+
+@routes.post("/revoke")
+async def revoke(request: web.Request) -> web.Response:
+    """RFC 7009: holding a token is the authority to revoke it; unknown tokens are a no-op."""
+    parts = _parts(request)
+    form = await read_form(request)
+    parts.clients.authenticate(request.headers.get("Authorization"), form)
+    token, _hint = _token_param(form)
+    if looks_like_jwt(token):
+        claims = await parts.introspector.active_access_token(token)
+        if claims is not None:
+            await parts.revocations.revoke_access_token(claims["jti"], claims["exp"])
+    else:
+        family = await parts.refresh.family_of(token)
+        if family is not None:
+            await parts.revocations.revoke_family(family, "revoked")
+    return web.Response(status=200, headers=NO_STORE)
+
+
+# -- browser sessions ----------------------------------------------------------------------
+
+
+@routes.post("/login")
+async def login(request: web.Request) -> web.Response:
+    """Password login for browsers. JSON only: a cross-site form cannot post it (login CSRF)."""
+    parts = _parts(request)
+    body = await read_json(request)
+    username, password = body.get("username"), body.get("password")
+    if not isinstance(username, str) or not isinstance(password, str):
+        raise invalid_request("username and password are required strings")
+    user = await _check_password(parts, request, username, password)
+    if user is None:
+        raise OAuthError("invalid_grant", "invalid username or password", status=401)
+    previous = await get_session(request)
+    if previous.identity is not None:
+        # A fresh id at every login, so an id planted before login (fixation) is worthless.
+        await parts.sessions.delete(str(previous.identity))
+    session = await new_session(request)
+    info = start_session(
+        session, user_id=user.id, username=user.username, ttl=parts.settings.session_ttl
+    )
+    return web.json_response({**user.public(), "expires_at": info.exp}, headers=NO_STORE)
+
+
+@routes.post("/logout")
+async def logout(request: web.Request) -> web.Response:
+    parts = _parts(request)
+    session = await get_session(request)
+    info = session_info(dict(session))
+    session.invalidate()
+    if info is not None:
+        await parts.revocations.end_session(info.sid)
+    return web.Response(status=204, headers=NO_STORE)
+
+
+# -- who am I --------------------------------------------------------------------------------
+
+
+async def _bearer_user(parts: AuthComponents, request: web.Request) -> dict[str, str] | None:
+    header = request.headers.get("Authorization")
+    if header is None or header[:7].lower() != "bearer ":
+        return None  # not this scheme: the next authenticator decides
+    claims = await parts.introspector.active_access_token(header[7:].strip())
+    if claims is None or claims.get("username") is None:
+        raise invalid_token()
+    return {"id": claims["sub"], "username": claims["username"]}
+
+
+async def _session_user(parts: AuthComponents, request: web.Request) -> dict[str, str] | None:
+    if parts.settings.cookie_name not in request.cookies:
+        return None
+    value = parts.sessions.cookie_value(request)
+    info = None if value is None else await parts.introspector.active_session(value)
+    if info is None:
+        raise invalid_token("the session is not valid")
+    return {"id": info.user_id, "username": info.username}
+
+
+AUTHENTICATORS = (_bearer_user, _session_user)
+
+
+@routes.get("/me")
+async def me(request: web.Request) -> web.Response:
+    """The caller's user: Bearer first, then the session cookie; the first that answers wins."""
+    parts = _parts(request)
+    for authenticate in AUTHENTICATORS:
+        user = await authenticate(parts, request)
+        if user is not None:
+            return web.json_response(user, headers=NO_STORE)
+    raise unauthenticated()
+
+
+# -- discovery and health --------------------------------------------------------------------
+
+
+@routes.get("/.well-known/jwks.json")
+async def jwks(request: web.Request) -> web.Response:
+    return web.json_response(await _parts(request).keyring.jwks())
+
+
+@routes.get("/.well-known/oauth-authorization-server")
+async def metadata(request: web.Request) -> web.Response:
+    settings = _parts(request).settings
+    base = settings.issuer
+    auth_methods = ["client_secret_basic", "client_secret_post"]
+    return web.json_response(
+        {
+            "issuer": base,
+            "token_endpoint": f"{base}/token",
+            "introspection_endpoint": f"{base}/introspect",
+            "revocation_endpoint": f"{base}/revoke",
+            "jwks_uri": f"{base}/.well-known/jwks.json",
+            "grant_types_supported": ["password", "refresh_token", "client_credentials"],
+            "response_types_supported": [],
+            "scopes_supported": list(settings.scopes),
+            "token_endpoint_auth_methods_supported": [*auth_methods, "none"],
+            "introspection_endpoint_auth_methods_supported": auth_methods,
+            "revocation_endpoint_auth_methods_supported": [*auth_methods, "none"],
+        }
+    )
+
+
+@routes.get("/healthz")
+async def healthz(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+@routes.get("/readyz")
+async def readyz(request: web.Request) -> web.Response:
+    try:
+        await _parts(request).redis.ping()
+    except Exception:
+        return web.json_response({"status": "unavailable", "redis": False}, status=503)
+    return web.json_response({"status": "ready", "redis": True})

@@ -1,0 +1,148 @@
+"""Reading configuration from the environment, once, with every error reported together."""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Callable, Mapping
+from typing import TypeVar
+
+T = TypeVar("T")
+
+log = logging.getLogger(__name__)
+
+APP_ENVS = ("development", "production")
+
+
+class ConfigError(Exception):
+    """Raised when one or more environment variables are missing or malformed.
+
+    The message names every bad variable, so an operator fixes them all in one go.
+    """
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__("invalid configuration: " + "; ".join(problems))
+
+
+class EnvReader:
+    """Reads typed values out of an environment mapping and collects the problems it finds.
+
+    Each getter returns a usable placeholder on error so that reading can go on and report
+    every bad variable at once; `raise_if_invalid()` then turns the collected problems into
+    one `ConfigError`.
+    """
+
+    def __init__(self, environ: Mapping[str, str]) -> None:
+        self._environ = environ
+        self.problems: list[str] = []
+        self.dev_defaults: list[str] = []
+        self.app_env = self.choice("APP_ENV", "development", APP_ENVS)
+
+    @property
+    def production(self) -> bool:
+        return self.app_env == "production"
+
+    def raw(self, name: str) -> str | None:
+        value = self._environ.get(name)
+        if value is None or value.strip() == "":
+            return None
+        return value.strip()
+
+    def _parse(self, name: str, default: T, parse: Callable[[str], T], expected: str) -> T:
+        value = self.raw(name)
+        if value is None:
+            return default
+        try:
+            return parse(value)
+        except ValueError:
+            self.problems.append(f"{name} must be {expected} (got {value!r})")
+            return default
+
+    def string(self, name: str, default: str) -> str:
+        return self._parse(name, default, str, "a string")
+
+    def optional(self, name: str) -> str | None:
+        return self.raw(name)
+
+    def integer(self, name: str, default: int, *, minimum: int = 0, maximum: int = 2**31) -> int:
+        def parse(value: str) -> int:
+            number = int(value)
+            if not minimum <= number <= maximum:
+                raise ValueError(value)
+            return number
+
+        return self._parse(name, default, parse, f"an integer from {minimum} to {maximum}")
+
+    def number(self, name: str, default: float, *, minimum: float = 0.0) -> float:
+        def parse(value: str) -> float:
+            number = float(value)
+            if not number >= minimum:  # also rejects NaN
+                raise ValueError(value)
+            return number
+
+        return self._parse(name, default, parse, f"a number >= {minimum}")
+
+    def boolean(self, name: str, default: bool) -> bool:
+        def parse(value: str) -> bool:
+            lowered = value.lower()
+            if lowered in ("1", "true", "yes", "on"):
+                return True
+            if lowered in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(value)
+
+        return self._parse(name, default, parse, "true or false")
+
+    def choice(self, name: str, default: str, choices: tuple[str, ...]) -> str:
+        def parse(value: str) -> str:
+            if value not in choices:
+                raise ValueError(value)
+            return value
+
+        return self._parse(name, default, parse, "one of " + ", ".join(choices))
+
+    def port(self, name: str, default: int) -> int:
+        return self.integer(name, default, minimum=1, maximum=65535)
+
+    def url(self, name: str, default: str, *, schemes: tuple[str, ...]) -> str:
+        pattern = re.compile(rf"^({'|'.join(schemes)})://[^\s/]+(/[^\s]*)?$")
+
+        def parse(value: str) -> str:
+            if not pattern.match(value):
+                raise ValueError(value)
+            return value.rstrip("/")
+
+        return self._parse(name, default, parse, "a URL with scheme " + " or ".join(schemes))
+
+    def csv(self, name: str, default: tuple[str, ...] = ()) -> tuple[str, ...]:
+        value = self.raw(name)
+        if value is None:
+            return default
+        return tuple(part.strip() for part in value.split(",") if part.strip())
+
+    def secret(self, name: str, dev_default: str) -> str:
+        """A secret: required in production, a loudly logged default in development."""
+        value = self.raw(name)
+        if value is not None:
+            if value == dev_default and self.production:
+                self.problems.append(f"{name} is the development default; set a real secret")
+            return value
+        if self.production:
+            self.problems.append(f"{name} is required when APP_ENV=production")
+        else:
+            self.dev_defaults.append(name)
+        return dev_default
+
+    def fail(self, problem: str) -> None:
+        self.problems.append(problem)
+
+    def raise_if_invalid(self) -> None:
+        if self.problems:
+            raise ConfigError(self.problems)
+        for name in self.dev_defaults:
+            log.warning(
+                "using the insecure development default for a secret; never run like this "
+                "in production",
+                extra={"variable": name},
+            )

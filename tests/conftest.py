@@ -1,0 +1,83 @@
+"""Fixtures shared by the whole suite: a private Redis and the auth service on it."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Awaitable, Callable, Iterator
+from typing import Any
+
+import pytest
+import redis
+from aiohttp.test_utils import TestClient
+
+from auth_service.app import create_app
+from auth_service.settings import AuthSettings, load_settings
+from tests.redis_server import RedisServer
+
+CHAT_CLIENT = ("chat", "chat-secret-for-tests-only")
+OTHER_CLIENT = ("reports", "reports-secret-for-tests")
+PASSWORD = "correct horse battery"
+
+AuthClientFactory = Callable[..., Awaitable[TestClient[Any, Any]]]
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer | None]:
+    """The suite's own redis-server on a free port; None when REDIS_URL names another."""
+    if os.environ.get("REDIS_URL"):
+        yield None
+        return
+    server = RedisServer()
+    server.start()
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def redis_url(redis_server: RedisServer | None) -> str:
+    """A clean database for each test."""
+    url = redis_server.url if redis_server is not None else os.environ["REDIS_URL"]
+    client = redis.Redis.from_url(url)
+    try:
+        client.flushdb()
+    finally:
+        client.close()
+    return url
+
+
+def auth_environ(redis_url: str, **overrides: str) -> dict[str, str]:
+    env = {
+        "REDIS_URL": redis_url,
+        "AUTH_CLIENTS": ",".join(f"{i}:{s}" for i, s in (CHAT_CLIENT, OTHER_CLIENT)),
+        "AUTH_ISSUER": "http://auth.test",
+        # Cheap hashing keeps the suite fast; production defaults are tested in settings.
+        "AUTH_ARGON2_TIME_COST": "1",
+        "AUTH_ARGON2_MEMORY_KIB": "1024",
+        "AUTH_ARGON2_PARALLELISM": "1",
+        "AUTH_REGISTER_MAX_PER_ADDRESS": "1000",
+        "AUTH_LOGIN_MAX_FAILURES_PER_ADDRESS": "1000",
+    }
+    env.update(overrides)
+    return env
+
+
+@pytest.fixture
+def auth_settings(redis_url: str) -> AuthSettings:
+    return load_settings(auth_environ(redis_url))
+
+
+@pytest.fixture
+def make_auth_client(
+    aiohttp_client: Callable[..., Awaitable[TestClient[Any, Any]]], redis_url: str
+) -> AuthClientFactory:
+    """Starts another auth service instance on the test Redis, with optional overrides."""
+
+    async def make(**overrides: str) -> TestClient[Any, Any]:
+        return await aiohttp_client(create_app(load_settings(auth_environ(redis_url, **overrides))))
+
+    return make
+
+
+@pytest.fixture
+async def auth(make_auth_client: AuthClientFactory) -> TestClient[Any, Any]:
+    return await make_auth_client()
