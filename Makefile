@@ -1,0 +1,35 @@
+# Every target installs into .venv first when it is missing or pyproject.toml changed.
+VENV   ?= .venv
+PYTHON ?= python3
+STAMP  := $(VENV)/.installed-stamp
+
+.PHONY: install run test lint format clean
+
+$(STAMP): pyproject.toml
+	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --upgrade pip
+	$(VENV)/bin/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+## run: private redis-server (unless REDIS_URL is set), the auth service and the chat instances
+run: $(STAMP)
+	$(VENV)/bin/python scripts/run_stack.py
+
+## test: the whole suite against a redis-server it starts itself (REDIS_URL to use another)
+test: $(STAMP)
+	$(VENV)/bin/pytest -m "not slow and not load"
+
+## lint: ruff (lint + format check) and mypy --strict
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+format: $(STAMP)
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+clean:
+	rm -rf $(VENV) .run .mypy_cache .ruff_cache *.egg-info

@@ -1,0 +1,170 @@
+"""`make run`: the whole stack on this machine, stopped together with Ctrl-C.
+
+Starts a private redis-server (unless REDIS_URL is set), the auth service and the chat
+instances, waits until each answers /healthz, prints where they are and how to try them,
+and on Ctrl-C (or any child dying) stops everything it started, by pid.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+RUN_DIR = ROOT / ".run"
+AUTH_PORT = 8081
+CHAT_PORTS = (8080, 8082)
+DEV_CHAT_CLIENT = ("chat", "dev-chat-secret")
+
+
+@dataclass
+class Stack:
+    """The processes this run started, in start order."""
+
+    processes: list[tuple[str, subprocess.Popen[bytes]]] = field(default_factory=list)
+
+    def start(self, name: str, argv: list[str], env: dict[str, str]) -> None:
+        log = (RUN_DIR / f"{name}.log").open("ab")
+        process = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT)
+        self.processes.append((name, process))
+        print(f"  started {name} (pid {process.pid}, log .run/{name}.log)")
+
+    def stop(self) -> None:
+        for _name, process in reversed(self.processes):
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+        for name, process in reversed(self.processes):
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                print(f"  {name} did not stop in 10 s; killing it")
+                process.kill()
+                process.wait()
+        print("stopped everything this run started")
+
+    def dead(self) -> str | None:
+        for name, process in self.processes:
+            if process.poll() is not None:
+                return name
+        return None
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_healthy(stack: Stack, name: str, url: str, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if stack.dead() is not None:
+            raise RuntimeError(
+                f"{stack.dead()} exited during start-up; see .run/{stack.dead()}.log"
+            )
+        try:
+            with urllib.request.urlopen(url, timeout=1) as response:  # noqa: S310 (our own URL)
+                if response.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.1)  # polling a child we just started: there is no event to wait on
+    raise RuntimeError(f"{name} did not answer {url} within {timeout:.0f} s")
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt  # SIGTERM stops the stack the same way Ctrl-C does
+
+
+def main() -> int:
+    RUN_DIR.mkdir(exist_ok=True)
+    env = dict(os.environ)
+    env.setdefault("AUTH_CLIENTS", ":".join(DEV_CHAT_CLIENT))
+    env.setdefault("CHAT_CLIENT_ID", DEV_CHAT_CLIENT[0])
+    env.setdefault("CHAT_CLIENT_SECRET", DEV_CHAT_CLIENT[1])
+    env.setdefault("AUTH_URL", f"http://127.0.0.1:{AUTH_PORT}")
+    stack = Stack()
+    signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        print("starting the stack")
+        if "REDIS_URL" not in os.environ:
+            redis_server = shutil.which("redis-server")
+            if redis_server is None:
+                print("redis-server is not on PATH: apt-get install redis-server, or set REDIS_URL")
+                return 1
+            port = free_port()
+            stack.start(
+                "redis",
+                [
+                    redis_server,
+                    "--port",
+                    str(port),
+                    "--bind",
+                    "127.0.0.1",
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "no",
+                    "--dir",
+                    str(RUN_DIR),
+                ],
+                env,
+            )
+            env["REDIS_URL"] = f"redis://127.0.0.1:{port}/0"
+        stack.start(
+            "auth", [sys.executable, "-m", "auth_service"], {**env, "AUTH_PORT": str(AUTH_PORT)}
+        )
+        wait_healthy(stack, "auth", f"http://127.0.0.1:{AUTH_PORT}/healthz")
+        chat_urls = []
+        if (ROOT / "service" / "__main__.py").exists():
+            for index, chat_port in enumerate(CHAT_PORTS):
+                name = f"chat{index + 1}"
+                stack.start(
+                    name, [sys.executable, "-m", "service"], {**env, "CHAT_PORT": str(chat_port)}
+                )
+                wait_healthy(stack, name, f"http://127.0.0.1:{chat_port}/healthz")
+                chat_urls.append(f"ws://127.0.0.1:{chat_port}/ws")
+        print_banner(env["REDIS_URL"], chat_urls)
+        while (name := stack.dead()) is None:
+            time.sleep(0.5)  # supervising children; any exit ends the run
+        print(f"{name} exited; see .run/{name}.log")
+        return 1
+    except KeyboardInterrupt:
+        return 0
+    except RuntimeError as error:
+        print(f"start-up failed: {error}")
+        return 1
+    finally:
+        stack.stop()
+
+
+def print_banner(redis_url: str, chat_urls: list[str]) -> None:
+    auth = f"http://127.0.0.1:{AUTH_PORT}"
+    client_id, secret = DEV_CHAT_CLIENT
+    print(f"""
+the stack is up (Ctrl-C stops it)
+  redis  {redis_url}
+  auth   {auth}""")
+    for url in chat_urls:
+        print(f"  chat   {url}")
+    print(f"""
+try it:
+  curl -s -X POST {auth}/users -H 'Content-Type: application/json' \\
+       -d '{{"username":"alice","password":"correct horse battery"}}'
+  curl -s -X POST {auth}/token -d grant_type=password -d username=alice \\
+       -d 'password=correct horse battery'
+  curl -s -X POST {auth}/introspect -u {client_id}:{secret} -d token=ACCESS_TOKEN
+  curl -s -X POST {auth}/revoke -d token=ACCESS_TOKEN
+""")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
