@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import sys
 
 from aiohttp import web
@@ -48,12 +49,13 @@ def main(argv: list[str] | None = None) -> None:
     key_parser.add_argument("kid", nargs="?", help="the key to retire")
     args = parser.parse_args(argv)
 
+    configure_logging()  # before settings, so a development-default warning is logged
     try:
         settings = load_settings()
     except ConfigError as error:
         print(f"auth-service: {error}", file=sys.stderr)
         raise SystemExit(2) from None
-    configure_logging(settings.log_level)
+    logging.getLogger().setLevel(settings.log_level)
     if args.command == "keys":
         if args.action == "retire" and not args.kid:
             parser.error("keys retire needs the kid to retire")

@@ -54,7 +54,10 @@ class AuthSettings:
 
 def _parse_clients(env: EnvReader) -> dict[str, str]:
     clients: dict[str, str] = {}
-    for pair in env.secret("AUTH_CLIENTS", DEV_CLIENTS).split(","):
+    raw = env.secret("AUTH_CLIENTS", DEV_CLIENTS)
+    if env.production and raw == DEV_CLIENTS:
+        return clients  # already reported as missing or as the development default
+    for pair in raw.split(","):
         client_id, sep, secret = pair.strip().partition(":")
         if not sep or not CLIENT_ID.match(client_id) or not secret:
             env.fail("AUTH_CLIENTS must be comma-separated id:secret pairs")
