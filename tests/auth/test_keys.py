@@ -1,0 +1,92 @@
+"""Signing keys: shared through Redis, rotated without breaking issued tokens, or from files."""
+
+from pathlib import Path
+
+import jwt
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from auth_service import keys
+from auth_service.components import COMPONENTS
+from tests.auth.helpers import Client, introspect, password_grant, user_with_tokens
+from tests.conftest import AuthClientFactory
+
+
+async def kid(token: str) -> str:
+    return str(jwt.get_unverified_header(token)["kid"])
+
+
+async def test_rotation_keeps_old_tokens_valid(make_auth_client: AuthClientFactory) -> None:
+    first = await make_auth_client()
+    second = await make_auth_client()
+    old = await user_with_tokens(first)
+    new_kid = await keys.rotate(first.app[COMPONENTS].redis)
+
+    # Both replicas sign with the new key once they re-read the ring...
+    for replica in (first, second):
+        await replica.app[COMPONENTS].keyring.load()
+    fresh = await password_grant(second)
+    assert await kid(fresh["access_token"]) == new_kid
+    assert await kid(old["access_token"]) != new_kid
+    # ...and both keys verify, at either replica, and both are published.
+    for replica in (first, second):
+        assert (await introspect(replica, old["access_token"]))["active"] is True
+        assert (await introspect(replica, fresh["access_token"]))["active"] is True
+        published = {
+            k["kid"] for k in (await (await replica.get("/.well-known/jwks.json")).json())["keys"]
+        }
+        assert {new_kid, await kid(old["access_token"])} <= published
+
+
+async def test_a_replica_that_has_not_reloaded_still_verifies_new_tokens(
+    make_auth_client: AuthClientFactory,
+) -> None:
+    first = await make_auth_client()
+    second = await make_auth_client()
+    await user_with_tokens(first)
+    await keys.rotate(first.app[COMPONENTS].redis)
+    await first.app[COMPONENTS].keyring.load()
+    fresh = await password_grant(first)
+    # `second` never reloaded: the unknown kid makes it re-read the ring once.
+    assert (await introspect(second, fresh["access_token"]))["active"] is True
+
+
+async def test_retired_key_stops_verifying(auth: Client) -> None:
+    old = await user_with_tokens(auth)
+    old_kid = await kid(old["access_token"])
+    redis = auth.app[COMPONENTS].redis
+    await keys.rotate(redis)
+    assert await keys.retire(redis, old_kid)
+    await auth.app[COMPONENTS].keyring.load()
+    assert await introspect(auth, old["access_token"]) == {"active": False}
+
+
+async def test_the_active_key_cannot_be_retired(auth: Client) -> None:
+    tokens = await user_with_tokens(auth)
+    active = await kid(tokens["access_token"])
+    try:
+        await keys.retire(auth.app[COMPONENTS].redis, active)
+    except ValueError:
+        return
+    raise AssertionError("retiring the active key must be refused")
+
+
+async def test_keys_from_files(make_auth_client: AuthClientFactory, tmp_path: Path) -> None:
+    paths = []
+    for name in ("new.pem", "old.pem"):
+        key = Ed25519PrivateKey.generate()
+        path = tmp_path / name
+        path.write_bytes(
+            key.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            )
+        )
+        paths.append(str(path))
+    auth = await make_auth_client(AUTH_SIGNING_KEY_FILES=",".join(paths))
+    tokens = await user_with_tokens(auth)
+    jwks = (await (await auth.get("/.well-known/jwks.json")).json())["keys"]
+    assert len(jwks) == 2
+    assert await kid(tokens["access_token"]) == jwks[0]["kid"]
+    assert all(k["kty"] == "OKP" and k["crv"] == "Ed25519" and "d" not in k for k in jwks)

@@ -1,0 +1,95 @@
+"""POST /revoke (RFC 7009) and the revocation events it publishes."""
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+
+import pytest
+import redis.asyncio as aioredis
+
+from auth_service.revocation import CHANNEL
+from tests.auth.helpers import Client, introspect, refresh_grant, user_with_tokens
+
+
+@pytest.fixture
+async def revocation_events(redis_url: str) -> AsyncIterator[asyncio.Queue[dict[str, str]]]:
+    """Events published on the revocation channel, as a queue."""
+    client = aioredis.Redis.from_url(redis_url, decode_responses=True)
+    pubsub = client.pubsub()
+    await pubsub.subscribe(CHANNEL)
+    queue: asyncio.Queue[dict[str, str]] = asyncio.Queue()
+
+    async def pump() -> None:
+        async for message in pubsub.listen():
+            if message["type"] == "message":
+                queue.put_nowait(json.loads(message["data"]))
+
+    task = asyncio.create_task(pump())
+    yield queue
+    task.cancel()
+    await pubsub.aclose()
+    await client.aclose()
+
+
+async def test_revoked_access_token_is_inactive_and_announced(
+    auth: Client, revocation_events: asyncio.Queue[dict[str, str]]
+) -> None:
+    tokens = await user_with_tokens(auth)
+    jti = (await introspect(auth, tokens["access_token"]))["jti"]
+    response = await auth.post("/revoke", data={"token": tokens["access_token"]})
+    assert response.status == 200
+    assert await introspect(auth, tokens["access_token"]) == {"active": False}
+    me = await auth.get("/me", headers={"Authorization": f"Bearer {tokens['access_token']}"})
+    assert me.status == 401
+    event = await asyncio.wait_for(revocation_events.get(), 5)
+    assert event == {"kind": "jti", "value": jti, "reason": "revoked"}
+    # The refresh token of the same grant is untouched by revoking one access token.
+    assert (await introspect(auth, tokens["refresh_token"]))["active"] is True
+
+
+async def test_revoking_a_refresh_token_kills_its_family(
+    auth: Client, revocation_events: asyncio.Queue[dict[str, str]]
+) -> None:
+    tokens = await user_with_tokens(auth)
+    sid = (await introspect(auth, tokens["access_token"]))["sid"]
+    response = await auth.post(
+        "/revoke", data={"token": tokens["refresh_token"], "token_type_hint": "refresh_token"}
+    )
+    assert response.status == 200
+    assert await introspect(auth, tokens["refresh_token"]) == {"active": False}
+    assert await introspect(auth, tokens["access_token"]) == {"active": False}
+    assert (await refresh_grant(auth, tokens["refresh_token"])).status == 400
+    event = await asyncio.wait_for(revocation_events.get(), 5)
+    assert event == {"kind": "sid", "value": sid, "reason": "revoked"}
+
+
+async def test_refresh_token_reuse_is_announced(
+    auth: Client, revocation_events: asyncio.Queue[dict[str, str]]
+) -> None:
+    tokens = await user_with_tokens(auth)
+    sid = (await introspect(auth, tokens["access_token"]))["sid"]
+    await refresh_grant(auth, tokens["refresh_token"])
+    await refresh_grant(auth, tokens["refresh_token"])
+    event = await asyncio.wait_for(revocation_events.get(), 5)
+    assert event == {"kind": "sid", "value": sid, "reason": "refresh_token_reuse"}
+
+
+@pytest.mark.parametrize("token", ["garbage", "rt_" + "A" * 43, "a.b.c"])
+async def test_unknown_tokens_are_200(auth: Client, token: str) -> None:
+    response = await auth.post("/revoke", data={"token": token})
+    assert response.status == 200
+
+
+async def test_revoke_twice_is_200(auth: Client) -> None:
+    tokens = await user_with_tokens(auth)
+    for _ in range(2):
+        assert (await auth.post("/revoke", data={"token": tokens["access_token"]})).status == 200
+
+
+async def test_malformed_revoke_requests(auth: Client) -> None:
+    assert (await auth.post("/revoke", data={})).status == 400
+    assert (await auth.post("/revoke", json={"token": "x"})).status == 400
+    response = await auth.post(
+        "/revoke", data={"token": "x"}, headers={"Authorization": "Basic d3Jvbmc6d3Jvbmc="}
+    )
+    assert response.status == 401

@@ -1,0 +1,155 @@
+"""Browser sessions: login, cookie flags, fixation defence, /me, logout, introspection."""
+
+from http.cookies import SimpleCookie
+
+from tests.auth.helpers import CHAT_AUTH, Client, introspect, password_grant, register
+from tests.conftest import PASSWORD, AuthClientFactory
+
+COOKIE = "chat_session"
+
+
+async def login(auth: Client, username: str = "alice", password: str = PASSWORD) -> str:
+    """Logs in and returns the session id the response set."""
+    response = await auth.post("/login", json={"username": username, "password": password})
+    assert response.status == 200, await response.text()
+    cookie: SimpleCookie = SimpleCookie()
+    cookie.load(response.headers["Set-Cookie"])
+    return cookie[COOKIE].value
+
+
+async def test_login_sets_a_hardened_cookie(auth: Client) -> None:
+    user = await register(auth)
+    response = await auth.post("/login", json={"username": "alice", "password": PASSWORD})
+    assert response.status == 200
+    body = await response.json()
+    assert body["id"] == user["id"]
+    assert body["username"] == "alice"
+    raw = response.headers["Set-Cookie"]
+    cookie: SimpleCookie = SimpleCookie()
+    cookie.load(raw)
+    morsel = cookie[COOKIE]
+    assert morsel["httponly"]
+    assert morsel["samesite"] == "Lax"
+    assert not morsel["secure"]  # development default; see the next test
+    assert len(morsel.value) == 43
+
+
+async def test_secure_flag_is_configurable(make_auth_client: AuthClientFactory) -> None:
+    auth = await make_auth_client(AUTH_COOKIE_SECURE="true", AUTH_COOKIE_SAMESITE="Strict")
+    await register(auth)
+    response = await auth.post("/login", json={"username": "alice", "password": PASSWORD})
+    cookie: SimpleCookie = SimpleCookie()
+    cookie.load(response.headers["Set-Cookie"])
+    assert cookie[COOKIE]["secure"]
+    assert cookie[COOKIE]["samesite"] == "Strict"
+
+
+async def test_session_id_changes_at_every_login(auth: Client) -> None:
+    await register(auth)
+    first = await login(auth)
+    second = await login(auth)
+    assert first != second
+    # The id from before the second login is dead.
+    assert await introspect(auth, first, token_type_hint="session") == {"active": False}
+    assert (await introspect(auth, second, token_type_hint="session"))["active"] is True
+
+
+async def test_a_planted_session_id_is_not_adopted(auth: Client) -> None:
+    await register(auth)
+    planted = "P" * 43
+    response = await auth.post(
+        "/login",
+        json={"username": "alice", "password": PASSWORD},
+        headers={"Cookie": f"{COOKIE}={planted}"},
+    )
+    cookie: SimpleCookie = SimpleCookie()
+    cookie.load(response.headers["Set-Cookie"])
+    assert cookie[COOKIE].value != planted
+    assert await introspect(auth, planted, token_type_hint="session") == {"active": False}
+
+
+async def test_me_with_the_session_cookie(auth: Client) -> None:
+    user = await register(auth)
+    await login(auth)
+    response = await auth.get("/me")
+    assert response.status == 200
+    assert await response.json() == user
+
+
+async def test_session_introspects_as_session(auth: Client) -> None:
+    user = await register(auth)
+    session_id = await login(auth)
+    result = await introspect(auth, session_id, token_type_hint="session")
+    assert result["active"] is True
+    assert result["token_type"] == "session"
+    assert result["sub"] == user["id"]
+    assert result["username"] == "alice"
+    assert result["sid"].startswith("s_")
+    assert session_id not in str(result)  # the public sid is not the secret cookie value
+
+
+async def test_cookie_from_before_logout_no_longer_works(auth: Client) -> None:
+    await register(auth)
+    session_id = await login(auth)
+    response = await auth.post("/logout")
+    assert response.status == 204
+    assert await introspect(auth, session_id, token_type_hint="session") == {"active": False}
+    # Replaying the old cookie value by hand is refused, not treated as anonymous.
+    response = await auth.get("/me", headers={"Cookie": f"{COOKIE}={session_id}"})
+    assert response.status == 401
+    assert "invalid_token" in response.headers["WWW-Authenticate"]
+
+
+async def test_logout_without_a_session_is_harmless(auth: Client) -> None:
+    assert (await auth.post("/logout")).status == 204
+
+
+async def test_login_with_bad_credentials(auth: Client) -> None:
+    await register(auth)
+    response = await auth.post("/login", json={"username": "alice", "password": "wrong password"})
+    assert response.status == 401
+    assert (await response.json())["error"] == "invalid_grant"
+    assert "Set-Cookie" not in response.headers
+
+
+async def test_login_accepts_json_only(auth: Client) -> None:
+    await register(auth)
+    response = await auth.post("/login", data={"username": "alice", "password": PASSWORD})
+    assert response.status == 400
+
+
+async def test_me_tries_bearer_before_the_cookie(auth: Client) -> None:
+    await register(auth, "alice")
+    await register(auth, "bob")
+    await login(auth, "alice")
+    bob = await password_grant(auth, "bob")
+    response = await auth.get("/me", headers={"Authorization": f"Bearer {bob['access_token']}"})
+    assert (await response.json())["username"] == "bob"
+
+
+async def test_a_bad_bearer_does_not_fall_through_to_the_cookie(auth: Client) -> None:
+    await register(auth)
+    await login(auth)
+    response = await auth.get("/me", headers={"Authorization": "Bearer not-a-token"})
+    assert response.status == 401
+    assert response.headers["WWW-Authenticate"] == 'Bearer error="invalid_token"'
+
+
+async def test_me_without_credentials_is_401_bearer(auth: Client) -> None:
+    response = await auth.get("/me")
+    assert response.status == 401
+    assert response.headers["WWW-Authenticate"].startswith("Bearer")
+
+
+async def test_garbage_cookie_is_401(auth: Client) -> None:
+    response = await auth.get("/me", headers={"Cookie": f"{COOKIE}=../../etc/passwd"})
+    assert response.status == 401
+
+
+async def test_introspection_of_a_session_requires_the_client(auth: Client) -> None:
+    await register(auth)
+    session_id = await login(auth)
+    response = await auth.post("/introspect", data={"token": session_id})
+    assert response.status == 401
+    response = await auth.post("/introspect", data={"token": session_id}, headers=CHAT_AUTH)
+    assert (await response.json())["active"] is True

@@ -1,0 +1,91 @@
+"""POST /users: validation, uniqueness (also under concurrency), hashing."""
+
+import asyncio
+
+import pytest
+import redis.asyncio as aioredis
+
+from tests.auth.helpers import Client, register
+from tests.conftest import PASSWORD, AuthClientFactory
+
+
+async def test_register_returns_the_user(auth: Client) -> None:
+    response = await auth.post("/users", json={"username": "alice", "password": PASSWORD})
+    assert response.status == 201
+    body = await response.json()
+    assert set(body) == {"id", "username"}
+    assert body["username"] == "alice"
+
+
+async def test_password_is_stored_as_argon2id(auth: Client, redis_url: str) -> None:
+    user = await register(auth)
+    client = aioredis.Redis.from_url(redis_url, decode_responses=True)
+    try:
+        stored = await client.hget(f"auth:user:{user['id']}", "password_hash")
+    finally:
+        await client.aclose()
+    assert stored is not None
+    assert stored.startswith("$argon2id$")
+    assert PASSWORD not in stored
+
+
+async def test_duplicate_username_in_any_case_is_409(auth: Client) -> None:
+    await register(auth, "alice")
+    for name in ("alice", "ALICE"):
+        response = await auth.post("/users", json={"username": name, "password": PASSWORD})
+        assert response.status == 409
+        assert (await response.json())["error"] == "username_taken"
+
+
+async def test_concurrent_registrations_of_one_name_create_one_user(auth: Client) -> None:
+    responses = await asyncio.gather(
+        *(auth.post("/users", json={"username": "race", "password": PASSWORD}) for _ in range(8))
+    )
+    statuses = sorted(r.status for r in responses)
+    assert statuses == [201] + [409] * 7
+
+
+@pytest.mark.parametrize(
+    ("body", "fragment"),
+    [
+        ({"username": "ab", "password": PASSWORD}, "username"),
+        ({"username": "a" * 33, "password": PASSWORD}, "username"),
+        ({"username": "bad name", "password": PASSWORD}, "username"),
+        ({"username": "al!ce", "password": PASSWORD}, "username"),
+        ({"username": 42, "password": PASSWORD}, "username"),
+        ({"password": PASSWORD}, "username"),
+        ({"username": "alice", "password": "short"}, "password"),
+        ({"username": "alice", "password": "x" * 1025}, "password"),
+        ({"username": "alice", "password": ["a list"]}, "password"),
+        ({"username": "alice"}, "password"),
+    ],
+)
+async def test_invalid_registration_is_400_with_description(
+    auth: Client, body: dict[str, object], fragment: str
+) -> None:
+    response = await auth.post("/users", json=body)
+    assert response.status == 400
+    error = await response.json()
+    assert error["error"] == "invalid_request"
+    assert fragment in error["error_description"]
+
+
+@pytest.mark.parametrize(
+    ("data", "content_type"),
+    [("not json", "application/json"), ("[1, 2]", "application/json"), ("a=b", "text/plain")],
+)
+async def test_body_that_is_not_a_json_object_is_400(
+    auth: Client, data: str, content_type: str
+) -> None:
+    response = await auth.post("/users", data=data, headers={"Content-Type": content_type})
+    assert response.status == 400
+    assert (await response.json())["error"] == "invalid_request"
+
+
+async def test_registrations_per_address_are_limited(make_auth_client: AuthClientFactory) -> None:
+    auth = await make_auth_client(AUTH_REGISTER_MAX_PER_ADDRESS="2")
+    await register(auth, "user1")
+    await register(auth, "user2")
+    response = await auth.post("/users", json={"username": "user3", "password": PASSWORD})
+    assert response.status == 429
+    assert int(response.headers["Retry-After"]) > 0

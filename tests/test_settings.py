@@ -1,0 +1,98 @@
+"""Configuration: defaults, one message naming every bad variable, production refusals."""
+
+import subprocess
+import sys
+
+import pytest
+
+from auth_service.settings import load_settings
+from common.config import ConfigError
+
+
+def test_defaults_match_the_spec() -> None:
+    settings = load_settings({})
+    assert settings.app_env == "development"
+    assert settings.redis_url == "redis://127.0.0.1:6379/0"
+    assert (settings.host, settings.port) == ("127.0.0.1", 8081)
+    assert settings.issuer == "http://127.0.0.1:8081"
+    assert settings.audience == "chat"
+    assert settings.access_token_ttl == 900
+    assert settings.refresh_token_ttl == 1209600
+    assert settings.cookie_secure is False
+
+
+def test_settings_are_frozen() -> None:
+    settings = load_settings({})
+    with pytest.raises(AttributeError):
+        settings.port = 1  # type: ignore[misc]
+
+
+def test_every_bad_variable_is_named_at_once() -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_settings(
+            {
+                "AUTH_PORT": "eighty",
+                "AUTH_ACCESS_TOKEN_TTL": "0",
+                "REDIS_URL": "localhost:6379",
+                "APP_ENV": "staging",
+                "AUTH_COOKIE_SECURE": "maybe",
+            }
+        )
+    message = str(caught.value)
+    for name in (
+        "AUTH_PORT",
+        "AUTH_ACCESS_TOKEN_TTL",
+        "REDIS_URL",
+        "APP_ENV",
+        "AUTH_COOKIE_SECURE",
+    ):
+        assert name in message
+
+
+def test_production_refuses_dev_defaults_for_secrets() -> None:
+    with pytest.raises(ConfigError, match="AUTH_CLIENTS is required"):
+        load_settings({"APP_ENV": "production"})
+    with pytest.raises(ConfigError, match="development default"):
+        load_settings({"APP_ENV": "production", "AUTH_CLIENTS": "chat:dev-chat-secret"})
+    with pytest.raises(ConfigError, match="at least 16"):
+        load_settings({"APP_ENV": "production", "AUTH_CLIENTS": "chat:short"})
+    with pytest.raises(ConfigError, match="AUTH_COOKIE_SECURE"):
+        load_settings(
+            {
+                "APP_ENV": "production",
+                "AUTH_CLIENTS": "chat:a-long-enough-secret-value",
+                "AUTH_COOKIE_SECURE": "false",
+            }
+        )
+    settings = load_settings(
+        {"APP_ENV": "production", "AUTH_CLIENTS": "chat:a-long-enough-secret-value"}
+    )
+    assert settings.cookie_secure is True
+
+
+@pytest.mark.parametrize("value", ["chat", "chat:", ":secret", "bad id:secret"])
+def test_malformed_clients_are_refused(value: str) -> None:
+    with pytest.raises(ConfigError, match="AUTH_CLIENTS"):
+        load_settings({"AUTH_CLIENTS": value})
+
+
+def test_access_ttl_may_not_exceed_refresh_ttl() -> None:
+    with pytest.raises(ConfigError, match="must not exceed"):
+        load_settings({"AUTH_ACCESS_TOKEN_TTL": "7200", "AUTH_REFRESH_TOKEN_TTL": "3600"})
+
+
+def test_bad_configuration_stops_start_up_with_one_message() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "auth_service"],
+        env={"AUTH_PORT": "-5", "AUTH_LEEWAY": "soon", "PATH": ""},
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1
+    assert "AUTH_PORT" in lines[0]
+    assert "AUTH_LEEWAY" in lines[0]
+    assert "Traceback" not in result.stderr
