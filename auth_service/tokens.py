@@ -109,7 +109,14 @@ class AccessTokens:
             raise InvalidToken(type(exc).__name__) from exc
         if not all(isinstance(claims[name], str) for name in ("sub", "scope", "jti", "client_id")):
             raise InvalidToken("malformed claims")
+        # pyjwt compares times through int(), which accepts "9999999999": insist on numbers.
+        if not all(_is_number(claims[name]) for name in ("exp", "iat", "nbf") if name in claims):
+            raise InvalidToken("non-numeric time claim")
         return claims
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def _hash(token: str) -> str:

@@ -35,6 +35,7 @@ class EnvReader:
 
     def __init__(self, environ: Mapping[str, str]) -> None:
         self._environ = environ
+        self.names: set[str] = set()  # every variable asked for, so tooling can list them
         self.problems: list[str] = []
         self.dev_defaults: list[str] = []
         self.app_env = self.choice("APP_ENV", "development", APP_ENVS)
@@ -44,6 +45,7 @@ class EnvReader:
         return self.app_env == "production"
 
     def raw(self, name: str) -> str | None:
+        self.names.add(name)
         value = self._environ.get(name)
         if value is None or value.strip() == "":
             return None
