@@ -1,0 +1,55 @@
+"""The chat service's application factory."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import aiohttp
+from aiohttp import web
+
+from service import views
+from service.auth import CredentialChecker, IntrospectionClient, build_authenticator
+from service.broker.base import Broker
+from service.broker.redis import RedisBroker
+from service.node import REVOCATION_CHANNEL, ChatNode
+from service.settings import ChatSettings
+from service.views import HTTP_SESSION, NODE
+
+
+def create_app(settings: ChatSettings, broker: Broker | None = None) -> web.Application:
+    """The app; `broker` replaces the Redis broker (unit tests use the in-memory one)."""
+    app = web.Application()
+
+    async def lifecycle(app: web.Application) -> AsyncIterator[None]:
+        session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=100), raise_for_status=False
+        )
+        introspection = IntrospectionClient(
+            session,
+            url=settings.auth_url,
+            client_id=settings.client_id,
+            client_secret=settings.client_secret,
+            timeout=settings.introspection_timeout,
+            ttl=settings.introspection_cache_ttl,
+            negative_ttl=settings.introspection_negative_ttl,
+            max_entries=settings.introspection_cache_size,
+        )
+        checker = CredentialChecker(introspection, required_scope=settings.required_scope)
+        chosen = broker or RedisBroker(settings.redis_url, event_channels=(REVOCATION_CHANNEL,))
+        node = ChatNode(
+            settings, chosen, introspection, checker, build_authenticator(checker, settings)
+        )
+        app[NODE] = node
+        app[HTTP_SESSION] = session
+        await chosen.start(node)
+        yield
+        await chosen.close()
+        await session.close()
+
+    async def on_shutdown(app: web.Application) -> None:
+        await app[NODE].shutdown()
+
+    app.cleanup_ctx.append(lifecycle)
+    app.on_shutdown.append(on_shutdown)
+    app.add_routes(views.routes)
+    return app

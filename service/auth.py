@@ -1,0 +1,297 @@
+"""Who is connecting: the ordered authenticator chain and the introspection client it uses.
+
+Like Django REST framework's authentication classes, each authenticator returns an identity
+(its scheme, good credential), None (not its scheme: ask the next one) or raises
+`AuthFailed` (its scheme, bad credential): a presented-but-bad credential never falls through.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import time
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+import aiohttp
+from aiohttp import web
+
+from service.connection import Identity
+from service.settings import ChatSettings
+
+log = logging.getLogger(__name__)
+
+MAX_CREDENTIAL_LENGTH = 4096
+SUBPROTOCOL = "chat.v1"
+BEARER_PREFIX = "bearer."
+
+
+class IntrospectionUnavailable(Exception):
+    """The auth service could not answer (down, slow, or refusing our client credentials)."""
+
+
+class AuthFailed(Exception):
+    """The handshake is refused before the upgrade with this status and headers."""
+
+    def __init__(self, status: int, error: str, description: str, headers: dict[str, str]) -> None:
+        super().__init__(description)
+        self.status = status
+        self.error = error
+        self.description = description
+        self.headers = headers
+
+    def response(self) -> web.Response:
+        return web.json_response(
+            {"error": self.error, "error_description": self.description},
+            status=self.status,
+            headers=self.headers,
+        )
+
+
+def invalid_token(description: str = "the credential is invalid or expired") -> AuthFailed:
+    return AuthFailed(
+        401, "invalid_token", description, {"WWW-Authenticate": 'Bearer error="invalid_token"'}
+    )
+
+
+def no_credentials() -> AuthFailed:
+    return AuthFailed(
+        401, "unauthorized", "a credential is required", {"WWW-Authenticate": 'Bearer realm="chat"'}
+    )
+
+
+def forbidden_origin() -> AuthFailed:
+    return AuthFailed(403, "forbidden_origin", "this Origin may not open /ws", {})
+
+
+def auth_unavailable() -> AuthFailed:
+    return AuthFailed(
+        503, "temporarily_unavailable", "the auth service is unavailable", {"Retry-After": "2"}
+    )
+
+
+def _cache_key(token: str, hint: str) -> str:
+    return hashlib.sha256(f"{hint}\0{token}".encode()).hexdigest()
+
+
+class IntrospectionClient:
+    """Asks the auth service's `/introspect` who holds a credential, with a short cache.
+
+    Active answers are kept for `min(ttl, exp - now)`, inactive ones for `negative_ttl`;
+    entries are keyed by a hash of the credential, never the credential itself. Concurrent
+    look-ups of one credential share one request. `forget()` drops entries when the auth
+    service announces a revocation.
+    """
+
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        *,
+        url: str,
+        client_id: str,
+        client_secret: str,
+        timeout: float,
+        ttl: float,
+        negative_ttl: float,
+        max_entries: int,
+    ) -> None:
+        self._session = session
+        self._url = f"{url}/introspect"
+        self._authorization = aiohttp.encode_basic_auth(client_id, client_secret)
+        self._timeout = aiohttp.ClientTimeout(total=timeout)
+        self._ttl = ttl
+        self._negative_ttl = negative_ttl
+        self._max_entries = max_entries
+        self._cache: dict[str, tuple[float, dict[str, Any]]] = {}
+        self._inflight: dict[str, asyncio.Task[dict[str, Any]]] = {}
+        self.requests = 0  # calls actually made to the auth service
+
+    async def introspect(self, token: str, hint: str) -> dict[str, Any]:
+        key = _cache_key(token, hint)
+        cached = self._cache.get(key)
+        if cached is not None:
+            if cached[0] > time.monotonic():
+                return cached[1]
+            del self._cache[key]
+        task = self._inflight.get(key)
+        if task is None:
+            task = asyncio.create_task(self._fetch(token, hint))
+            self._inflight[key] = task
+            task.add_done_callback(lambda done: self._settle(key, done))
+        # Shielded: one caller giving up (its client hung up) must not cancel the others'.
+        return await asyncio.shield(task)
+
+    def _settle(self, key: str, task: asyncio.Task[dict[str, Any]]) -> None:
+        self._inflight.pop(key, None)
+        if task.cancelled() or task.exception() is not None:
+            return
+        result = task.result()
+        if result.get("active") is True:
+            ttl = min(self._ttl, float(result["exp"]) - time.time())
+        else:
+            ttl = self._negative_ttl
+        if ttl <= 0:
+            return
+        if len(self._cache) >= self._max_entries:
+            self._cache.pop(next(iter(self._cache)))  # the oldest entry
+        self._cache[key] = (time.monotonic() + ttl, result)
+
+    async def _fetch(self, token: str, hint: str) -> dict[str, Any]:
+        self.requests += 1
+        try:
+            async with self._session.post(
+                self._url,
+                data={"token": token, "token_type_hint": hint},
+                headers={"Authorization": self._authorization},
+                timeout=self._timeout,
+            ) as response:
+                if response.status != 200:
+                    if response.status == 401:
+                        log.error("the auth service refused our client credentials")
+                    raise IntrospectionUnavailable(f"introspection answered {response.status}")
+                body = await response.json()
+        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+            raise IntrospectionUnavailable(type(exc).__name__) from exc
+        if not isinstance(body, dict) or not isinstance(body.get("active"), bool):
+            raise IntrospectionUnavailable("introspection answered something unexpected")
+        if body["active"] and not _well_formed(body):
+            raise IntrospectionUnavailable("introspection answered an incomplete identity")
+        return body
+
+    def forget(self, predicate: Any) -> int:
+        """Drops every cached answer for which `predicate(answer)` is true."""
+        stale = [key for key, (_, result) in self._cache.items() if predicate(result)]
+        for key in stale:
+            del self._cache[key]
+        return len(stale)
+
+
+def _well_formed(body: dict[str, Any]) -> bool:
+    return (
+        isinstance(body.get("sub"), str)
+        and isinstance(body.get("exp"), int | float)
+        and isinstance(body.get("jti"), str)
+        and isinstance(body.get("token_type"), str)
+    )
+
+
+class Authenticator(Protocol):
+    """One way of presenting a credential at the handshake."""
+
+    async def authenticate(self, request: web.Request) -> Identity | None: ...
+
+
+class CredentialChecker:
+    """Turns a credential into an `Identity` via introspection, or refuses it."""
+
+    def __init__(self, client: IntrospectionClient, *, required_scope: str) -> None:
+        self._client = client
+        self._scope = required_scope
+
+    async def identity(self, credential: str, *, token_type: str) -> Identity:
+        if not credential or len(credential) > MAX_CREDENTIAL_LENGTH:
+            raise invalid_token()
+        try:
+            answer = await self._client.introspect(credential, token_type)
+        except IntrospectionUnavailable as exc:
+            log.warning("introspection unavailable", extra={"error": str(exc)})
+            raise auth_unavailable() from exc
+        if (
+            answer.get("active") is not True
+            or answer.get("token_type") != token_type
+            or not isinstance(answer.get("username"), str)  # a user, not a service client
+            or self._scope not in str(answer.get("scope", "")).split(" ")
+        ):
+            raise invalid_token()
+        return Identity(
+            user_id=answer["sub"],
+            username=answer["username"],
+            token_type=token_type,
+            exp=int(answer["exp"]),
+            jti=answer["jti"],
+            sid=answer.get("sid"),
+            credential=credential,
+            hint=token_type,
+        )
+
+
+class BearerHeaderAuthenticator:
+    """`Authorization: Bearer <access token>`."""
+
+    def __init__(self, checker: CredentialChecker) -> None:
+        self._checker = checker
+
+    async def authenticate(self, request: web.Request) -> Identity | None:
+        header = request.headers.get("Authorization")
+        if header is None or header[:7].lower() != "bearer ":
+            return None
+        return await self._checker.identity(header[7:].strip(), token_type="access_token")
+
+
+class SubprotocolAuthenticator:
+    """`Sec-WebSocket-Protocol: chat.v1, bearer.<access token>` (browsers cannot set headers)."""
+
+    def __init__(self, checker: CredentialChecker) -> None:
+        self._checker = checker
+
+    async def authenticate(self, request: web.Request) -> Identity | None:
+        offered = [p.strip() for p in request.headers.get("Sec-WebSocket-Protocol", "").split(",")]
+        tokens = [p[len(BEARER_PREFIX) :] for p in offered if p.startswith(BEARER_PREFIX)]
+        if not tokens:
+            return None
+        if len(tokens) > 1:
+            raise invalid_token("present one bearer subprotocol, not several")
+        return await self._checker.identity(tokens[0], token_type="access_token")
+
+
+class SessionCookieAuthenticator:
+    """The auth service's session cookie, only from an allowed `Origin` (no cross-site
+    WebSocket hijacking: a browser attaches the cookie whichever page opens the socket)."""
+
+    def __init__(self, checker: CredentialChecker, *, cookie: str, origins: frozenset[str]) -> None:
+        self._checker = checker
+        self._cookie = cookie
+        self._origins = origins
+
+    async def authenticate(self, request: web.Request) -> Identity | None:
+        session_id = request.cookies.get(self._cookie)
+        if session_id is None:
+            return None
+        if request.headers.get("Origin") not in self._origins:
+            raise forbidden_origin()
+        return await self._checker.identity(session_id, token_type="session")
+
+
+class HandshakeAuthenticator:
+    """Runs the chain in order and applies the Origin policy; the first identity wins."""
+
+    def __init__(self, chain: Sequence[Authenticator], settings: ChatSettings) -> None:
+        self._chain = chain
+        self._origins = settings.allowed_origins
+        self._check_every_origin = settings.origin_policy == "always"
+
+    async def authenticate(self, request: web.Request) -> Identity:
+        origin = request.headers.get("Origin")
+        if self._check_every_origin and origin is not None and origin not in self._origins:
+            raise forbidden_origin()
+        for authenticator in self._chain:
+            identity = await authenticator.authenticate(request)
+            if identity is not None:
+                return identity
+        raise no_credentials()
+
+
+def build_authenticator(
+    checker: CredentialChecker, settings: ChatSettings
+) -> HandshakeAuthenticator:
+    return HandshakeAuthenticator(
+        [
+            BearerHeaderAuthenticator(checker),
+            SubprotocolAuthenticator(checker),
+            SessionCookieAuthenticator(
+                checker, cookie=settings.session_cookie, origins=settings.allowed_origins
+            ),
+        ],
+        settings,
+    )

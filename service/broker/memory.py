@@ -1,0 +1,58 @@
+"""An in-process broker for unit tests: several `MemoryBroker`s on one `MemoryBus` act like
+several instances on one Redis."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import defaultdict
+
+from service.broker.base import BrokerListener, BrokerUnavailable
+
+
+class MemoryBus:
+    """The shared medium: which brokers are subscribed to which room."""
+
+    def __init__(self) -> None:
+        self.subscribers: defaultdict[str, set[MemoryBroker]] = defaultdict(set)
+        self.up = True
+
+
+class MemoryBroker:
+    """A `Broker` whose messages travel through a `MemoryBus`, delivered on the next loop turn."""
+
+    def __init__(self, bus: MemoryBus | None = None) -> None:
+        self._bus = bus or MemoryBus()
+        self._listener: BrokerListener | None = None
+
+    @property
+    def healthy(self) -> bool:
+        return self._bus.up
+
+    async def start(self, listener: BrokerListener) -> None:
+        self._listener = listener
+
+    async def close(self) -> None:
+        for members in self._bus.subscribers.values():
+            members.discard(self)
+
+    async def subscribe(self, room: str) -> None:
+        self._check()
+        self._bus.subscribers[room].add(self)
+
+    async def unsubscribe(self, room: str) -> None:
+        members = self._bus.subscribers.get(room)
+        if members is not None:
+            members.discard(self)
+            if not members:
+                del self._bus.subscribers[room]
+
+    async def publish(self, room: str, payload: str) -> None:
+        self._check()
+        loop = asyncio.get_running_loop()
+        for broker in tuple(self._bus.subscribers.get(room, ())):
+            if broker._listener is not None:
+                loop.call_soon(broker._listener.room_message, room, payload)
+
+    def _check(self) -> None:
+        if not self._bus.up:
+            raise BrokerUnavailable("memory bus is down")

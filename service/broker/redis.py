@@ -1,0 +1,205 @@
+"""The Redis broker: one PUBLISH per message, one subscriber connection per process.
+
+Each room is the channel `chat:room:<room>`, subscribed while this process has members in it.
+The subscriber connection is owned by one task that reads it, probes it with PING when quiet
+(so a half-open link is noticed), and on any failure reconnects with capped, jittered
+exponential backoff, resubscribes every wanted room and tells the listener the link was
+restored, because whatever was published meanwhile is gone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.asyncio.client import PubSub
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+
+from common.redis import REDIS_ERRORS, connect
+from service.broker.base import BrokerListener, BrokerUnavailable
+
+log = logging.getLogger(__name__)
+
+ROOM_PREFIX = "chat:room:"
+SUBSCRIBE_ERRORS: tuple[type[Exception], ...] = (*REDIS_ERRORS, TimeoutError, BrokerUnavailable)
+
+
+class Backoff:
+    """Capped exponential backoff with full jitter."""
+
+    def __init__(self, base: float = 0.05, cap: float = 2.0) -> None:
+        self._base = base
+        self._cap = cap
+        self._attempt = 0
+
+    def next(self) -> float:
+        delay = min(self._cap, self._base * 2**self._attempt)
+        self._attempt += 1
+        return random.uniform(delay / 2, delay)  # noqa: S311 - jitter, not security
+
+    def reset(self) -> None:
+        self._attempt = 0
+
+
+class RedisBroker:
+    """`Broker` on Redis pub/sub."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        event_channels: tuple[str, ...] = (),
+        probe_interval: float = 5.0,
+        subscribe_timeout: float = 5.0,
+    ) -> None:
+        self._url = url
+        self._publisher = connect(url)
+        # The subscriber must not retry behind our back: a drop has to surface here so that
+        # rooms are resubscribed and the listener learns that messages may have been missed.
+        self._subscriber = aioredis.Redis.from_url(
+            url, decode_responses=True, socket_connect_timeout=2.0, retry=Retry(NoBackoff(), 0)
+        )
+        if not event_channels:
+            # An event channel keeps the link in subscribed mode, where PING probes are answered.
+            raise ValueError("RedisBroker needs at least one event channel")
+        self._events = event_channels
+        self._probe_interval = probe_interval
+        self._subscribe_timeout = subscribe_timeout
+        self._rooms: set[str] = set()
+        self._confirmations: dict[str, asyncio.Future[None]] = {}
+        self._pubsub: PubSub | None = None
+        self._listener: BrokerListener | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._connected = False
+        self._ever_connected = False
+        self.reconnects = 0
+
+    @property
+    def healthy(self) -> bool:
+        return self._connected
+
+    async def start(self, listener: BrokerListener) -> None:
+        self._listener = listener
+        self._task = asyncio.create_task(self._run(), name="redis-subscriber")
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        await self._publisher.aclose()
+        await self._subscriber.aclose()
+
+    async def subscribe(self, room: str) -> None:
+        self._rooms.add(room)
+        pubsub = self._pubsub
+        if pubsub is None or not self._connected:
+            self._rooms.discard(room)
+            raise BrokerUnavailable("not connected to redis")
+        channel = ROOM_PREFIX + room
+        waiter = self._confirmations.get(channel)
+        if waiter is None or waiter.done():
+            waiter = asyncio.get_running_loop().create_future()
+            self._confirmations[channel] = waiter
+        try:
+            await pubsub.subscribe(channel)
+            await asyncio.wait_for(asyncio.shield(waiter), self._subscribe_timeout)
+        except SUBSCRIBE_ERRORS as exc:
+            self._rooms.discard(room)
+            raise BrokerUnavailable("could not subscribe") from exc
+
+    async def unsubscribe(self, room: str) -> None:
+        self._rooms.discard(room)
+        pubsub = self._pubsub
+        if pubsub is not None and self._connected:
+            # On failure the reconnect resubscribes only wanted rooms, so this one goes anyway.
+            with contextlib.suppress(*REDIS_ERRORS):
+                await pubsub.unsubscribe(ROOM_PREFIX + room)
+
+    async def publish(self, room: str, payload: str) -> None:
+        try:
+            await self._publisher.publish(ROOM_PREFIX + room, payload)
+        except REDIS_ERRORS as exc:
+            raise BrokerUnavailable("could not publish") from exc
+
+    async def _run(self) -> None:
+        backoff = Backoff()
+        while True:
+            try:
+                await self._session(backoff)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                if self._connected or not self._ever_connected:
+                    log.warning("redis subscriber link lost", extra={"error": repr(exc)})
+            finally:
+                self._connected = False
+                self._fail_confirmations()
+                if self._pubsub is not None:
+                    pubsub, self._pubsub = self._pubsub, None
+                    await _quietly_close(pubsub)
+            await asyncio.sleep(backoff.next())
+
+    async def _session(self, backoff: Backoff) -> None:
+        pubsub = self._subscriber.pubsub()
+        self._pubsub = pubsub
+        channels = [*self._events, *(ROOM_PREFIX + room for room in self._rooms)]
+        if channels:
+            await pubsub.subscribe(*channels)
+        else:
+            await pubsub.ping()
+        self._connected = True
+        backoff.reset()
+        if self._ever_connected:
+            self.reconnects += 1
+            log.info("redis subscriber link restored", extra={"rooms": len(self._rooms)})
+            assert self._listener is not None
+            self._listener.link_restored()
+        self._ever_connected = True
+        last_heard = time.monotonic()
+        probing = False
+        while True:
+            message = await pubsub.get_message(timeout=self._probe_interval)
+            now = time.monotonic()
+            if message is not None:
+                last_heard = now
+                probing = False
+                self._dispatch(message)
+            elif probing and now - last_heard > 2 * self._probe_interval:
+                raise ConnectionError("redis subscriber did not answer a probe")
+            elif now - last_heard >= self._probe_interval and not probing:
+                await pubsub.ping()
+                probing = True
+
+    def _dispatch(self, message: dict[str, Any]) -> None:
+        kind = message["type"]
+        channel = message["channel"]
+        if kind == "message":
+            assert self._listener is not None
+            if channel.startswith(ROOM_PREFIX):
+                self._listener.room_message(channel[len(ROOM_PREFIX) :], message["data"])
+            else:
+                self._listener.event(channel, message["data"])
+        elif kind == "subscribe":
+            waiter = self._confirmations.pop(channel, None)
+            if waiter is not None and not waiter.done():
+                waiter.set_result(None)
+
+    def _fail_confirmations(self) -> None:
+        for waiter in self._confirmations.values():
+            if not waiter.done():
+                waiter.set_exception(BrokerUnavailable("redis link lost"))
+                waiter.exception()  # retrieved here: the subscriber may have given up already
+        self._confirmations.clear()
+
+
+async def _quietly_close(pubsub: PubSub) -> None:
+    # The link is already broken; an error closing it has nothing more to tell.
+    with contextlib.suppress(Exception):
+        await pubsub.aclose()  # type: ignore[no-untyped-call]

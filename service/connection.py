@@ -1,0 +1,168 @@
+"""One WebSocket connection: who it is, a bounded outbox drained by one writer, rate limits."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from dataclasses import dataclass, field
+
+from aiohttp import web
+
+from service.errors import CloseCode
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Identity:
+    """Who holds a connection, as the auth service said at the last check."""
+
+    user_id: str
+    username: str
+    token_type: str
+    exp: int
+    jti: str
+    sid: str | None
+    credential: str = field(repr=False)  # kept to re-validate after a missed revocation
+    hint: str = "access_token"
+
+    def public(self) -> dict[str, str]:
+        return {"id": self.user_id, "username": self.username}
+
+
+class RateGuard:
+    """A token bucket of `rate` frames per second with bursts of `burst`, and a count of
+    refusals: more than `strikes` refused frames within `window` seconds is persistent abuse."""
+
+    ALLOWED, LIMITED, ABUSIVE = "allowed", "limited", "abusive"
+
+    def __init__(self, rate: float, burst: int, strikes: int, window: float = 10.0) -> None:
+        self._rate = rate
+        self._burst = float(burst)
+        self._tokens = float(burst)
+        self._stamp = time.monotonic()
+        self._strikes = strikes
+        self._window = window
+        self._refused = 0
+        self._window_start = self._stamp
+
+    def check(self) -> str:
+        now = time.monotonic()
+        self._tokens = min(self._burst, self._tokens + (now - self._stamp) * self._rate)
+        self._stamp = now
+        if self._tokens >= 1.0:
+            self._tokens -= 1.0
+            return self.ALLOWED
+        if now - self._window_start > self._window:
+            self._window_start, self._refused = now, 0
+        self._refused += 1
+        return self.ABUSIVE if self._refused > self._strikes else self.LIMITED
+
+
+class Connection:
+    """A live socket. Frames to it go through `send()`, which never blocks and never grows
+    past `outbox_limit`: a peer that stops reading is closed with 1013 instead."""
+
+    def __init__(
+        self,
+        ws: web.WebSocketResponse,
+        request: web.Request,
+        identity: Identity,
+        *,
+        connection_id: str,
+        outbox_limit: int,
+        close_timeout: float,
+    ) -> None:
+        self.ws = ws
+        self.id = connection_id
+        self.identity = identity
+        self.rooms: set[str] = set()
+        self._request = request
+        self._outbox: deque[str] = deque()
+        self._outbox_limit = outbox_limit
+        self._close_timeout = close_timeout
+        self._wakeup = asyncio.Event()
+        self._drained = asyncio.Event()
+        self._drained.set()
+        self._writer = asyncio.create_task(self._write_loop(), name=f"ws-writer-{connection_id}")
+        self._expiry: asyncio.TimerHandle | None = None
+        self._closing: asyncio.Task[None] | None = None
+        self.close_code: int | None = None
+
+    @property
+    def closing(self) -> bool:
+        return self._closing is not None
+
+    def send(self, frame: str) -> None:
+        """Queue a frame (shared, already-encoded text); the writer task sends it."""
+        if self._closing is not None:
+            return
+        if len(self._outbox) >= self._outbox_limit:
+            self.close_soon(CloseCode.TRY_AGAIN_LATER, "slow consumer")
+            return
+        self._outbox.append(frame)
+        self._drained.clear()
+        self._wakeup.set()
+
+    async def _write_loop(self) -> None:
+        outbox = self._outbox
+        send = self.ws.send_str
+        try:
+            while True:
+                await self._wakeup.wait()
+                self._wakeup.clear()
+                while outbox:
+                    await send(outbox.popleft())
+                self._drained.set()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # the transport went away under us
+            log.debug("writer stopped", extra={"connection": self.id, "error": repr(exc)})
+            self.close_soon(CloseCode.INTERNAL_ERROR, "write failed")
+
+    def expire_at(self, deadline: float) -> None:
+        """Close with 4001 at `deadline` (epoch seconds) unless rescheduled first."""
+        if self._expiry is not None:
+            self._expiry.cancel()
+        loop = asyncio.get_running_loop()
+        delay = max(0.0, deadline - time.time())
+        self._expiry = loop.call_at(
+            loop.time() + delay, self.close_soon, CloseCode.TOKEN_EXPIRED, "token expired"
+        )
+
+    def close_soon(self, code: int, reason: str) -> None:
+        """Start closing with `code`; safe to call from callbacks and more than once."""
+        if self._closing is None:
+            self._closing = asyncio.create_task(self.close(code, reason))
+
+    async def close(self, code: int, reason: str) -> None:
+        if self.close_code is not None:
+            return
+        self.close_code = code
+        if self._expiry is not None:
+            self._expiry.cancel()
+        # Flush what was queued before the close frame, within the time allowed.
+        try:
+            await asyncio.wait_for(self._flush_then_close(code, reason), self._close_timeout)
+        except (TimeoutError, ConnectionError, RuntimeError):
+            # A peer that does not read cannot receive a close frame either: drop the link.
+            self._writer.cancel()
+            transport = self._request.transport
+            if transport is not None:
+                transport.abort()
+
+    async def _flush_then_close(self, code: int, reason: str) -> None:
+        if code != CloseCode.TRY_AGAIN_LATER:  # a slow consumer's backlog is what we drop
+            await self._drained.wait()
+        self._writer.cancel()
+        await self.ws.close(code=code, message=reason.encode())
+
+    async def finish(self) -> None:
+        """Release everything once the socket is done."""
+        if self._expiry is not None:
+            self._expiry.cancel()
+        self._writer.cancel()
+        if self._closing is not None and self._closing is not asyncio.current_task():
+            await asyncio.gather(self._closing, return_exceptions=True)

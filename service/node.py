@@ -1,0 +1,186 @@
+"""The chat node: wires hub, broker and auth together and carries out client commands."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import logging
+import secrets
+import time
+from collections.abc import Callable
+from typing import Any
+
+from service import protocol
+from service.auth import AuthFailed, CredentialChecker, HandshakeAuthenticator, IntrospectionClient
+from service.broker.base import Broker, BrokerUnavailable
+from service.connection import Connection, Identity
+from service.errors import CloseCode
+from service.hub import RoomHub
+from service.protocol import Command, ProtocolError
+from service.settings import ChatSettings
+
+log = logging.getLogger(__name__)
+
+REVOCATION_CHANNEL = "auth:revocations"
+
+
+class ChatNode:
+    """One chat process: its connections (hub), its broker link and its view of identity."""
+
+    def __init__(
+        self,
+        settings: ChatSettings,
+        broker: Broker,
+        introspection: IntrospectionClient,
+        checker: CredentialChecker,
+        authenticator: HandshakeAuthenticator,
+    ) -> None:
+        self.settings = settings
+        self.broker = broker
+        self.hub = RoomHub(broker)
+        self.introspection = introspection
+        self.checker = checker
+        self.authenticator = authenticator
+        boot = secrets.token_hex(3)
+        self._message_ids = (f"{settings.instance_id}-{boot}-{n}" for n in itertools.count(1))
+        self._connection_ids = (f"{settings.instance_id}-{boot}-c{n}" for n in itertools.count(1))
+        self._revalidation: asyncio.Task[None] | None = None
+
+    def next_connection_id(self) -> str:
+        return next(self._connection_ids)
+
+    # -- broker callbacks --------------------------------------------------------------------
+
+    def room_message(self, room: str, payload: str) -> None:
+        self.hub.deliver(room, payload)
+
+    def event(self, channel: str, payload: str) -> None:
+        if channel != REVOCATION_CHANNEL:
+            return
+        try:
+            event = json.loads(payload)
+            kind, value = event["kind"], event["value"]
+        except (ValueError, KeyError, TypeError):
+            log.warning("ignored a malformed revocation event")
+            return
+        field = {"jti": "jti", "sid": "sid", "user": "sub"}.get(kind)
+        if field is None or not isinstance(value, str):
+            return
+        self.introspection.forget(lambda answer: answer.get(field) == value)
+        attribute = {"jti": "jti", "sid": "sid", "sub": "user_id"}[field]
+        for connection in self.hub.connections:
+            if getattr(connection.identity, attribute) == value:
+                connection.close_soon(CloseCode.REVOKED, "credential revoked")
+
+    def link_restored(self) -> None:
+        # Revocations published while the link was down were lost: check everyone again.
+        if self._revalidation is None or self._revalidation.done():
+            self._revalidation = asyncio.create_task(self.revalidate_all())
+
+    async def revalidate_all(self) -> None:
+        self.introspection.forget(lambda _answer: True)
+        connections = [c for c in self.hub.connections if not c.closing]
+        credentials: dict[tuple[str, str], list[Connection]] = {}
+        for connection in connections:
+            key = (connection.identity.credential, connection.identity.hint)
+            credentials.setdefault(key, []).append(connection)
+        for (credential, hint), holders in credentials.items():
+            try:
+                identity = await self.checker.identity(credential, token_type=hint)
+            except AuthFailed as failed:
+                if failed.status == 401:
+                    for connection in holders:
+                        connection.close_soon(CloseCode.REVOKED, "credential revoked")
+                continue  # the auth service is unreachable: keep them until it answers
+            for connection in holders:
+                if identity.user_id != connection.identity.user_id:
+                    connection.close_soon(CloseCode.REVOKED, "credential revoked")
+
+    # -- client commands ---------------------------------------------------------------------
+
+    async def handle(self, connection: Connection, data: str) -> None:
+        try:
+            command = protocol.parse(data, max_text=self.settings.max_text)
+            await self._dispatch(connection, command)
+        except ProtocolError as error:
+            connection.send(protocol.error(error.code, error.message, error.ref))
+
+    async def _dispatch(self, connection: Connection, command: Command) -> None:
+        handler: Callable[[Connection, Command], Any] = getattr(self, f"_op_{command.op}")
+        await handler(connection, command)
+
+    async def _op_ping(self, connection: Connection, command: Command) -> None:
+        connection.send(protocol.encode({"type": "pong"}))
+
+    async def _op_join(self, connection: Connection, command: Command) -> None:
+        room = command.room
+        if room not in connection.rooms:
+            if len(connection.rooms) >= self.settings.max_rooms:
+                raise ProtocolError(
+                    "too_many_rooms", f"at most {self.settings.max_rooms} rooms", command.ref
+                )
+            try:
+                await self.hub.join(room, connection)
+            except BrokerUnavailable:
+                raise ProtocolError("unavailable", "cannot join now; retry", command.ref) from None
+        connection.send(protocol.encode({"type": "joined", "room": room}))
+
+    async def _op_leave(self, connection: Connection, command: Command) -> None:
+        if command.room not in connection.rooms:
+            raise ProtocolError("not_joined", "you are not in that room", command.ref)
+        await self.hub.leave(command.room, connection)
+        connection.send(protocol.encode({"type": "left", "room": command.room}))
+
+    async def _op_send(self, connection: Connection, command: Command) -> None:
+        if command.room not in connection.rooms:
+            raise ProtocolError("not_joined", "join the room before sending to it", command.ref)
+        message_id = next(self._message_ids)
+        frame = protocol.encode(
+            {
+                "type": "message",
+                "room": command.room,
+                "id": message_id,
+                "from": connection.identity.public(),  # from the credential, never the frame
+                "text": command.text,
+                "ts": round(time.time(), 3),
+            }
+        )
+        try:
+            await self.broker.publish(command.room, frame)
+        except BrokerUnavailable:
+            raise ProtocolError(
+                "unavailable", "the message was not sent; retry", command.ref
+            ) from None
+        connection.send(protocol.encode({"type": "ack", "ref": command.ref, "id": message_id}))
+
+    async def _op_refresh(self, connection: Connection, command: Command) -> None:
+        try:
+            identity = await self.checker.identity(command.token, token_type="access_token")
+        except AuthFailed as failed:
+            if failed.status == 503:
+                raise ProtocolError(
+                    "unavailable", "cannot check the token now", command.ref
+                ) from None
+            raise ProtocolError(
+                "bad_token", "the token is invalid or expired", command.ref
+            ) from None
+        if identity.user_id != connection.identity.user_id:
+            raise ProtocolError("wrong_user", "the token belongs to another user", command.ref)
+        connection.identity = identity
+        connection.expire_at(identity.exp + self.settings.expiry_grace)
+        frame: dict[str, Any] = {"type": "refreshed", "expires_at": identity.exp}
+        if command.ref is not None:
+            frame["ref"] = command.ref
+        connection.send(protocol.encode(frame))
+
+    async def shutdown(self) -> None:
+        connections = list(self.hub.connections)
+        await asyncio.gather(
+            *(c.close(CloseCode.GOING_AWAY, "server going away") for c in connections),
+            return_exceptions=True,
+        )
+
+
+def identity_is_current(identity: Identity, grace: float) -> bool:
+    return identity.exp + grace > time.time()

@@ -1,0 +1,101 @@
+"""The chat service's configuration: read once from the environment into a frozen object."""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from common.config import EnvReader
+
+DEV_CLIENT_SECRET = "dev-chat-secret"  # development only; production refuses it
+ORIGIN = re.compile(r"^https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?$")
+ORIGIN_POLICIES = ("cookie", "always")
+
+
+@dataclass(frozen=True)
+class ChatSettings:
+    """Everything the chat service is configured with; see README's configuration table."""
+
+    app_env: str
+    redis_url: str
+    host: str
+    port: int
+    instance_id: str
+    auth_url: str
+    client_id: str
+    client_secret: str
+    allowed_origins: frozenset[str]
+    origin_policy: str
+    session_cookie: str
+    required_scope: str
+    introspection_timeout: float
+    introspection_cache_ttl: float
+    introspection_negative_ttl: float
+    introspection_cache_size: int
+    max_text: int
+    max_frame: int
+    max_rooms: int
+    outbox_frames: int
+    rate_per_second: float
+    rate_burst: int
+    rate_strikes: int
+    heartbeat: float
+    close_timeout: float
+    expiry_grace: float
+    log_level: str
+
+    @property
+    def production(self) -> bool:
+        return self.app_env == "production"
+
+
+def load_settings(environ: Mapping[str, str] | None = None) -> ChatSettings:
+    """Read and validate the environment; raises `ConfigError` naming every bad variable."""
+    settings, _ = read_settings(environ)
+    return settings
+
+
+def read_settings(environ: Mapping[str, str] | None = None) -> tuple[ChatSettings, set[str]]:
+    """The settings and the names of every variable they are read from."""
+    env = EnvReader(os.environ if environ is None else environ)
+    origins = env.csv("CHAT_ALLOWED_ORIGINS")
+    for origin in origins:
+        if not ORIGIN.match(origin):
+            env.fail(f"CHAT_ALLOWED_ORIGINS entry {origin!r} must be scheme://host[:port]")
+    settings = ChatSettings(
+        app_env=env.app_env,
+        redis_url=env.url("REDIS_URL", "redis://127.0.0.1:6379/0", schemes=("redis", "rediss")),
+        host=env.string("CHAT_HOST", "127.0.0.1"),
+        port=env.port("CHAT_PORT", 8080),
+        instance_id=env.string("CHAT_INSTANCE_ID", secrets.token_hex(4)),
+        auth_url=env.url("AUTH_URL", "http://127.0.0.1:8081", schemes=("http", "https")),
+        client_id=env.string("CHAT_CLIENT_ID", "chat"),
+        client_secret=env.secret("CHAT_CLIENT_SECRET", DEV_CLIENT_SECRET),
+        allowed_origins=frozenset(origins),
+        origin_policy=env.choice("CHAT_ORIGIN_POLICY", "cookie", ORIGIN_POLICIES),
+        session_cookie=env.string("AUTH_COOKIE_NAME", "chat_session"),
+        required_scope=env.string("CHAT_REQUIRED_SCOPE", "chat"),
+        introspection_timeout=env.number("CHAT_INTROSPECTION_TIMEOUT", 2.0, minimum=0.05),
+        introspection_cache_ttl=env.number("CHAT_INTROSPECTION_CACHE_TTL", 60.0),
+        introspection_negative_ttl=env.number("CHAT_INTROSPECTION_NEGATIVE_TTL", 2.0),
+        introspection_cache_size=env.integer("CHAT_INTROSPECTION_CACHE_SIZE", 100_000, minimum=1),
+        max_text=env.integer("CHAT_MAX_TEXT", 4096, minimum=1, maximum=1_000_000),
+        max_frame=env.integer("CHAT_MAX_FRAME", 65536, minimum=1024, maximum=16 * 1024 * 1024),
+        max_rooms=env.integer("CHAT_MAX_ROOMS", 100, minimum=1, maximum=100_000),
+        outbox_frames=env.integer("CHAT_OUTBOX_FRAMES", 1024, minimum=1, maximum=1_000_000),
+        rate_per_second=env.number("CHAT_RATE_PER_SECOND", 50.0, minimum=0.1),
+        rate_burst=env.integer("CHAT_RATE_BURST", 100, minimum=1),
+        rate_strikes=env.integer("CHAT_RATE_STRIKES", 20, minimum=1),
+        heartbeat=env.number("CHAT_HEARTBEAT", 30.0, minimum=0.1),
+        close_timeout=env.number("CHAT_CLOSE_TIMEOUT", 2.0, minimum=0.01),
+        expiry_grace=env.number("CHAT_EXPIRY_GRACE", 5.0),
+        log_level=env.choice("LOG_LEVEL", "INFO", ("DEBUG", "INFO", "WARNING", "ERROR")),
+    )
+    if settings.max_text * 6 + 1024 > settings.max_frame:
+        # A maximal text, JSON-escaped, must still fit in one frame.
+        env.fail("CHAT_MAX_FRAME must be at least 6 x CHAT_MAX_TEXT + 1024")
+    env.raise_if_invalid()
+    return settings, env.names

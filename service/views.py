@@ -1,0 +1,109 @@
+"""HTTP and WebSocket handlers of the chat service."""
+
+from __future__ import annotations
+
+import aiohttp
+from aiohttp import WSMsgType, web
+
+from service import protocol
+from service.auth import SUBPROTOCOL, AuthFailed, invalid_token
+from service.connection import Connection, RateGuard
+from service.errors import CloseCode
+from service.node import ChatNode, identity_is_current
+
+NODE = web.AppKey("chat_node", ChatNode)
+HTTP_SESSION = web.AppKey("http_session", aiohttp.ClientSession)
+
+routes = web.RouteTableDef()
+
+
+@routes.get("/ws")
+async def websocket(request: web.Request) -> web.StreamResponse:
+    node = request.app[NODE]
+    settings = node.settings
+    # Everything that can refuse happens before the upgrade, as a plain HTTP answer.
+    try:
+        identity = await node.authenticator.authenticate(request)
+        if not identity_is_current(identity, 0):
+            raise invalid_token("the credential has expired")
+    except AuthFailed as failed:
+        return failed.response()
+    ws = web.WebSocketResponse(
+        protocols=(SUBPROTOCOL,),
+        max_msg_size=settings.max_frame,
+        heartbeat=settings.heartbeat,
+        compress=False,
+        timeout=settings.close_timeout,
+    )
+    if not ws.can_prepare(request).ok:
+        return web.json_response(
+            {"error": "invalid_request", "error_description": "a WebSocket upgrade is required"},
+            status=400,
+        )
+    await ws.prepare(request)
+    connection = Connection(
+        ws,
+        request,
+        identity,
+        connection_id=node.next_connection_id(),
+        outbox_limit=settings.outbox_frames,
+        close_timeout=settings.close_timeout,
+    )
+    node.hub.add(connection)
+    connection.expire_at(identity.exp + settings.expiry_grace)
+    connection.send(
+        protocol.encode(
+            {
+                "type": "hello",
+                "user": identity.public(),
+                "connection_id": connection.id,
+                "expires_at": identity.exp,
+            }
+        )
+    )
+    guard = RateGuard(settings.rate_per_second, settings.rate_burst, settings.rate_strikes)
+    try:
+        async for message in ws:
+            if connection.closing:
+                break
+            verdict = guard.check()
+            if verdict == RateGuard.ABUSIVE:
+                connection.close_soon(CloseCode.POLICY_VIOLATION, "rate limit exceeded")
+                break
+            if verdict == RateGuard.LIMITED:
+                connection.send(protocol.error("rate_limited", "slow down"))
+            elif message.type == WSMsgType.TEXT:
+                await node.handle(connection, message.data)
+            elif message.type == WSMsgType.BINARY:
+                connection.send(protocol.error("binary_unsupported", "send JSON text frames"))
+    finally:
+        await node.hub.remove(connection)
+        await connection.finish()
+    return ws
+
+
+@routes.get("/healthz")
+async def healthz(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+@routes.get("/readyz")
+async def readyz(request: web.Request) -> web.Response:
+    node = request.app[NODE]
+    auth_ok = False
+    try:
+        async with request.app[HTTP_SESSION].get(
+            f"{node.settings.auth_url}/healthz", timeout=aiohttp.ClientTimeout(total=1.0)
+        ) as response:
+            auth_ok = response.status == 200
+    except (aiohttp.ClientError, TimeoutError):
+        auth_ok = False
+    ready = auth_ok and node.broker.healthy
+    return web.json_response(
+        {
+            "status": "ready" if ready else "unavailable",
+            "redis": node.broker.healthy,
+            "auth": auth_ok,
+        },
+        status=200 if ready else 503,
+    )

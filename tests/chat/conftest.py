@@ -1,0 +1,78 @@
+"""Chat fixtures: the real auth service and chat instances on the suite's Redis."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
+
+from auth_service.app import create_app as create_auth_app
+from auth_service.settings import load_settings as load_auth_settings
+from service.app import create_app as create_chat_app
+from service.settings import load_settings as load_chat_settings
+from tests.chat.helpers import ChatUser, Stack
+from tests.conftest import CHAT_CLIENT, PASSWORD, auth_environ
+
+ServerFactory = Callable[..., Awaitable[TestServer]]
+ORIGIN = "https://chat.example"
+
+
+def chat_environ(redis_url: str, auth_url: str, **overrides: str) -> dict[str, str]:
+    env = {
+        "REDIS_URL": redis_url,
+        "AUTH_URL": auth_url,
+        "CHAT_CLIENT_ID": CHAT_CLIENT[0],
+        "CHAT_CLIENT_SECRET": CHAT_CLIENT[1],
+        "CHAT_ALLOWED_ORIGINS": ORIGIN,
+        "CHAT_CLOSE_TIMEOUT": "1",
+    }
+    env.update(overrides)
+    return env
+
+
+@pytest.fixture
+async def auth_server(
+    aiohttp_server: Callable[[web.Application], Awaitable[TestServer]], redis_url: str
+) -> TestServer:
+    return await aiohttp_server(create_auth_app(load_auth_settings(auth_environ(redis_url))))
+
+
+@pytest.fixture
+def make_chat(
+    aiohttp_client: Callable[..., Awaitable[TestClient[Any, Any]]],
+    redis_url: str,
+    auth_server: TestServer,
+) -> Callable[..., Awaitable[TestClient[Any, Any]]]:
+    """Starts a chat instance; keyword arguments override its environment."""
+
+    async def make(**overrides: str) -> TestClient[Any, Any]:
+        auth_url = str(auth_server.make_url("")).rstrip("/")
+        settings = load_chat_settings(chat_environ(redis_url, auth_url, **overrides))
+        return await aiohttp_client(create_chat_app(settings))
+
+    return make
+
+
+@pytest.fixture
+async def stack(
+    make_chat: Callable[..., Awaitable[TestClient[Any, Any]]], auth_server: TestServer
+) -> Stack:
+    """The auth service and two chat instances, A and B, sharing one Redis."""
+    session = aiohttp.ClientSession(base_url=auth_server.make_url(""))
+    result = Stack(auth=session, a=await make_chat(), b=await make_chat(), auth_server=auth_server)
+    yield result  # type: ignore[misc]
+    await session.close()
+
+
+@pytest.fixture
+async def alice(stack: Stack) -> ChatUser:
+    return await stack.user("alice", PASSWORD)
+
+
+@pytest.fixture
+async def bob(stack: Stack) -> ChatUser:
+    return await stack.user("bob", PASSWORD)

@@ -1,0 +1,106 @@
+"""Driving the chat service as a client would: users, tokens, sockets, frames with deadlines."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+from aiohttp.test_utils import TestClient, TestServer
+
+DEADLINE = 5.0
+Client = TestClient[Any, Any]
+
+
+@dataclass
+class ChatUser:
+    id: str
+    username: str
+    access_token: str
+    refresh_token: str
+
+
+@dataclass
+class Stack:
+    auth: aiohttp.ClientSession
+    a: Client
+    b: Client
+    auth_server: TestServer
+
+    async def user(self, username: str, password: str) -> ChatUser:
+        async with self.auth.post("/users", json={"username": username, "password": password}) as r:
+            assert r.status == 201, await r.text()
+            user = await r.json()
+        tokens = await self.token(username, password)
+        return ChatUser(user["id"], username, tokens["access_token"], tokens["refresh_token"])
+
+    async def token(self, username: str, password: str) -> dict[str, Any]:
+        async with self.auth.post(
+            "/token", data={"grant_type": "password", "username": username, "password": password}
+        ) as r:
+            assert r.status == 200, await r.text()
+            body: dict[str, Any] = await r.json()
+            return body
+
+    async def session_cookie(self, username: str, password: str) -> str:
+        async with self.auth.post("/login", json={"username": username, "password": password}) as r:
+            assert r.status == 200, await r.text()
+            return r.cookies["chat_session"].value
+
+
+async def connect(
+    client: Client, token: str | None = None, **kwargs: Any
+) -> aiohttp.ClientWebSocketResponse:
+    """Opens /ws with a Bearer header and reads the hello frame."""
+    headers = dict(kwargs.pop("headers", {}))
+    if token is not None:
+        headers["Authorization"] = f"Bearer {token}"
+    ws = await client.ws_connect("/ws", headers=headers, **kwargs)
+    hello = await receive(ws)
+    assert hello["type"] == "hello", hello
+    return ws
+
+
+async def receive(ws: aiohttp.ClientWebSocketResponse, deadline: float = DEADLINE) -> Any:
+    message = await asyncio.wait_for(ws.receive(), deadline)
+    if message.type != aiohttp.WSMsgType.TEXT:
+        raise AssertionError(f"expected a text frame, got {message.type} {message.data!r}")
+    return json.loads(message.data)
+
+
+async def receive_type(ws: aiohttp.ClientWebSocketResponse, kind: str) -> dict[str, Any]:
+    """The next frame of `kind`, skipping others (e.g. an ack racing the echo)."""
+    async with asyncio.timeout(DEADLINE):
+        while True:
+            frame: dict[str, Any] = await receive(ws)
+            if frame["type"] == kind:
+                return frame
+
+
+async def closed_with(ws: aiohttp.ClientWebSocketResponse) -> int | None:
+    """Reads until the server closes; returns the close code."""
+    async with asyncio.timeout(DEADLINE):
+        while True:
+            message = await ws.receive()
+            if message.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED):
+                return ws.close_code
+            if message.type == aiohttp.WSMsgType.ERROR:
+                return ws.close_code
+
+
+async def join(ws: aiohttp.ClientWebSocketResponse, room: str) -> None:
+    await ws.send_json({"op": "join", "room": room})
+    assert await receive_type(ws, "joined") == {"type": "joined", "room": room}
+
+
+async def send(ws: aiohttp.ClientWebSocketResponse, room: str, text: str, ref: Any = None) -> str:
+    """Sends and waits for the ack; returns the message id."""
+    frame: dict[str, Any] = {"op": "send", "room": room, "text": text}
+    if ref is not None:
+        frame["ref"] = ref
+    await ws.send_json(frame)
+    ack = await receive_type(ws, "ack")
+    assert ack["ref"] == ref
+    return str(ack["id"])
