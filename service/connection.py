@@ -160,9 +160,10 @@ class Connection:
         await self.ws.close(code=code, message=reason.encode())
 
     async def finish(self) -> None:
-        """Release everything once the socket is done."""
+        """Release everything once the socket is done; a close in progress completes first,
+        so the frames queued before it (and the close frame) still go out."""
+        if self._closing is not None and self._closing is not asyncio.current_task():
+            await asyncio.gather(self._closing, return_exceptions=True)
         if self._expiry is not None:
             self._expiry.cancel()
         self._writer.cancel()
-        if self._closing is not None and self._closing is not asyncio.current_task():
-            await asyncio.gather(self._closing, return_exceptions=True)

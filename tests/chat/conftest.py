@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import aiohttp
@@ -17,7 +17,7 @@ from service.settings import load_settings as load_chat_settings
 from tests.chat.helpers import ChatUser, Stack
 from tests.conftest import CHAT_CLIENT, PASSWORD, auth_environ
 
-ServerFactory = Callable[..., Awaitable[TestServer]]
+ChatFactory = Callable[..., Awaitable[TestClient[Any, Any]]]
 ORIGIN = "https://chat.example"
 
 
@@ -46,7 +46,7 @@ def make_chat(
     aiohttp_client: Callable[..., Awaitable[TestClient[Any, Any]]],
     redis_url: str,
     auth_server: TestServer,
-) -> Callable[..., Awaitable[TestClient[Any, Any]]]:
+) -> ChatFactory:
     """Starts a chat instance; keyword arguments override its environment."""
 
     async def make(**overrides: str) -> TestClient[Any, Any]:
@@ -58,13 +58,11 @@ def make_chat(
 
 
 @pytest.fixture
-async def stack(
-    make_chat: Callable[..., Awaitable[TestClient[Any, Any]]], auth_server: TestServer
-) -> Stack:
+async def stack(make_chat: ChatFactory, auth_server: TestServer) -> AsyncIterator[Stack]:
     """The auth service and two chat instances, A and B, sharing one Redis."""
     session = aiohttp.ClientSession(base_url=auth_server.make_url(""))
     result = Stack(auth=session, a=await make_chat(), b=await make_chat(), auth_server=auth_server)
-    yield result  # type: ignore[misc]
+    yield result
     await session.close()
 
 

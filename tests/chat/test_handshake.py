@@ -9,7 +9,7 @@ import jwt
 import pytest
 
 from auth_service.components import COMPONENTS
-from tests.chat.conftest import ORIGIN
+from tests.chat.conftest import ORIGIN, ChatFactory
 from tests.chat.helpers import ChatUser, Stack, connect, receive
 from tests.conftest import PASSWORD
 from tests.redis_server import free_port
@@ -128,7 +128,9 @@ async def test_service_client_token_is_not_a_user(stack: Stack) -> None:
     assert response.status == 401
 
 
-async def test_auth_service_down_is_503_with_retry_after(make_chat: Any, alice: ChatUser) -> None:
+async def test_auth_service_down_is_503_with_retry_after(
+    make_chat: ChatFactory, alice: ChatUser
+) -> None:
     chat = await make_chat(AUTH_URL=f"http://127.0.0.1:{free_port()}")
     response = await chat.get(
         "/ws", headers={**upgrade_headers(), "Authorization": f"Bearer {alice.access_token}"}
@@ -137,7 +139,9 @@ async def test_auth_service_down_is_503_with_retry_after(make_chat: Any, alice: 
     assert int(response.headers["Retry-After"]) > 0
 
 
-async def test_wrong_client_secret_is_503_not_fail_open(make_chat: Any, alice: ChatUser) -> None:
+async def test_wrong_client_secret_is_503_not_fail_open(
+    make_chat: ChatFactory, alice: ChatUser
+) -> None:
     chat = await make_chat(CHAT_CLIENT_SECRET="not-the-secret")
     response = await chat.get(
         "/ws", headers={**upgrade_headers(), "Authorization": f"Bearer {alice.access_token}"}
@@ -146,7 +150,7 @@ async def test_wrong_client_secret_is_503_not_fail_open(make_chat: Any, alice: C
 
 
 async def test_origin_policy_always_checks_token_handshakes_too(
-    make_chat: Any, alice: ChatUser
+    make_chat: ChatFactory, alice: ChatUser
 ) -> None:
     chat = await make_chat(CHAT_ORIGIN_POLICY="always")
     bearer = {"Authorization": f"Bearer {alice.access_token}"}
