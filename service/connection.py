@@ -90,6 +90,7 @@ class Connection:
         self._expiry: asyncio.TimerHandle | None = None
         self._closing: asyncio.Task[None] | None = None
         self.close_code: int | None = None
+        self.finished = asyncio.Event()  # set once the socket is gone and nothing is held
 
     @property
     def closing(self) -> bool:

@@ -79,6 +79,7 @@ async def websocket(request: web.Request) -> web.StreamResponse:
     finally:
         await node.hub.remove(connection)
         await connection.finish()
+        connection.finished.set()
     return ws
 
 

@@ -14,6 +14,7 @@ import contextlib
 import logging
 import random
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -72,7 +73,8 @@ class RedisBroker:
         self._probe_interval = probe_interval
         self._subscribe_timeout = subscribe_timeout
         self._rooms: set[str] = set()
-        self._confirmations: dict[str, asyncio.Future[None]] = {}
+        # (subscribe|unsubscribe, channel) -> resolved when Redis confirms it.
+        self._confirmations: dict[tuple[str, str], asyncio.Future[None]] = {}
         self._pubsub: PubSub | None = None
         self._listener: BrokerListener | None = None
         self._task: asyncio.Task[None] | None = None
@@ -102,14 +104,8 @@ class RedisBroker:
         if pubsub is None or not self._connected:
             self._rooms.discard(room)
             raise BrokerUnavailable("not connected to redis")
-        channel = ROOM_PREFIX + room
-        waiter = self._confirmations.get(channel)
-        if waiter is None or waiter.done():
-            waiter = asyncio.get_running_loop().create_future()
-            self._confirmations[channel] = waiter
         try:
-            await pubsub.subscribe(channel)
-            await asyncio.wait_for(asyncio.shield(waiter), self._subscribe_timeout)
+            await self._confirmed("subscribe", ROOM_PREFIX + room, pubsub.subscribe)
         except SUBSCRIBE_ERRORS as exc:
             self._rooms.discard(room)
             raise BrokerUnavailable("could not subscribe") from exc
@@ -119,8 +115,19 @@ class RedisBroker:
         pubsub = self._pubsub
         if pubsub is not None and self._connected:
             # On failure the reconnect resubscribes only wanted rooms, so this one goes anyway.
-            with contextlib.suppress(*REDIS_ERRORS):
-                await pubsub.unsubscribe(ROOM_PREFIX + room)
+            with contextlib.suppress(*SUBSCRIBE_ERRORS):
+                await self._confirmed("unsubscribe", ROOM_PREFIX + room, pubsub.unsubscribe)
+
+    async def _confirmed(
+        self, kind: str, channel: str, command: Callable[[str], Awaitable[object]]
+    ) -> None:
+        """Sends (un)subscribe and returns once Redis confirms it, within the timeout."""
+        waiter = self._confirmations.get((kind, channel))
+        if waiter is None or waiter.done():
+            waiter = asyncio.get_running_loop().create_future()
+            self._confirmations[(kind, channel)] = waiter
+        await command(channel)
+        await asyncio.wait_for(asyncio.shield(waiter), self._subscribe_timeout)
 
     async def publish(self, room: str, payload: str) -> None:
         try:
@@ -186,8 +193,8 @@ class RedisBroker:
                 self._listener.room_message(channel[len(ROOM_PREFIX) :], message["data"])
             else:
                 self._listener.event(channel, message["data"])
-        elif kind == "subscribe":
-            waiter = self._confirmations.pop(channel, None)
+        elif kind in ("subscribe", "unsubscribe"):
+            waiter = self._confirmations.pop((kind, channel), None)
             if waiter is not None and not waiter.done():
                 waiter.set_result(None)
 

@@ -65,7 +65,7 @@ async def test_a_client_that_never_reads_is_closed_while_others_keep_receiving(
     leftover = await asyncio.wait_for(read_until_eof(slow_reader), 10)
     assert len(leftover) < count * len(text) // 2  # cut off, not fed everything
     slow_writer.close()
-    await slow.finish()  # returns once the close has run its course
+    await asyncio.wait_for(slow.finished.wait(), 5)
     assert len(node.hub.members("lobby")) == 2
     await sender.close()
     await reader_ws.close()

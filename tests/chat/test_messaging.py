@@ -39,7 +39,8 @@ async def test_message_through_a_reaches_members_on_b_and_no_one_else(
     await join(member, "elsewhere")
     marker = await send(member, "elsewhere", "marker")
     frame = await receive(outsider)
-    assert frame["type"] == "message" and frame["id"] == marker
+    assert frame["type"] == "message"
+    assert frame["id"] == marker
     for ws in (sender, member, outsider):
         await ws.close()
 
@@ -59,7 +60,8 @@ async def test_after_leave_nothing_more_arrives(
     barrier = await send(sender, "barrier", "after")
     # Messages reach an instance in publish order, so the barrier proves lobby's was skipped.
     frame = await receive(listener)
-    assert frame["type"] == "message" and frame["id"] == barrier, frame
+    assert frame["type"] == "message", frame
+    assert frame["id"] == barrier
     await sender.close()
     await listener.close()
 
@@ -224,10 +226,24 @@ async def test_subscription_follows_local_membership(
     await first.send_json({"op": "leave", "room": "lobby"})
     await receive_type(first, "left")
     assert await subscribers() == 1
-    await second.close()  # the last member leaves by disconnecting
-    async with asyncio.timeout(5):
-        while await subscribers() != 0:
-            await asyncio.sleep(0.01)  # polling Redis's own count: there is no event to await
-    assert "lobby" not in set(stack.a.app[NODE].hub.rooms())
-    await first.close()
+    await second.send_json({"op": "leave", "room": "lobby"})
+    await receive_type(second, "left")
+    assert await subscribers() == 0  # "left" is sent once Redis confirmed the unsubscribe
+    await redis.aclose()
+    for ws in (first, second):
+        await ws.close()
+
+
+async def test_disconnecting_releases_the_subscription(
+    stack: Stack, alice: ChatUser, redis_url: str
+) -> None:
+    node = stack.a.app[NODE]
+    ws = await connect(stack.a, alice.access_token)
+    await join(ws, "lobby")
+    (connection,) = node.hub.connections
+    await ws.close()
+    await asyncio.wait_for(connection.finished.wait(), 5)
+    assert "lobby" not in set(node.hub.rooms())
+    redis = aioredis.Redis.from_url(redis_url)
+    assert (await redis.pubsub_numsub("chat:room:lobby"))[0][1] == 0
     await redis.aclose()
