@@ -242,6 +242,9 @@ class SubprotocolAuthenticator:
             return None
         if len(tokens) > 1:
             raise invalid_token("present one bearer subprotocol, not several")
+        if SUBPROTOCOL not in offered:
+            # Without an overlap aiohttp would log the offered list, token included.
+            raise invalid_token(f"offer the {SUBPROTOCOL} subprotocol with the bearer one")
         return await self._checker.identity(tokens[0], token_type="access_token")
 
 

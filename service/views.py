@@ -35,6 +35,15 @@ async def websocket(request: web.Request) -> web.StreamResponse:
         compress=False,
         timeout=settings.close_timeout,
     )
+    offered = request.headers.get("Sec-WebSocket-Protocol")
+    if offered is not None and SUBPROTOCOL not in (p.strip() for p in offered.split(",")):
+        return web.json_response(
+            {
+                "error": "invalid_request",
+                "error_description": f"offer the {SUBPROTOCOL} subprotocol",
+            },
+            status=400,
+        )
     if not ws.can_prepare(request).ok:
         return web.json_response(
             {"error": "invalid_request", "error_description": "a WebSocket upgrade is required"},

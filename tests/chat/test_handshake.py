@@ -1,6 +1,7 @@
 """The handshake: each credential route, and every refusal before the upgrade."""
 
 import asyncio
+import logging
 import time
 from typing import Any
 
@@ -179,3 +180,38 @@ async def test_concurrent_handshakes_with_one_token_make_one_introspection(
 async def test_plain_get_without_upgrade_is_400(stack: Stack, alice: ChatUser) -> None:
     response = await stack.a.get("/ws", headers={"Authorization": f"Bearer {alice.access_token}"})
     assert response.status == 400
+
+
+async def test_bearer_subprotocol_without_chat_v1_is_refused_and_not_logged(
+    stack: Stack, alice: ChatUser, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    response = await handshake_status(
+        stack, {"Sec-WebSocket-Protocol": f"bearer.{alice.access_token}"}
+    )
+    assert response.status == 401
+    response = await handshake_status(
+        stack,
+        {"Authorization": f"Bearer {alice.access_token}", "Sec-WebSocket-Protocol": "graphql-ws"},
+    )
+    assert response.status == 400
+    assert alice.access_token not in caplog.text
+
+
+async def test_no_credential_reaches_a_log_line(
+    stack: Stack, alice: ChatUser, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    cookie = await stack.session_cookie("alice", PASSWORD)
+    for headers in (
+        {"Authorization": f"Bearer {alice.access_token}"},
+        {"Cookie": f"chat_session={cookie}", "Origin": ORIGIN},
+    ):
+        ws = await connect(stack.a, headers=headers)
+        await ws.close()
+    ws = await stack.a.ws_connect("/ws", protocols=("chat.v1", f"bearer.{alice.access_token}"))
+    await ws.close()
+    await handshake_status(stack, {"Authorization": "Bearer forged.token.value"})
+    assert caplog.records  # the handshakes did log; the check below is not vacuous
+    for secret in (alice.access_token, alice.refresh_token, cookie, "forged.token.value"):
+        assert secret not in caplog.text
