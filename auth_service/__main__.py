@@ -26,7 +26,11 @@ async def _keys_command(settings: AuthSettings, args: argparse.Namespace) -> int
         if args.action == "rotate":
             print(f"new signing key: {await keys.rotate(redis)}")
         elif args.action == "retire":
-            removed = await keys.retire(redis, args.kid)
+            try:
+                removed = await keys.retire(redis, args.kid)
+            except ValueError as error:
+                print(f"auth-service: {error}", file=sys.stderr)
+                return 1
             print("retired" if removed else "no such key")
             return 0 if removed else 1
         else:

@@ -12,8 +12,9 @@ from urllib.parse import unquote
 from multidict import MultiDictProxy
 
 from auth_service.errors import invalid_client, invalid_request
+from auth_service.settings import PUBLIC_CLIENT
 
-PUBLIC_CLIENT = "public"
+__all__ = ["PUBLIC_CLIENT", "ClientRegistry"]
 
 
 def _digest(secret: str) -> bytes:

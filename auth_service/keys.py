@@ -29,6 +29,13 @@ ACTIVE_KID = "auth:keys:active"
 # How long a replica trusts its copy of the ring before re-reading it, and how often an
 # unknown `kid` may trigger an early re-read (so garbage kids cannot hammer Redis).
 REFRESH_SECONDS = 30.0
+_ENSURE_ACTIVE = """
+local active = redis.call('GET', KEYS[2])
+if active and redis.call('HEXISTS', KEYS[1], active) == 1 then return 0 end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+redis.call('SET', KEYS[2], ARGV[1])
+return 1
+"""
 UNKNOWN_KID_RELOAD_SECONDS = 1.0
 
 
@@ -62,7 +69,8 @@ def _pem(private: Ed25519PrivateKey) -> str:
     ).decode()
 
 
-def _from_pem(pem: str | bytes) -> Ed25519PrivateKey:
+def load_private_key(pem: str | bytes) -> Ed25519PrivateKey:
+    """An Ed25519 private key from PEM; `ValueError` for anything else."""
     key = serialization.load_pem_private_key(pem.encode() if isinstance(pem, str) else pem, None)
     if not isinstance(key, Ed25519PrivateKey):
         raise ValueError("signing keys must be Ed25519 private keys")
@@ -89,7 +97,7 @@ class KeyRing:
         self._unknown_reload_at = 0.0
         if files:
             # Files are read once, at construction: rotating them is a configuration change.
-            loaded = [_from_pem(Path(path).read_bytes()) for path in files]
+            loaded = [load_private_key(Path(path).read_bytes()) for path in files]
             self._keys = {kid_of(k): SigningKey(kid_of(k), k) for k in loaded}
             self._active = kid_of(loaded[0])
 
@@ -102,18 +110,17 @@ class KeyRing:
         assert self._redis is not None
         stored = cast(dict[str, str], await self._redis.hgetall(KEYS_HASH))
         active = await self._redis.get(ACTIVE_KID)
-        if not stored or active not in stored:
-            # First start: propose a key; SET NX makes every racing replica agree on one.
+        if active not in stored:
+            # First start, or the active key was lost: propose one. The script installs it
+            # only if there is still no usable active key, so racing replicas agree on one.
             fresh = Ed25519PrivateKey.generate()
             kid = kid_of(fresh)
-            await self._redis.hset(KEYS_HASH, kid, _pem(fresh))
-            if await self._redis.set(ACTIVE_KID, kid, nx=True):
-                log.info("generated the first signing key", extra={"kid": kid})
-            else:
-                await self._redis.hdel(KEYS_HASH, kid)
+            ensure = self._redis.register_script(_ENSURE_ACTIVE)
+            if await ensure(keys=[KEYS_HASH, ACTIVE_KID], args=[kid, _pem(fresh)]):
+                log.info("generated a signing key", extra={"kid": kid})
             stored = cast(dict[str, str], await self._redis.hgetall(KEYS_HASH))
             active = await self._redis.get(ACTIVE_KID)
-        self._keys = {kid: SigningKey(kid, _from_pem(pem)) for kid, pem in stored.items()}
+        self._keys = {kid: SigningKey(kid, load_private_key(pem)) for kid, pem in stored.items()}
         self._active = str(active)
 
     async def _fresh(self) -> None:

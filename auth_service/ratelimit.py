@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+
 import redis.asyncio as aioredis
 
 from auth_service.errors import OAuthError
@@ -33,7 +35,9 @@ class LoginThrottle:
 
     @staticmethod
     def _keys(username: str, address: str) -> tuple[str, str]:
-        return f"auth:rl:user:{username.lower()}", f"auth:rl:addr:{address}"
+        # Hashed: the name is whatever a caller typed, and keys must stay small and uniform.
+        name = hashlib.sha256(username.lower().encode()).hexdigest()[:32]
+        return f"auth:rl:user:{name}", f"auth:rl:addr:{address}"
 
     async def check(self, username: str, address: str) -> None:
         """Raises 429 with `Retry-After` when either counter is at its limit."""

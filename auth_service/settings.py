@@ -6,11 +6,14 @@ import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from types import MappingProxyType
 
+from auth_service.keys import load_private_key
 from common.config import EnvReader
 
 DEV_CLIENTS = "chat:dev-chat-secret"
+PUBLIC_CLIENT = "public"  # the client id of callers that present no client credentials
 CLIENT_ID = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 SCOPE_TOKEN = re.compile(r"^[\x21\x23-\x5B\x5D-\x7E]+$")  # RFC 6749 §3.3 scope-token
 
@@ -64,8 +67,24 @@ def _parse_clients(env: EnvReader) -> dict[str, str]:
             continue
         if env.production and len(secret) < 16:
             env.fail(f"AUTH_CLIENTS secret of {client_id!r} must be at least 16 characters")
+        if client_id == PUBLIC_CLIENT:
+            env.fail(
+                f"AUTH_CLIENTS may not register {PUBLIC_CLIENT!r}: it names unauthenticated callers"
+            )
+        if client_id in clients:
+            env.fail(f"AUTH_CLIENTS lists {client_id!r} twice")
         clients[client_id] = secret
     return clients
+
+
+def _check_key_files(env: EnvReader, paths: tuple[str, ...]) -> None:
+    for path in paths:
+        try:
+            load_private_key(Path(path).read_bytes())
+        except OSError as error:
+            env.fail(f"AUTH_SIGNING_KEY_FILES: cannot read {path} ({error.strerror})")
+        except ValueError:
+            env.fail(f"AUTH_SIGNING_KEY_FILES: {path} is not an Ed25519 private key in PEM")
 
 
 def load_settings(environ: Mapping[str, str] | None = None) -> AuthSettings:
@@ -114,6 +133,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> AuthSettings:
         max_pending_hashes=env.integer("AUTH_MAX_PENDING_HASHES", 64, minimum=1),
         log_level=env.choice("LOG_LEVEL", "INFO", ("DEBUG", "INFO", "WARNING", "ERROR")),
     )
+    _check_key_files(env, settings.signing_key_files)
     if env.production and not settings.cookie_secure:
         env.fail("AUTH_COOKIE_SECURE must be true when APP_ENV=production")
     env.raise_if_invalid()

@@ -18,11 +18,12 @@ from auth_service.errors import (
     invalid_token,
     unauthenticated,
 )
-from auth_service.introspection import INACTIVE, TOKEN_TYPE_HINTS
+from auth_service.introspection import INACTIVE
 from auth_service.sessions import session_info, start_session
 from auth_service.tokens import MAX_TOKEN_LENGTH, ReusedRefreshToken, looks_like_jwt
 from auth_service.users import User, validate_password, validate_username
 
+REVOCABLE = ("access_token", "refresh_token")
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 FORM = "application/x-www-form-urlencoded"
 
@@ -80,11 +81,12 @@ def _required(form: MultiDictProxy[str], name: str) -> str:
 
 
 def _token_param(form: MultiDictProxy[str]) -> tuple[str, str | None]:
+    """`/revoke`'s token and hint; RFC 7009 §2.2.1 answers an unknown hint with an error."""
     token = _required(form, "token")
     hint = form.get("token_type_hint")
-    if hint is not None and hint not in TOKEN_TYPE_HINTS:
+    if hint is not None and hint not in REVOCABLE:
         raise OAuthError(
-            "unsupported_token_type", f"token_type_hint must be one of {TOKEN_TYPE_HINTS}"
+            "unsupported_token_type", "token_type_hint must be one of " + ", ".join(REVOCABLE)
         )
     return token, hint
 
@@ -161,6 +163,12 @@ async def _refresh_grant(
     parts: AuthComponents, form: MultiDictProxy[str], client: str
 ) -> web.Response:
     token = _required(form, "refresh_token")
+    requested = form.get("scope")
+    if requested is not None:
+        # Checked before rotating: a refused scope must not spend the token.
+        current = await parts.refresh.lookup(token)
+        if current is not None:
+            _scope(requested, tuple(current.scope.split(" ")), current.scope)
     try:
         successor, record = await parts.refresh.rotate(token, client_id=client)
     except ReusedRefreshToken as reuse:
@@ -212,10 +220,14 @@ async def token(request: web.Request) -> web.Response:
 @routes.post("/introspect")
 async def introspect(request: web.Request) -> web.Response:
     parts = _parts(request)
-    form = await read_form(request)
-    if parts.clients.authenticate(request.headers.get("Authorization"), form) is None:
+    authorization = request.headers.get("Authorization")
+    if authorization is None and request.content_type != FORM:
         raise invalid_client("introspection requires client authentication")
-    token, _hint = _token_param(form)
+    form = await read_form(request)
+    if parts.clients.authenticate(authorization, form) is None:
+        raise invalid_client("introspection requires client authentication")
+    # RFC 7662 §2.1: the hint only narrows the search, so an unknown one is not an error.
+    token = _required(form, "token")
     if len(token) > MAX_TOKEN_LENGTH:
         return web.json_response(INACTIVE, headers=NO_STORE)
     return web.json_response(await parts.introspector.introspect(token), headers=NO_STORE)
@@ -252,11 +264,19 @@ async def login(request: web.Request) -> web.Response:
         raise invalid_request("username and password are required strings")
     user = await _check_password(parts, request, username, password)
     if user is None:
-        raise OAuthError("invalid_grant", "invalid username or password", status=401)
+        raise OAuthError(
+            "invalid_grant",
+            "invalid username or password",
+            status=401,
+            headers={"WWW-Authenticate": 'Bearer realm="auth"'},
+        )
     previous = await get_session(request)
     if previous.identity is not None:
         # A fresh id at every login, so an id planted before login (fixation) is worthless.
+        replaced = session_info(dict(previous))
         await parts.sessions.delete(str(previous.identity))
+        if replaced is not None:
+            await parts.revocations.end_session(replaced.sid)
     session = await new_session(request)
     info = start_session(
         session, user_id=user.id, username=user.username, ttl=parts.settings.session_ttl

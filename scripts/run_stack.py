@@ -87,9 +87,8 @@ def _interrupt(signum: int, frame: object) -> None:
 def main() -> int:
     RUN_DIR.mkdir(exist_ok=True)
     env = dict(os.environ)
-    env.setdefault("AUTH_CLIENTS", ":".join(DEV_CHAT_CLIENT))
-    env.setdefault("CHAT_CLIENT_ID", DEV_CHAT_CLIENT[0])
-    env.setdefault("CHAT_CLIENT_SECRET", DEV_CHAT_CLIENT[1])
+    # Secrets are left unset on purpose: the services then use their development defaults
+    # and say so loudly in their logs, which is the truth about this stack.
     env.setdefault("AUTH_URL", f"http://127.0.0.1:{AUTH_PORT}")
     stack = Stack()
     signal.signal(signal.SIGTERM, _interrupt)

@@ -2,6 +2,7 @@
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -96,3 +97,19 @@ def test_bad_configuration_stops_start_up_with_one_message() -> None:
     assert "AUTH_PORT" in lines[0]
     assert "AUTH_LEEWAY" in lines[0]
     assert "Traceback" not in result.stderr
+
+
+def test_public_and_duplicate_client_ids_are_refused() -> None:
+    with pytest.raises(ConfigError, match="may not register 'public'"):
+        load_settings({"AUTH_CLIENTS": "public:some-secret"})
+    with pytest.raises(ConfigError, match="twice"):
+        load_settings({"AUTH_CLIENTS": "chat:one-secret,chat:two-secret"})
+
+
+def test_bad_key_files_are_configuration_errors(tmp_path: Path) -> None:
+    not_a_key = tmp_path / "notakey.pem"
+    not_a_key.write_text("hello")
+    with pytest.raises(ConfigError) as caught:
+        load_settings({"AUTH_SIGNING_KEY_FILES": f"{tmp_path / 'missing.pem'},{not_a_key}"})
+    assert "cannot read" in str(caught.value)
+    assert "not an Ed25519 private key" in str(caught.value)

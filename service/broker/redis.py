@@ -79,6 +79,7 @@ class RedisBroker:
         self._listener: BrokerListener | None = None
         self._task: asyncio.Task[None] | None = None
         self._connected = False
+        self._up = asyncio.Event()
         self._ever_connected = False
         self.reconnects = 0
 
@@ -86,9 +87,14 @@ class RedisBroker:
     def healthy(self) -> bool:
         return self._connected
 
-    async def start(self, listener: BrokerListener) -> None:
+    async def start(self, listener: BrokerListener, *, wait: float = 5.0) -> None:
+        """Starts the subscriber; waits up to `wait` seconds for its first connection, so an
+        instance whose Redis is up is ready when it starts serving (and one whose Redis is
+        down still starts, not ready, and connects when Redis comes)."""
         self._listener = listener
         self._task = asyncio.create_task(self._run(), name="redis-subscriber")
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._up.wait(), wait)
 
     async def close(self) -> None:
         if self._task is not None:
@@ -147,6 +153,7 @@ class RedisBroker:
                     log.warning("redis subscriber link lost", extra={"error": repr(exc)})
             finally:
                 self._connected = False
+                self._up.clear()
                 self._fail_confirmations()
                 if self._pubsub is not None:
                     pubsub, self._pubsub = self._pubsub, None
@@ -162,6 +169,7 @@ class RedisBroker:
         else:
             await pubsub.ping()
         self._connected = True
+        self._up.set()
         backoff.reset()
         if self._ever_connected:
             self.reconnects += 1

@@ -90,3 +90,12 @@ async def test_keys_from_files(make_auth_client: AuthClientFactory, tmp_path: Pa
     assert len(jwks) == 2
     assert await kid(tokens["access_token"]) == jwks[0]["kid"]
     assert all(k["kty"] == "OKP" and k["crv"] == "Ed25519" and "d" not in k for k in jwks)
+
+
+async def test_a_lost_active_key_is_replaced_not_fatal(make_auth_client: AuthClientFactory) -> None:
+    auth = await make_auth_client()
+    redis = auth.app[COMPONENTS].redis
+    await redis.delete(keys.KEYS_HASH)  # e.g. evicted, while auth:keys:active survives
+    await auth.app[COMPONENTS].keyring.load()
+    tokens = await user_with_tokens(auth)
+    assert (await introspect(auth, tokens["access_token"]))["active"] is True

@@ -135,3 +135,19 @@ async def test_refresh_tokens_are_stored_only_as_hashes(auth: Client, redis_url:
     secret_part = tokens["refresh_token"][3:]
     assert not any(secret_part in key for key in keys)
     assert not any(secret_part in value for value in values)
+
+
+async def test_a_refused_scope_does_not_spend_the_refresh_token(auth: Client) -> None:
+    tokens = await user_with_tokens(auth)
+    widened = await auth.post(
+        "/token",
+        data={
+            "grant_type": "refresh_token",
+            "refresh_token": tokens["refresh_token"],
+            "scope": "chat admin",
+        },
+    )
+    assert (await widened.json())["error"] == "invalid_scope"
+    # The token is still unspent: using it now is a normal rotation, not a reuse.
+    assert (await refresh_grant(auth, tokens["refresh_token"])).status == 200
+    assert (await introspect(auth, tokens["access_token"]))["active"] is True

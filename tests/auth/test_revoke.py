@@ -93,3 +93,11 @@ async def test_malformed_revoke_requests(auth: Client) -> None:
         "/revoke", data={"token": "x"}, headers={"Authorization": "Basic d3Jvbmc6d3Jvbmc="}
     )
     assert response.status == 401
+
+
+async def test_unknown_revocation_hint_is_unsupported_token_type(auth: Client) -> None:
+    response = await auth.post("/revoke", data={"token": "x", "token_type_hint": "session"})
+    assert response.status == 400
+    body = await response.json()
+    assert body["error"] == "unsupported_token_type"
+    assert body["error_description"] == "token_type_hint must be one of access_token, refresh_token"

@@ -1,7 +1,11 @@
 """Browser sessions: login, cookie flags, fixation defence, /me, logout, introspection."""
 
+import json
 from http.cookies import SimpleCookie
 
+import redis.asyncio as aioredis
+
+from auth_service.revocation import CHANNEL
 from tests.auth.helpers import CHAT_AUTH, Client, introspect, password_grant, register
 from tests.conftest import PASSWORD, AuthClientFactory
 
@@ -153,3 +157,32 @@ async def test_introspection_of_a_session_requires_the_client(auth: Client) -> N
     assert response.status == 401
     response = await auth.post("/introspect", data={"token": session_id}, headers=CHAT_AUTH)
     assert (await response.json())["active"] is True
+
+
+async def test_logging_in_again_announces_the_replaced_session(
+    auth: Client, redis_url: str
+) -> None:
+    await register(auth)
+    first = await login(auth)
+    sid = (await introspect(auth, first, token_type_hint="session"))["sid"]
+    client = aioredis.Redis.from_url(redis_url, decode_responses=True)
+    pubsub = client.pubsub()
+    await pubsub.subscribe(CHANNEL)
+    await pubsub.get_message(timeout=1)  # the subscribe confirmation
+    response = await auth.post(
+        "/login",
+        json={"username": "alice", "password": PASSWORD},
+        headers={"Cookie": f"{COOKIE}={first}"},
+    )
+    assert response.status == 200
+    message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=5)
+    assert message is not None
+    assert json.loads(message["data"]) == {"kind": "sid", "value": sid, "reason": "logout"}
+    await pubsub.aclose()
+    await client.aclose()
+
+
+async def test_failed_login_says_how_to_authenticate(auth: Client) -> None:
+    response = await auth.post("/login", json={"username": "ghost", "password": "whatever1"})
+    assert response.status == 401
+    assert "WWW-Authenticate" in response.headers
