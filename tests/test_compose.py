@@ -1,0 +1,345 @@
+"""The container files, checked by parsing: no Docker engine or compose plugin runs here.
+
+docker-compose.yml is loaded with `yaml.safe_load` and its `${...}` interpolation is resolved the
+way compose does it, so the environment each service would get can be fed to the real settings
+loaders. Variable names are checked against the names those loaders actually read, which is
+what catches a typo: a misspelt variable is silently ignored at run time.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from auth_service import settings as auth_settings
+from common.config import APP_ENVS, ConfigError
+from service import settings as chat_settings
+
+ROOT = Path(__file__).resolve().parent.parent
+COMPOSE = ROOT / "docker-compose.yml"
+DOCKERFILE = ROOT / "Dockerfile"
+ENV_EXAMPLE = ROOT / ".env.example"
+DOCKERIGNORE = ROOT / ".dockerignore"
+
+# service -> the module it runs
+APP_SERVICES = {"auth": "auth_service", "chat1": "service", "chat2": "service"}
+CHAT_SERVICES = ("chat1", "chat2")
+PUBLISHED = {"auth": 8081, "chat1": 8080, "chat2": 8082}
+EVERY_INTERFACE = "0.0.0.0"  # noqa: S104 (a container is reached only on its own interfaces)
+SECRETS = ("AUTH_CLIENTS", "CHAT_CLIENT_SECRET")
+SECRET_NAME = re.compile(r"SECRET|PASSWORD|CLIENTS$")
+DEV_SECRETS = (auth_settings.DEV_CLIENTS, chat_settings.DEV_CLIENT_SECRET)
+
+INTERPOLATION = re.compile(
+    r"\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?:(?P<op>:?[-?])(?P<arg>[^}]*))?\}"
+)
+
+# What a caller of `docker compose up` provides: well-formed secrets, nothing else.
+CALLER = {"AUTH_CLIENTS": "chat:" + "s" * 32, "CHAT_CLIENT_SECRET": "s" * 32}
+
+
+class RecordingEnviron(Mapping[str, str]):
+    """An environment that records the name of every variable looked up in it."""
+
+    def __init__(self, values: Mapping[str, str]) -> None:
+        self._values = dict(values)
+        self.asked: set[str] = set()
+
+    def __getitem__(self, name: str) -> str:
+        self.asked.add(name)  # `Mapping.get`, which EnvReader uses, comes through here
+        return self._values[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._values)
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+
+def names_read_by(load: Callable[[Mapping[str, str]], object]) -> set[str]:
+    """Every variable `load` looks up, in development and in production."""
+    names: set[str] = set()
+    for app_env in APP_ENVS:
+        environ = RecordingEnviron({"APP_ENV": app_env})
+        with contextlib.suppress(ConfigError):  # production without secrets reads them all
+            load(environ)
+        names |= environ.asked
+    return names
+
+
+AUTH_NAMES = names_read_by(auth_settings.load_settings)
+CHAT_NAMES = chat_settings.read_settings({})[1] | names_read_by(chat_settings.load_settings)
+NAMES_READ = {"auth": AUTH_NAMES, "chat1": CHAT_NAMES, "chat2": CHAT_NAMES}
+
+
+class MissingVariable(Exception):
+    """A `${NAME:?message}` whose variable the caller did not set."""
+
+
+def interpolate(value: str, caller: Mapping[str, str]) -> str:
+    """Compose's `${NAME}`, `${NAME:-default}`, `${NAME-default}`, `${NAME:?err}`, `${NAME?err}`."""
+
+    def substitute(match: re.Match[str]) -> str:
+        name, op, arg = match["name"], match["op"], match["arg"]
+        current = caller.get(name)
+        present = current is not None and (current != "" or not (op or "").startswith(":"))
+        if present:
+            return current or ""
+        if op in (":?", "?"):
+            raise MissingVariable(f"{name}: {arg}")
+        return arg if op in (":-", "-") else ""
+
+    rest = INTERPOLATION.sub("", value).replace("$$", "")
+    assert "$" not in rest, f"{value!r} uses interpolation this test does not understand"
+    return INTERPOLATION.sub(substitute, value).replace("$$", "$")
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Any]:
+    loaded = yaml.safe_load(COMPOSE.read_text())
+    assert isinstance(loaded, dict)
+    return loaded
+
+
+def service(compose: dict[str, Any], name: str) -> dict[str, Any]:
+    found = compose["services"][name]
+    assert isinstance(found, dict)
+    return found
+
+
+def environment(compose: dict[str, Any], name: str) -> dict[str, str]:
+    """A service's `environment:`, as written (mapping or list form)."""
+    raw = service(compose, name).get("environment") or {}
+    if isinstance(raw, list):
+        raw = dict(item.partition("=")[::2] for item in raw)
+    return {key: "" if value is None else str(value) for key, value in raw.items()}
+
+
+def resolved(compose: dict[str, Any], name: str, caller: Mapping[str, str]) -> dict[str, str]:
+    return {key: interpolate(value, caller) for key, value in environment(compose, name).items()}
+
+
+def load(name: str, environ: Mapping[str, str]) -> Any:
+    if APP_SERVICES[name] == "auth_service":
+        return auth_settings.load_settings(environ)
+    return chat_settings.load_settings(environ)
+
+
+def words(value: str | list[str]) -> list[str]:
+    return value.split() if isinstance(value, str) else [str(word) for word in value]
+
+
+def published_ports(spec: dict[str, Any]) -> list[tuple[int, int]]:
+    """(host port, container port) for each port a service publishes."""
+    pairs = []
+    for entry in spec.get("ports", []):
+        if isinstance(entry, dict):
+            pairs.append((int(entry["published"]), int(entry["target"])))
+            continue
+        parts = str(entry).split("/")[0].split(":")
+        assert len(parts) >= 2, f"{entry!r} publishes on a random host port"
+        pairs.append((int(parts[-2]), int(parts[-1])))
+    return pairs
+
+
+def dockerfile() -> list[tuple[str, str]]:
+    """The Dockerfile's instructions as (INSTRUCTION, arguments), continuations joined."""
+    instructions = []
+    text = re.sub(r"\\\n", " ", DOCKERFILE.read_text())
+    for line in text.splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            keyword, _, arguments = line.partition(" ")
+            instructions.append((keyword.upper(), arguments.strip()))
+    return instructions
+
+
+def env_example() -> dict[str, str]:
+    entries = {}
+    for line in ENV_EXAMPLE.read_text().splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            name, sep, value = line.partition("=")
+            assert sep, f".env.example line {line!r} is not NAME=value"
+            entries[name.strip()] = value.strip()
+    return entries
+
+
+def test_the_stack_is_redis_auth_and_two_chat_replicas(compose: dict[str, Any]) -> None:
+    assert {"redis", *APP_SERVICES} <= set(compose["services"])
+
+
+def test_redis_is_durable(compose: dict[str, Any]) -> None:
+    redis = service(compose, "redis")
+    assert str(redis["image"]).split(":")[0] == "redis"
+    command = words(redis["command"])
+    assert "--appendonly" in command, "redis must run with --appendonly yes (AOF)"
+    assert command[command.index("--appendonly") + 1] == "yes", "redis must keep AOF on"
+    volumes = [str(volume).split(":") for volume in redis.get("volumes", [])]
+    data = [source for source, target, *_ in volumes if target == "/data"]
+    assert data, "redis keeps /data on no volume"
+    assert data[0] in (compose.get("volumes") or {}), "redis /data must be a named volume"
+
+
+def test_every_service_has_a_healthcheck(compose: dict[str, Any]) -> None:
+    check = words(service(compose, "redis")["healthcheck"]["test"])
+    assert "redis-cli" in check
+    assert "ping" in check
+    for name in APP_SERVICES:
+        settings = load(name, resolved(compose, name, CALLER))
+        check = words(service(compose, name)["healthcheck"]["test"])
+        assert check[0] in ("CMD", "CMD-SHELL")
+        assert "python" in check, f"{name}: the slim image has no curl; use python's urllib"
+        assert f"127.0.0.1:{settings.port}/healthz" in " ".join(check), name
+
+
+def test_app_services_start_only_after_their_dependencies_are_healthy(
+    compose: dict[str, Any],
+) -> None:
+    expected = {"auth": {"redis"}, "chat1": {"redis", "auth"}, "chat2": {"redis", "auth"}}
+    for name, dependencies in expected.items():
+        depends_on = service(compose, name)["depends_on"]
+        assert isinstance(depends_on, dict), f"{name}: depends_on needs conditions"
+        assert set(depends_on) == dependencies, name
+        for dependency, condition in depends_on.items():
+            assert condition["condition"] == "service_healthy", f"{name} -> {dependency}"
+            assert "healthcheck" in service(compose, dependency), dependency
+
+
+def test_ports_are_published_where_the_services_listen(compose: dict[str, Any]) -> None:
+    for name, host_port in PUBLISHED.items():
+        settings = load(name, resolved(compose, name, CALLER))
+        assert published_ports(service(compose, name)) == [(host_port, settings.port)], name
+    assert "ports" not in service(compose, "redis"), "redis is for the services only"
+
+
+def test_app_services_run_one_image_with_their_module(compose: dict[str, Any]) -> None:
+    builds = {str(service(compose, name).get("build")) for name in APP_SERVICES}
+    images = {str(service(compose, name).get("image")) for name in APP_SERVICES}
+    assert builds == {"."}
+    assert len(images) == 1
+    for name, module in APP_SERVICES.items():
+        assert words(service(compose, name)["command"]) == ["python", "-m", module]
+
+
+@pytest.mark.parametrize("name", list(APP_SERVICES))
+def test_compose_sets_only_variables_the_settings_read(compose: dict[str, Any], name: str) -> None:
+    unknown = set(environment(compose, name)) - NAMES_READ[name]
+    assert not unknown, f"{name} sets variables its settings never read (typo?): {sorted(unknown)}"
+
+
+@pytest.mark.parametrize("app_env", APP_ENVS)
+def test_the_environment_is_valid_in_development_and_production(
+    compose: dict[str, Any], app_env: str
+) -> None:
+    caller = {**CALLER, "APP_ENV": app_env}
+    for name in APP_SERVICES:
+        settings = load(name, resolved(compose, name, caller))
+        assert settings.app_env == app_env
+        assert settings.host == EVERY_INTERFACE, f"{name} must listen on every container interface"
+        assert settings.redis_url == "redis://redis:6379/0"
+    auth = auth_settings.load_settings(resolved(compose, "auth", caller))
+    assert auth.cookie_secure is (app_env == "production")
+    for name in CHAT_SERVICES:
+        assert chat_settings.load_settings(resolved(compose, name, caller)).auth_url == (
+            "http://auth:8081"
+        )
+
+
+def test_app_env_defaults_to_development_and_the_issuer_is_explicit(
+    compose: dict[str, Any],
+) -> None:
+    for name in APP_SERVICES:
+        assert environment(compose, name)["APP_ENV"] == "${APP_ENV:-development}", name
+        assert resolved(compose, name, CALLER)["APP_ENV"] == "development"
+    assert environment(compose, "auth").get("AUTH_ISSUER"), "set AUTH_ISSUER explicitly"
+
+
+def test_each_chat_replica_has_its_own_instance_id(compose: dict[str, Any]) -> None:
+    ids = [environment(compose, name).get("CHAT_INSTANCE_ID") for name in CHAT_SERVICES]
+    assert all(ids), "every chat replica needs a CHAT_INSTANCE_ID"
+    assert len(set(ids)) == len(ids), f"CHAT_INSTANCE_ID values repeat: {ids}"
+
+
+def test_secrets_come_from_whoever_runs_compose(compose: dict[str, Any]) -> None:
+    text = COMPOSE.read_text()
+    for dev_secret in DEV_SECRETS:
+        assert dev_secret not in text
+    for name in APP_SERVICES:
+        for variable, value in environment(compose, name).items():
+            if variable in SECRETS or SECRET_NAME.search(variable):
+                required = re.fullmatch(rf"\$\{{{variable}:\?[^}}]+\}}", value)
+                assert required, f"{name}: {variable} must be ${{{variable}:?message}}"
+        with pytest.raises(MissingVariable):
+            resolved(compose, name, {})  # compose refuses to start without the secrets
+    for variable in SECRETS:
+        assert any(variable in environment(compose, name) for name in APP_SERVICES), variable
+
+
+def test_dockerfile_runs_unprivileged_and_exposes_both_services() -> None:
+    instructions = dockerfile()
+    assert instructions[0] == ("FROM", "python:3.11-slim")
+    users = [arguments for keyword, arguments in instructions if keyword == "USER"]
+    assert users, "the image must not run as root"
+    assert users[-1].split(":")[0] not in ("root", "0"), f"the image runs as {users[-1]}"
+    exposed = {
+        port.split("/")[0]
+        for keyword, arguments in instructions
+        if keyword == "EXPOSE"
+        for port in arguments.split()
+    }
+    assert {"8080", "8081"} <= exposed, f"EXPOSE lists {sorted(exposed)}"
+    assert instructions[-1] == ("CMD", '["python", "-m", "service"]')
+
+
+def test_dockerfile_bakes_in_no_secret_and_no_dev_extras() -> None:
+    text = DOCKERFILE.read_text()
+    for dev_secret in DEV_SECRETS:
+        assert dev_secret not in text
+    for keyword, arguments in dockerfile():
+        if keyword in ("ENV", "ARG"):
+            for variable in re.findall(r"([A-Za-z_][A-Za-z0-9_]*)=", arguments):
+                assert variable not in SECRETS, variable
+                assert not SECRET_NAME.search(variable), variable
+        if keyword == "RUN":
+            assert "[dev]" not in arguments
+            assert not re.search(r"pip install[^&]*\s-e\s", arguments), "not editable"
+
+
+def test_dockerfile_installs_dependencies_before_copying_the_code() -> None:
+    copies = [arguments for keyword, arguments in dockerfile() if keyword == "COPY"]
+    assert copies[0].split()[0] == "pyproject.toml"
+    assert all(" . " not in f" {copy} " for copy in copies), "COPY . . defeats the layer cache"
+
+
+def test_env_example_names_only_variables_the_settings_read() -> None:
+    entries = env_example()
+    unknown = set(entries) - AUTH_NAMES - CHAT_NAMES
+    assert not unknown, f".env.example names variables no settings read: {sorted(unknown)}"
+
+
+def test_env_example_documents_exactly_what_compose_takes_from_the_caller() -> None:
+    referenced = {match["name"] for match in INTERPOLATION.finditer(COMPOSE.read_text())}
+    documented = set(env_example())
+    assert referenced - documented == set(), "undocumented in .env.example"
+    # Compose uses .env only for interpolation: a name it never references would do nothing.
+    assert documented - referenced == set(), "in .env.example but unused by docker-compose.yml"
+
+
+def test_env_example_holds_no_secret_values() -> None:
+    entries = env_example()
+    for variable in SECRETS:
+        assert entries[variable] == "", f"{variable} must be left empty in .env.example"
+    for variable, value in entries.items():
+        assert value not in DEV_SECRETS, variable
+
+
+def test_dockerignore_keeps_local_state_out_of_the_build_context() -> None:
+    ignored = set(DOCKERIGNORE.read_text().split())
+    assert {".git", ".venv", ".run", "tests", ".env"} <= ignored
