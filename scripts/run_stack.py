@@ -155,14 +155,24 @@ the stack is up (Ctrl-C stops it)
     for url in chat_urls:
         print(f"  chat   {url}")
     print(f"""
-try it:
-  curl -s -X POST {auth}/users -H 'Content-Type: application/json' \\
-       -d '{{"username":"alice","password":"correct horse battery"}}'
+try it (in another shell, from this directory):
+  # create two users
+  for u in alice bob; do curl -s -X POST {auth}/users -H 'Content-Type: application/json' \\
+       -d "{{\\"username\\":\\"$u\\",\\"password\\":\\"correct horse battery\\"}}"; echo; done
+  # get a token (password grant)
   curl -s -X POST {auth}/token -d grant_type=password -d username=alice \\
        -d 'password=correct horse battery'
+  # introspect it as the chat service does, revoke it
   curl -s -X POST {auth}/introspect -u {client_id}:{secret} -d token=ACCESS_TOKEN
-  curl -s -X POST {auth}/revoke -d token=ACCESS_TOKEN
-""")
+  curl -s -X POST {auth}/revoke -d token=ACCESS_TOKEN""")
+    if len(chat_urls) >= 2:
+        print("  # chat: alice on one instance, bob on the other (type lines, Ctrl-D to leave)")
+        for url, user in zip(chat_urls, ("alice", "bob"), strict=False):
+            print(
+                "  CHAT_PASSWORD='correct horse battery' .venv/bin/chat-client \\\n"
+                f"       --url {url} --room lobby --username {user}"
+            )
+    print()
 
 
 if __name__ == "__main__":
