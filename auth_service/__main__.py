@@ -11,6 +11,7 @@ from aiohttp import web
 
 from auth_service import keys
 from auth_service.app import create_app
+from auth_service.components import AuthComponents
 from auth_service.settings import AuthSettings, load_settings
 from common.config import ConfigError
 from common.logging import AccessLogger, configure_logging
@@ -44,6 +45,29 @@ async def _keys_command(settings: AuthSettings, args: argparse.Namespace) -> int
         await redis.aclose()
 
 
+async def _users_command(settings: AuthSettings, args: argparse.Namespace) -> int:
+    parts = AuthComponents.build(settings)
+    try:
+        user = await parts.users.by_username(args.username)
+        if user is None:
+            print(f"auth-service: no user named {args.username!r}", file=sys.stderr)
+            return 1
+        disable = args.action == "disable"
+        await parts.users.set_disabled(user.id, disable)
+        if disable:
+            # Every token and session of the user is inactive at once (introspection checks the
+            # flag); the events make chat instances close the user's sockets now.
+            revoked = await parts.revocations.revoke_user_grants(user.id, "user_disabled")
+            await parts.revocations.announce("user", user.id, "user_disabled")
+            print(f"disabled {user.username}; revoked {revoked} sessions and token families")
+        else:
+            print(f"enabled {user.username}")
+        return 0
+    finally:
+        parts.passwords.close()
+        await parts.redis.aclose()
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="auth-service", description=__doc__)
     commands = parser.add_subparsers(dest="command")
@@ -51,6 +75,9 @@ def main(argv: list[str] | None = None) -> None:
     key_parser = commands.add_parser("keys", help="list, rotate or retire signing keys")
     key_parser.add_argument("action", choices=["list", "rotate", "retire"])
     key_parser.add_argument("kid", nargs="?", help="the key to retire")
+    user_parser = commands.add_parser("users", help="disable or enable a user")
+    user_parser.add_argument("action", choices=["disable", "enable"])
+    user_parser.add_argument("username")
     args = parser.parse_args(argv)
 
     configure_logging()  # before settings, so a development-default warning is logged
@@ -64,6 +91,8 @@ def main(argv: list[str] | None = None) -> None:
         if args.action == "retire" and not args.kid:
             parser.error("keys retire needs the kid to retire")
         raise SystemExit(asyncio.run(_keys_command(settings, args)))
+    if args.command == "users":
+        raise SystemExit(asyncio.run(_users_command(settings, args)))
     web.run_app(
         create_app(settings),
         host=settings.host,

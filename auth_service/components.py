@@ -8,6 +8,7 @@ import redis.asyncio as aioredis
 from aiohttp import web
 
 from auth_service.clients import ClientRegistry
+from auth_service.grants import GrantIndex
 from auth_service.introspection import Introspector
 from auth_service.keys import KeyRing
 from auth_service.passwords import PasswordService
@@ -35,6 +36,7 @@ class AuthComponents:
     clients: ClientRegistry
     throttle: LoginThrottle
     registrations: AddressQuota
+    grants: GrantIndex
     revocations: Revocations
     introspector: Introspector
 
@@ -50,7 +52,8 @@ class AuthComponents:
             ttl=settings.access_token_ttl,
             leeway=settings.leeway,
         )
-        refresh = RefreshTokens(redis, ttl=settings.refresh_token_ttl)
+        grants = GrantIndex(redis)
+        refresh = RefreshTokens(redis, grants, ttl=settings.refresh_token_ttl)
         sessions = RedisSessionStorage(
             redis,
             cookie_name=settings.cookie_name,
@@ -87,7 +90,8 @@ class AuthComponents:
                 limit=settings.register_max_per_address,
                 window=settings.login_window,
             ),
-            revocations=Revocations(redis, refresh, leeway=settings.leeway),
+            grants=grants,
+            revocations=Revocations(redis, refresh, sessions, grants, leeway=settings.leeway),
             introspector=Introspector(
                 redis,
                 access=access,

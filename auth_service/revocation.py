@@ -13,6 +13,8 @@ import time
 
 import redis.asyncio as aioredis
 
+from auth_service.grants import GrantIndex
+from auth_service.sessions import RedisSessionStorage
 from auth_service.tokens import RefreshTokens
 
 log = logging.getLogger(__name__)
@@ -27,9 +29,19 @@ def jti_key(jti: str) -> str:
 class Revocations:
     """Records what was revoked and announces it."""
 
-    def __init__(self, redis: aioredis.Redis, refresh: RefreshTokens, *, leeway: int) -> None:
+    def __init__(
+        self,
+        redis: aioredis.Redis,
+        refresh: RefreshTokens,
+        sessions: RedisSessionStorage,
+        grants: GrantIndex,
+        *,
+        leeway: int,
+    ) -> None:
         self._redis = redis
         self._refresh = refresh
+        self._sessions = sessions
+        self._grants = grants
         self._leeway = leeway
 
     async def announce(self, kind: str, value: str, reason: str) -> None:
@@ -49,3 +61,21 @@ class Revocations:
 
     async def end_session(self, sid: str) -> None:
         await self.announce("sid", sid, "logout")
+
+    async def revoke_user_grants(
+        self, user_id: str, reason: str, *, keep: str | None = None
+    ) -> int:
+        """Revokes every live family and session of a user except the one whose sid is `keep`;
+        each is announced by its own sid. Returns how many were revoked."""
+        revoked = 0
+        for grant in await self._grants.live(user_id):
+            if grant.sid == keep:
+                continue
+            if grant.session_id is not None:
+                await self._sessions.delete(grant.session_id)
+                await self.announce("sid", grant.sid, reason)
+            else:
+                await self.revoke_family(grant.sid, reason)
+            await self._grants.remove(user_id, grant.member)
+            revoked += 1
+        return revoked

@@ -34,6 +34,10 @@ class SessionInfo:
     exp: int
 
 
+def new_session_id() -> str:
+    return secrets.token_urlsafe(32)
+
+
 def looks_like_session_id(value: str) -> bool:
     return SESSION_ID.match(value) is not None
 
@@ -84,7 +88,7 @@ class RedisSessionStorage(AbstractStorage):
             self.save_cookie(response, "", max_age=session.max_age)
             return
         if key is None:
-            key = secrets.token_urlsafe(32)
+            key = new_session_id()
         await self._redis.set(
             PREFIX + str(key), json.dumps(self._get_session_data(session)), ex=session.max_age
         )

@@ -23,6 +23,7 @@ import jwt
 import redis.asyncio as aioredis
 
 from auth_service.errors import OAuthError, invalid_grant
+from auth_service.grants import GrantIndex
 from auth_service.keys import KeyRing
 
 ACCESS_TYP = "at+jwt"
@@ -152,6 +153,9 @@ redis.call('HSET', KEYS[2], 'user_id', t['user_id'], 'family', t['family'],
            'exp', ARGV[3], 'spent', '0', 'jti', ARGV[2])
 redis.call('EXPIREAT', KEYS[2], ARGV[3])
 redis.call('EXPIREAT', fkey, ARGV[3])
+local grants = 'auth:user:' .. t['user_id'] .. ':grants'
+redis.call('ZADD', grants, ARGV[3], 'f:' .. t['family'])
+redis.call('EXPIREAT', grants, ARGV[3], 'GT')
 return {'ok', t['user_id'], t['family'], t['scope']}
 """
 
@@ -172,8 +176,9 @@ class RefreshRecord:
 class RefreshTokens:
     """Creates, rotates, looks up and revokes refresh tokens and their families."""
 
-    def __init__(self, redis: aioredis.Redis, *, ttl: int) -> None:
+    def __init__(self, redis: aioredis.Redis, grants: GrantIndex, *, ttl: int) -> None:
         self._redis = redis
+        self._grants = grants
         self.ttl = ttl
         self._rotate = redis.register_script(_ROTATE)
 
@@ -212,6 +217,7 @@ class RefreshTokens:
             pipe.expireat(family_key(family), exp)
             await pipe.execute()
         await self._store(token, user_id=user_id, family=family, client_id=client_id, scope=scope)
+        await self._grants.add_family(user_id, family, exp)
         return token, family
 
     async def rotate(self, token: str, *, client_id: str) -> tuple[str, RefreshRecord]:

@@ -99,6 +99,9 @@ class UserStore:
     async def set_password_hash(self, user_id: str, password_hash: str) -> None:
         await self._redis.hset(_user_key(user_id), "password_hash", password_hash)
 
+    async def set_disabled(self, user_id: str, disabled: bool) -> None:
+        await self._redis.hset(_user_key(user_id), "disabled", "1" if disabled else "0")
+
     @staticmethod
     def key(user_id: str) -> str:
         return _user_key(user_id)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
@@ -19,7 +20,7 @@ from auth_service.errors import (
     unauthenticated,
 )
 from auth_service.introspection import INACTIVE
-from auth_service.sessions import session_info, start_session
+from auth_service.sessions import new_session_id, session_info, start_session
 from auth_service.tokens import MAX_TOKEN_LENGTH, ReusedRefreshToken, looks_like_jwt
 from auth_service.users import User, validate_password, validate_username
 
@@ -276,11 +277,18 @@ async def login(request: web.Request) -> web.Response:
         replaced = session_info(dict(previous))
         await parts.sessions.delete(str(previous.identity))
         if replaced is not None:
+            await parts.grants.remove_session(
+                replaced.user_id, replaced.sid, str(previous.identity)
+            )
             await parts.revocations.end_session(replaced.sid)
     session = await new_session(request)
+    # The id is chosen here rather than when the response is saved, so the user's grant
+    # index can name it (for "revoke all my sessions" and password changes).
+    session.set_new_identity(new_session_id())
     info = start_session(
         session, user_id=user.id, username=user.username, ttl=parts.settings.session_ttl
     )
+    await parts.grants.add_session(user.id, info.sid, str(session.identity), info.exp)
     return web.json_response({**user.public(), "expires_at": info.exp}, headers=NO_STORE)
 
 
@@ -289,47 +297,93 @@ async def logout(request: web.Request) -> web.Response:
     parts = _parts(request)
     session = await get_session(request)
     info = session_info(dict(session))
+    identity = session.identity
     session.invalidate()
-    if info is not None:
+    if info is not None and identity is not None:
+        await parts.grants.remove_session(info.user_id, info.sid, str(identity))
         await parts.revocations.end_session(info.sid)
     return web.Response(status=204, headers=NO_STORE)
 
 
-# -- who am I --------------------------------------------------------------------------------
+# -- who am I, and account actions ---------------------------------------------------------
 
 
-async def _bearer_user(parts: AuthComponents, request: web.Request) -> dict[str, str] | None:
+@dataclass(frozen=True)
+class Caller:
+    """An authenticated caller: the user and the grant (`sid`) the credential belongs to."""
+
+    user_id: str
+    username: str
+    sid: str | None
+
+    def public(self) -> dict[str, str]:
+        return {"id": self.user_id, "username": self.username}
+
+
+async def _bearer_user(parts: AuthComponents, request: web.Request) -> Caller | None:
     header = request.headers.get("Authorization")
     if header is None or header[:7].lower() != "bearer ":
         return None  # not this scheme: the next authenticator decides
     claims = await parts.introspector.active_access_token(header[7:].strip())
     if claims is None or claims.get("username") is None:
         raise invalid_token()
-    return {"id": claims["sub"], "username": claims["username"]}
+    return Caller(claims["sub"], claims["username"], claims.get("sid"))
 
 
-async def _session_user(parts: AuthComponents, request: web.Request) -> dict[str, str] | None:
+async def _session_user(parts: AuthComponents, request: web.Request) -> Caller | None:
     if parts.settings.cookie_name not in request.cookies:
         return None
     value = parts.sessions.cookie_value(request)
     info = None if value is None else await parts.introspector.active_session(value)
     if info is None:
         raise invalid_token("the session is not valid")
-    return {"id": info.user_id, "username": info.username}
+    return Caller(info.user_id, info.username, info.sid)
 
 
 AUTHENTICATORS = (_bearer_user, _session_user)
 
 
+async def authenticate(parts: AuthComponents, request: web.Request) -> Caller:
+    """Bearer first, then the session cookie; the first that answers wins. A credential that
+    is presented but bad is a 401, never a fall-through to the next one."""
+    for authenticator in AUTHENTICATORS:
+        caller = await authenticator(parts, request)
+        if caller is not None:
+            return caller
+    raise unauthenticated()
+
+
 @routes.get("/me")
 async def me(request: web.Request) -> web.Response:
-    """The caller's user: Bearer first, then the session cookie; the first that answers wins."""
+    caller = await authenticate(_parts(request), request)
+    return web.json_response(caller.public(), headers=NO_STORE)
+
+
+@routes.post("/me/password")
+async def change_password(request: web.Request) -> web.Response:
+    """Changes the caller's password; every other session and token of the user is revoked."""
     parts = _parts(request)
-    for authenticate in AUTHENTICATORS:
-        user = await authenticate(parts, request)
-        if user is not None:
-            return web.json_response(user, headers=NO_STORE)
-    raise unauthenticated()
+    caller = await authenticate(parts, request)
+    body = await read_json(request)  # JSON only: a cross-site form cannot post it
+    current, new = body.get("current_password"), body.get("new_password")
+    if not isinstance(current, str):
+        raise invalid_request("current_password is required")
+    new = validate_password(new)
+    if await _check_password(parts, request, caller.username, current) is None:
+        raise OAuthError("invalid_grant", "the current password is wrong", status=403)
+    await parts.users.set_password_hash(caller.user_id, await parts.passwords.hash(new))
+    await parts.revocations.revoke_user_grants(caller.user_id, "password_changed", keep=caller.sid)
+    return web.Response(status=204, headers=NO_STORE)
+
+
+@routes.post("/me/revoke-all")
+async def revoke_all(request: web.Request) -> web.Response:
+    """Signs the caller out everywhere: every session and token family, this one included."""
+    parts = _parts(request)
+    caller = await authenticate(parts, request)
+    await read_json(request)  # an empty JSON object: a cross-site form cannot post it
+    revoked = await parts.revocations.revoke_user_grants(caller.user_id, "revoke_all")
+    return web.json_response({"revoked": revoked}, headers=NO_STORE)
 
 
 # -- discovery and health --------------------------------------------------------------------

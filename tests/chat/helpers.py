@@ -79,14 +79,18 @@ async def receive_type(ws: aiohttp.ClientWebSocketResponse, kind: str) -> dict[s
                 return frame
 
 
-async def closed_with(ws: aiohttp.ClientWebSocketResponse) -> int | None:
-    """Reads until the server closes; returns the close code."""
-    async with asyncio.timeout(DEADLINE):
+async def closed_with(
+    ws: aiohttp.ClientWebSocketResponse, deadline: float = DEADLINE
+) -> int | None:
+    """Reads until the server closes (within `deadline` seconds); returns the close code."""
+    async with asyncio.timeout(deadline):
         while True:
             message = await ws.receive()
-            if message.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED):
-                return ws.close_code
-            if message.type == aiohttp.WSMsgType.ERROR:
+            if message.type == aiohttp.WSMsgType.CLOSE:
+                # The code the server sent; ws.close_code is the client's own bookkeeping,
+                # which becomes 1006 if its reply finds the socket already gone.
+                return int(message.data)
+            if message.type in (aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.ERROR):
                 return ws.close_code
 
 

@@ -1,0 +1,74 @@
+"""Each user's live grants (token families and browser sessions), so that all of them can be
+revoked at once: password change, "revoke all my sessions", disabling the user.
+
+`auth:user:<id>:grants` is a sorted set scored by expiry, with members `f:<family>` and
+`s:<sid>:<session id>`; expired members are pruned whenever a grant is added.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import cast
+
+import redis.asyncio as aioredis
+
+
+def grants_key(user_id: str) -> str:
+    return f"auth:user:{user_id}:grants"
+
+
+def _session_member(sid: str, session_id: str) -> str:
+    return f"s:{sid}:{session_id}"
+
+
+@dataclass(frozen=True)
+class Grant:
+    """One live grant: its public `sid` and, for a session, the session id that is its key."""
+
+    member: str
+    sid: str
+    session_id: str | None
+
+    @classmethod
+    def parse(cls, member: str) -> Grant:
+        kind, _, rest = member.partition(":")
+        if kind == "s":
+            sid, _, session_id = rest.partition(":")
+            return cls(member, sid, session_id)
+        return cls(member, rest, None)
+
+
+class GrantIndex:
+    """Adds, lists and drops a user's grants."""
+
+    def __init__(self, redis: aioredis.Redis) -> None:
+        self._redis = redis
+
+    async def _add(self, user_id: str, member: str, exp: int) -> None:
+        key = grants_key(user_id)
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.zremrangebyscore(key, "-inf", int(time.time()))
+            pipe.zadd(key, {member: exp})
+            pipe.expireat(key, exp, gt=True)
+            pipe.expireat(key, exp, nx=True)
+            await pipe.execute()
+
+    async def add_family(self, user_id: str, family: str, exp: int) -> None:
+        await self._add(user_id, f"f:{family}", exp)
+
+    async def add_session(self, user_id: str, sid: str, session_id: str, exp: int) -> None:
+        await self._add(user_id, _session_member(sid, session_id), exp)
+
+    async def remove_session(self, user_id: str, sid: str, session_id: str) -> None:
+        await self.remove(user_id, _session_member(sid, session_id))
+
+    async def remove(self, user_id: str, member: str) -> None:
+        await self._redis.zrem(grants_key(user_id), member)
+
+    async def live(self, user_id: str) -> list[Grant]:
+        members = cast(
+            list[str],
+            await self._redis.zrangebyscore(grants_key(user_id), int(time.time()), "+inf"),
+        )
+        return [Grant.parse(member) for member in members]

@@ -1,0 +1,304 @@
+"""Identity stays true for the life of every socket: revocation, expiry, refresh, logout.
+
+Every revocation path is exercised against a socket held by instance B while the action is
+taken through the auth service (and, where a socket is used, instance A): the event has to
+travel through Redis to reach it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+import jwt
+import pytest
+import redis.asyncio as aioredis
+
+from auth_service.components import COMPONENTS
+from tests.chat.conftest import ORIGIN, ChatFactory
+from tests.chat.helpers import ChatUser, Stack, closed_with, connect, receive
+from tests.conftest import PASSWORD, auth_environ
+from tests.faults import LinkProxy
+
+REVOCATION_DEADLINE = 1.0  # the promise: a revoked credential's sockets close within 1 s
+
+
+async def assert_refused_now(stack: Stack, headers: dict[str, str]) -> None:
+    response = await stack.b.get(
+        "/ws",
+        headers={
+            "Connection": "Upgrade",
+            "Upgrade": "websocket",
+            "Sec-WebSocket-Version": "13",
+            "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==",
+            **headers,
+        },
+    )
+    assert response.status == 401
+
+
+async def test_revoking_an_access_token_closes_its_sockets_everywhere(
+    stack: Stack, alice: ChatUser
+) -> None:
+    on_a = await connect(stack.a, alice.access_token)
+    on_b = await connect(stack.b, alice.access_token)
+    async with stack.auth.post("/revoke", data={"token": alice.access_token}) as response:
+        assert response.status == 200
+    assert await closed_with(on_b, REVOCATION_DEADLINE) == 4003
+    assert await closed_with(on_a, REVOCATION_DEADLINE) == 4003
+    await assert_refused_now(stack, {"Authorization": f"Bearer {alice.access_token}"})
+
+
+async def test_revoking_the_refresh_token_closes_the_grants_sockets(
+    stack: Stack, alice: ChatUser
+) -> None:
+    other_grant = await stack.token("alice", PASSWORD)
+    doomed = await connect(stack.b, alice.access_token)
+    survivor = await connect(stack.b, other_grant["access_token"])
+    async with stack.auth.post("/revoke", data={"token": alice.refresh_token}) as response:
+        assert response.status == 200
+    assert await closed_with(doomed, REVOCATION_DEADLINE) == 4003
+    await survivor.send_json({"op": "ping"})
+    assert await receive(survivor) == {"type": "pong"}
+    await survivor.close()
+    await assert_refused_now(stack, {"Authorization": f"Bearer {alice.access_token}"})
+
+
+async def test_refresh_token_reuse_closes_the_familys_sockets(
+    stack: Stack, alice: ChatUser
+) -> None:
+    ws = await connect(stack.b, alice.access_token)
+    for _ in range(2):  # the second use is a reuse: the family dies
+        async with stack.auth.post(
+            "/token", data={"grant_type": "refresh_token", "refresh_token": alice.refresh_token}
+        ):
+            pass
+    assert await closed_with(ws, REVOCATION_DEADLINE) == 4003
+
+
+async def test_logout_closes_the_sessions_sockets(stack: Stack, alice: ChatUser) -> None:
+    jar = aiohttp.CookieJar(unsafe=True)  # the test server is an IP address
+    async with aiohttp.ClientSession(
+        base_url=stack.auth_server.make_url(""), cookie_jar=jar
+    ) as browser:
+        async with browser.post("/login", json={"username": "alice", "password": PASSWORD}) as r:
+            cookie = r.cookies["chat_session"].value
+        headers = {"Cookie": f"chat_session={cookie}", "Origin": ORIGIN}
+        ws = await connect(stack.b, headers=headers)
+        async with browser.post("/logout") as r:
+            assert r.status == 204
+    assert await closed_with(ws, REVOCATION_DEADLINE) == 4003
+    await assert_refused_now(stack, headers)
+
+
+async def test_password_change_ends_the_other_sessions_and_tokens(
+    stack: Stack, alice: ChatUser
+) -> None:
+    cookie = await stack.session_cookie("alice", PASSWORD)
+    session_socket = await connect(
+        stack.b, headers={"Cookie": f"chat_session={cookie}", "Origin": ORIGIN}
+    )
+    token_socket = await connect(stack.b, alice.access_token)
+    current = await stack.token("alice", PASSWORD)
+    current_socket = await connect(stack.a, current["access_token"])
+
+    async with stack.auth.post(
+        "/me/password",
+        json={"current_password": PASSWORD, "new_password": "a brand new passphrase"},
+        headers={"Authorization": f"Bearer {current['access_token']}"},
+    ) as response:
+        assert response.status == 204
+    assert await closed_with(session_socket, REVOCATION_DEADLINE) == 4003
+    assert await closed_with(token_socket, REVOCATION_DEADLINE) == 4003
+    # The credential that changed the password carries on.
+    await current_socket.send_json({"op": "ping"})
+    assert await receive(current_socket) == {"type": "pong"}
+    await current_socket.close()
+    # The old password no longer works; the new one does.
+    async with stack.auth.post(
+        "/token", data={"grant_type": "password", "username": "alice", "password": PASSWORD}
+    ) as response:
+        assert response.status == 400
+    await stack.token("alice", "a brand new passphrase")
+
+
+async def test_password_change_needs_the_current_password(stack: Stack, alice: ChatUser) -> None:
+    async with stack.auth.post(
+        "/me/password",
+        json={"current_password": "not it at all", "new_password": "a brand new passphrase"},
+        headers={"Authorization": f"Bearer {alice.access_token}"},
+    ) as response:
+        assert response.status == 403
+    async with stack.auth.post(
+        "/me/password",
+        json={"current_password": PASSWORD, "new_password": "short"},
+        headers={"Authorization": f"Bearer {alice.access_token}"},
+    ) as response:
+        assert response.status == 400
+    async with stack.auth.post(
+        "/me/password", json={"current_password": PASSWORD, "new_password": "long enough pw"}
+    ) as response:
+        assert response.status == 401
+
+
+async def test_revoke_all_my_sessions_closes_every_socket(stack: Stack, alice: ChatUser) -> None:
+    second = await stack.token("alice", PASSWORD)
+    sockets = [
+        await connect(stack.b, alice.access_token),
+        await connect(stack.a, second["access_token"]),
+    ]
+    async with stack.auth.post(
+        "/me/revoke-all", json={}, headers={"Authorization": f"Bearer {alice.access_token}"}
+    ) as response:
+        assert response.status == 200
+        assert (await response.json())["revoked"] == 2
+    for ws in sockets:
+        assert await closed_with(ws, REVOCATION_DEADLINE) == 4003
+    await assert_refused_now(stack, {"Authorization": f"Bearer {second['access_token']}"})
+
+
+async def test_disabling_a_user_closes_all_their_sockets(
+    stack: Stack, alice: ChatUser, bob: ChatUser, redis_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from auth_service.__main__ import main as auth_cli
+
+    alice_ws = await connect(stack.b, alice.access_token)
+    bob_ws = await connect(stack.b, bob.access_token)
+    env = auth_environ(redis_url)
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in env.items():
+            patch.setenv(name, value)
+        with pytest.raises(SystemExit) as exit_status:
+            await asyncio.to_thread(auth_cli, ["users", "disable", "alice"])
+    assert exit_status.value.code == 0
+    assert "disabled alice" in capsys.readouterr().out
+    assert await closed_with(alice_ws, REVOCATION_DEADLINE) == 4003
+    await bob_ws.send_json({"op": "ping"})
+    assert await receive(bob_ws) == {"type": "pong"}
+    await bob_ws.close()
+    await assert_refused_now(stack, {"Authorization": f"Bearer {alice.access_token}"})
+    async with stack.auth.post(
+        "/token", data={"grant_type": "password", "username": "alice", "password": PASSWORD}
+    ) as response:
+        assert response.status == 400
+
+
+# -- expiry and refresh -------------------------------------------------------------------
+
+
+async def short_lived(stack: Stack, user: ChatUser, seconds: float) -> str:
+    """A real access token of `user` whose exp is `seconds` from now."""
+    claims: dict[str, Any] = jwt.decode(user.access_token, options={"verify_signature": False})
+    claims["exp"] = int(time.time() + seconds)
+    claims["jti"] = claims["jti"][::-1]
+    return await stack.auth_server.app[COMPONENTS].access.sign(claims)
+
+
+async def test_socket_closes_with_4001_when_its_token_expires(
+    make_chat: ChatFactory, stack: Stack, alice: ChatUser
+) -> None:
+    chat = await make_chat(CHAT_EXPIRY_GRACE="0")
+    token = await short_lived(stack, alice, 2)
+    ws = await chat.ws_connect("/ws", headers={"Authorization": f"Bearer {token}"})
+    hello = await receive(ws)
+    started = time.time()
+    assert await closed_with(ws, 5) == 4001
+    # Not before exp (epoch seconds are whole, so allow the fraction we cannot see).
+    assert time.time() >= hello["expires_at"] - 1
+    assert time.time() - started < 4
+
+
+async def test_refresh_extends_the_socket(
+    make_chat: ChatFactory, stack: Stack, alice: ChatUser
+) -> None:
+    chat = await make_chat(CHAT_EXPIRY_GRACE="0")
+    token = await short_lived(stack, alice, 2)
+    ws = await chat.ws_connect("/ws", headers={"Authorization": f"Bearer {token}"})
+    hello = await receive(ws)
+    await ws.send_json({"op": "refresh", "token": alice.access_token, "ref": "r"})
+    refreshed = await receive(ws)
+    claims = jwt.decode(alice.access_token, options={"verify_signature": False})
+    assert refreshed == {"type": "refreshed", "expires_at": claims["exp"], "ref": "r"}
+    # Past the first token's expiry the socket still works.
+    # Expiry is wall-clock time: this waits for the first token's exp to pass, not for an event.
+    await asyncio.sleep(max(0.0, hello["expires_at"] + 1 - time.time()))
+    await ws.send_json({"op": "ping"})
+    assert await receive(ws) == {"type": "pong"}
+    await ws.close()
+
+
+async def test_a_foreign_or_bad_token_does_not_extend_anything(
+    make_chat: ChatFactory, stack: Stack, alice: ChatUser, bob: ChatUser
+) -> None:
+    chat = await make_chat(CHAT_EXPIRY_GRACE="0")
+    token = await short_lived(stack, alice, 2)
+    ws = await chat.ws_connect("/ws", headers={"Authorization": f"Bearer {token}"})
+    await receive(ws)
+    await ws.send_json({"op": "refresh", "token": bob.access_token})
+    assert (await receive(ws))["code"] == "wrong_user"
+    await ws.send_json({"op": "refresh", "token": "garbage"})
+    assert (await receive(ws))["code"] == "bad_token"
+    await ws.send_json({"op": "refresh", "token": alice.refresh_token})
+    assert (await receive(ws))["code"] == "bad_token"
+    assert await closed_with(ws, 5) == 4001
+
+
+async def test_a_session_socket_ends_when_its_session_ends(
+    make_chat: ChatFactory, stack: Stack, alice: ChatUser, redis_url: str
+) -> None:
+    cookie = await stack.session_cookie("alice", PASSWORD)
+    client = aioredis.Redis.from_url(redis_url, decode_responses=True)
+    key = f"auth:session:{cookie}"
+    data = json.loads(await client.get(key))
+    data["session"]["exp"] = int(time.time()) + 2  # a session about to end
+    await client.set(key, json.dumps(data), ex=60)
+    await client.aclose()
+    headers = {"Cookie": f"chat_session={cookie}", "Origin": ORIGIN}
+    chat = await make_chat(CHAT_EXPIRY_GRACE="0")
+    ws = await chat.ws_connect("/ws", headers=headers)
+    hello = await receive(ws)
+    assert hello["expires_at"] == data["session"]["exp"]
+    assert await closed_with(ws, 5) == 4001
+
+
+# -- missed events --------------------------------------------------------------------------
+
+
+@pytest.fixture
+async def proxied_chat(
+    make_chat: ChatFactory, redis_server: Any
+) -> AsyncIterator[tuple[Any, LinkProxy]]:
+    if redis_server is None:
+        pytest.skip("needs the suite's own redis-server")
+    proxy = LinkProxy(redis_server.port)
+    await proxy.start()
+    chat = await make_chat(REDIS_URL=proxy.url)
+    yield chat, proxy
+    await proxy.close()
+
+
+async def test_a_revocation_missed_while_the_link_was_down_still_closes_the_socket(
+    proxied_chat: tuple[Any, LinkProxy], stack: Stack, alice: ChatUser, bob: ChatUser
+) -> None:
+    from service.views import NODE
+
+    chat, proxy = proxied_chat
+    doomed = await connect(chat, alice.access_token)
+    keeper = await connect(chat, bob.access_token)
+    broker = chat.app[NODE].broker
+    reconnects = broker.reconnects
+
+    proxy.cut()  # the instance's Redis link drops...
+    async with stack.auth.post("/revoke", data={"token": alice.access_token}) as response:
+        assert response.status == 200  # ...and the event is published while it cannot hear
+    proxy.restore()
+
+    assert await closed_with(doomed, 10) == 4003
+    assert broker.reconnects == reconnects + 1
+    await keeper.send_json({"op": "ping"})
+    assert await receive(keeper) == {"type": "pong"}
+    await keeper.close()
