@@ -23,6 +23,7 @@ from service.settings import ChatSettings
 log = logging.getLogger(__name__)
 
 REVOCATION_CHANNEL = "auth:revocations"
+REVALIDATION_CONCURRENCY = 32
 
 
 class ChatNode:
@@ -79,23 +80,30 @@ class ChatNode:
             self._revalidation = asyncio.create_task(self.revalidate_all())
 
     async def revalidate_all(self) -> None:
+        """Asks the auth service again about every live connection's credential: one request
+        per distinct credential (coalesced), `REVALIDATION_CONCURRENCY` at a time (batched)."""
         self.introspection.forget(lambda _answer: True)
-        connections = [c for c in self.hub.connections if not c.closing]
         credentials: dict[tuple[str, str], list[Connection]] = {}
-        for connection in connections:
-            key = (connection.identity.credential, connection.identity.hint)
-            credentials.setdefault(key, []).append(connection)
-        for (credential, hint), holders in credentials.items():
-            try:
-                identity = await self.checker.identity(credential, token_type=hint)
-            except AuthFailed as failed:
-                if failed.status == 401:
-                    for connection in holders:
-                        connection.close_soon(CloseCode.REVOKED, "credential revoked")
-                continue  # the auth service is unreachable: keep them until it answers
+        for connection in self.hub.connections:
+            if not connection.closing:
+                key = (connection.identity.credential, connection.identity.hint)
+                credentials.setdefault(key, []).append(connection)
+        slots = asyncio.Semaphore(REVALIDATION_CONCURRENCY)
+
+        async def check(credential: str, hint: str, holders: list[Connection]) -> None:
+            async with slots:
+                try:
+                    identity = await self.checker.identity(credential, token_type=hint)
+                except AuthFailed as failed:
+                    if failed.status != 401:
+                        return  # the auth service is unreachable: keep them until it answers
+                    identity = None
             for connection in holders:
-                if identity.user_id != connection.identity.user_id:
+                if identity is None or identity.user_id != connection.identity.user_id:
                     connection.close_soon(CloseCode.REVOKED, "credential revoked")
+
+        await asyncio.gather(*(check(c, h, holders) for (c, h), holders in credentials.items()))
+        log.info("re-validated live connections", extra={"credentials": len(credentials)})
 
     # -- client commands ---------------------------------------------------------------------
 

@@ -287,18 +287,26 @@ async def test_a_revocation_missed_while_the_link_was_down_still_closes_the_sock
     from service.views import NODE
 
     chat, proxy = proxied_chat
-    doomed = await connect(chat, alice.access_token)
-    keeper = await connect(chat, bob.access_token)
-    broker = chat.app[NODE].broker
+    doomed = [await connect(chat, alice.access_token) for _ in range(3)]
+    keepers = [await connect(chat, bob.access_token) for _ in range(3)]
+    node = chat.app[NODE]
+    broker = node.broker
     reconnects = broker.reconnects
+    requests = node.introspection.requests
 
     proxy.cut()  # the instance's Redis link drops...
     async with stack.auth.post("/revoke", data={"token": alice.access_token}) as response:
         assert response.status == 200  # ...and the event is published while it cannot hear
     proxy.restore()
 
-    assert await closed_with(doomed, 10) == 4003
+    for ws in doomed:
+        assert await closed_with(ws, 10) == 4003
     assert broker.reconnects == reconnects + 1
-    await keeper.send_json({"op": "ping"})
-    assert await receive(keeper) == {"type": "pong"}
-    await keeper.close()
+    assert node._revalidation is not None
+    await node._revalidation
+    # Six sockets, two distinct credentials: two requests (coalesced), not six.
+    assert node.introspection.requests - requests == 2
+    for keeper in keepers:
+        await keeper.send_json({"op": "ping"})
+        assert await receive(keeper) == {"type": "pong"}
+        await keeper.close()
