@@ -119,7 +119,7 @@ class ChatNode:
         await handler(connection, command)
 
     async def _op_ping(self, connection: Connection, command: Command) -> None:
-        connection.send(protocol.encode({"type": "pong"}))
+        connection.send(protocol.reply({"type": "pong"}, command.ref))
 
     async def _op_join(self, connection: Connection, command: Command) -> None:
         room = command.room
@@ -132,13 +132,13 @@ class ChatNode:
                 await self.hub.join(room, connection)
             except BrokerUnavailable:
                 raise ProtocolError("unavailable", "cannot join now; retry", command.ref) from None
-        connection.send(protocol.encode({"type": "joined", "room": room}))
+        connection.send(protocol.reply({"type": "joined", "room": room}, command.ref))
 
     async def _op_leave(self, connection: Connection, command: Command) -> None:
         if command.room not in connection.rooms:
             raise ProtocolError("not_joined", "you are not in that room", command.ref)
         await self.hub.leave(command.room, connection)
-        connection.send(protocol.encode({"type": "left", "room": command.room}))
+        connection.send(protocol.reply({"type": "left", "room": command.room}, command.ref))
 
     async def _op_send(self, connection: Connection, command: Command) -> None:
         if command.room not in connection.rooms:
@@ -177,10 +177,9 @@ class ChatNode:
             raise ProtocolError("wrong_user", "the token belongs to another user", command.ref)
         connection.identity = identity
         connection.expire_at(identity.exp + self.settings.expiry_grace)
-        frame: dict[str, Any] = {"type": "refreshed", "expires_at": identity.exp}
-        if command.ref is not None:
-            frame["ref"] = command.ref
-        connection.send(protocol.encode(frame))
+        connection.send(
+            protocol.reply({"type": "refreshed", "expires_at": identity.exp}, command.ref)
+        )
 
     async def shutdown(self) -> None:
         connections = list(self.hub.connections)

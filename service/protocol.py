@@ -90,8 +90,12 @@ def encode(frame: dict[str, Any]) -> str:
     return json.dumps(frame, separators=(",", ":"), ensure_ascii=False)
 
 
-def error(code: str, message: str, ref: Ref = None) -> str:
-    frame: dict[str, Any] = {"type": "error", "code": code, "message": message}
+def reply(frame: dict[str, Any], ref: Ref) -> str:
+    """A direct answer to a client frame, echoing its `ref` when it had one."""
     if ref is not None:
         frame["ref"] = ref
     return encode(frame)
+
+
+def error(code: str, message: str, ref: Ref = None) -> str:
+    return reply({"type": "error", "code": code, "message": message}, ref)

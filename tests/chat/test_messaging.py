@@ -247,3 +247,14 @@ async def test_disconnecting_releases_the_subscription(
     redis = aioredis.Redis.from_url(redis_url)
     assert (await redis.pubsub_numsub("chat:room:lobby"))[0][1] == 0
     await redis.aclose()
+
+
+async def test_direct_answers_echo_the_ref(stack: Stack, alice: ChatUser) -> None:
+    ws = await connect(stack.a, alice.access_token)
+    await ws.send_json({"op": "join", "room": "lobby", "ref": "j"})
+    assert await receive(ws) == {"type": "joined", "room": "lobby", "ref": "j"}
+    await ws.send_json({"op": "ping", "ref": 7})
+    assert await receive(ws) == {"type": "pong", "ref": 7}
+    await ws.send_json({"op": "leave", "room": "lobby", "ref": "l"})
+    assert await receive(ws) == {"type": "left", "room": "lobby", "ref": "l"}
+    await ws.close()
