@@ -81,7 +81,7 @@ def wait_healthy(stack: Stack, name: str, url: str, timeout: float = 20.0) -> No
 
 
 def _interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt  # SIGTERM stops the stack the same way Ctrl-C does
+    raise KeyboardInterrupt  # SIGINT and SIGTERM both stop the stack, by pid
 
 
 def main() -> int:
@@ -91,7 +91,9 @@ def main() -> int:
     # and say so loudly in their logs, which is the truth about this stack.
     env.setdefault("AUTH_URL", f"http://127.0.0.1:{AUTH_PORT}")
     stack = Stack()
+    # Both explicitly: a job started in the background inherits SIGINT as ignored.
     signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGINT, _interrupt)
     try:
         print("starting the stack")
         if "REDIS_URL" not in os.environ:

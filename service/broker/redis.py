@@ -28,7 +28,6 @@ from service.broker.base import BrokerListener, BrokerUnavailable
 log = logging.getLogger(__name__)
 
 ROOM_PREFIX = "chat:room:"
-SUBSCRIBE_ERRORS: tuple[type[Exception], ...] = (*REDIS_ERRORS, TimeoutError, BrokerUnavailable)
 
 
 class Backoff:
@@ -79,6 +78,7 @@ class RedisBroker:
         self._listener: BrokerListener | None = None
         self._task: asyncio.Task[None] | None = None
         self._connected = False
+        self._closed = False
         self._up = asyncio.Event()
         self._ever_connected = False
         self.reconnects = 0
@@ -97,6 +97,7 @@ class RedisBroker:
             await asyncio.wait_for(self._up.wait(), wait)
 
     async def close(self) -> None:
+        self._closed = True  # from here on (un)subscribe calls are no-ops or refusals
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -107,21 +108,22 @@ class RedisBroker:
     async def subscribe(self, room: str) -> None:
         self._rooms.add(room)
         pubsub = self._pubsub
-        if pubsub is None or not self._connected:
+        if pubsub is None or not self._connected or self._closed:
             self._rooms.discard(room)
             raise BrokerUnavailable("not connected to redis")
         try:
             await self._confirmed("subscribe", ROOM_PREFIX + room, pubsub.subscribe)
-        except SUBSCRIBE_ERRORS as exc:
+        except Exception as exc:  # whatever the link did, the room is not subscribed
             self._rooms.discard(room)
             raise BrokerUnavailable("could not subscribe") from exc
 
     async def unsubscribe(self, room: str) -> None:
         self._rooms.discard(room)
         pubsub = self._pubsub
-        if pubsub is not None and self._connected:
-            # On failure the reconnect resubscribes only wanted rooms, so this one goes anyway.
-            with contextlib.suppress(*SUBSCRIBE_ERRORS):
+        if pubsub is not None and self._connected and not self._closed:
+            # On any failure (redis-py raises AttributeError when the link is torn down under
+            # a command) the room is gone anyway: a reconnect resubscribes only wanted rooms.
+            with contextlib.suppress(Exception):
                 await self._confirmed("unsubscribe", ROOM_PREFIX + room, pubsub.unsubscribe)
 
     async def _confirmed(
