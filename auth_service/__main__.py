@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import sys
 
 from aiohttp import web
@@ -13,8 +12,8 @@ from auth_service import keys
 from auth_service.app import create_app
 from auth_service.components import AuthComponents
 from auth_service.settings import AuthSettings, load_settings
-from common.config import ConfigError
-from common.logging import AccessLogger, configure_logging
+from common.entrypoint import settings_or_exit
+from common.logging import AccessLogger
 from common.redis import connect
 
 
@@ -80,13 +79,7 @@ def main(argv: list[str] | None = None) -> None:
     user_parser.add_argument("username")
     args = parser.parse_args(argv)
 
-    configure_logging()  # before settings, so a development-default warning is logged
-    try:
-        settings = load_settings()
-    except ConfigError as error:
-        print(f"auth-service: {error}", file=sys.stderr)
-        raise SystemExit(2) from None
-    logging.getLogger().setLevel(settings.log_level)
+    settings = settings_or_exit("auth-service", load_settings)
     if args.command == "keys":
         if args.action == "retire" and not args.kid:
             parser.error("keys retire needs the kid to retire")

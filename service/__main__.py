@@ -2,25 +2,16 @@
 
 from __future__ import annotations
 
-import logging
-import sys
-
 from aiohttp import web
 
-from common.config import ConfigError
-from common.logging import AccessLogger, configure_logging
+from common.entrypoint import settings_or_exit
+from common.logging import AccessLogger
 from service.app import create_app
 from service.settings import load_settings
 
 
 def main() -> None:
-    configure_logging()  # before settings, so a development-default warning is logged
-    try:
-        settings = load_settings()
-    except ConfigError as error:
-        print(f"chat-service: {error}", file=sys.stderr)
-        raise SystemExit(2) from None
-    logging.getLogger().setLevel(settings.log_level)
+    settings = settings_or_exit("chat-service", load_settings)
     web.run_app(
         create_app(settings),
         host=settings.host,
