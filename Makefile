@@ -3,7 +3,7 @@ VENV   ?= .venv
 PYTHON ?= python3
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install run test lint format clean
+.PHONY: install run test load lint format clean
 
 $(STAMP): pyproject.toml
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
@@ -20,6 +20,10 @@ run: $(STAMP)
 ## test: the whole suite against a redis-server it starts itself (REDIS_URL to use another)
 test: $(STAMP)
 	$(VENV)/bin/pytest -m "not slow and not load"
+
+## load: the load tests (not part of make test); they print their figures
+load: $(STAMP)
+	$(VENV)/bin/pytest -m load -s
 
 ## lint: ruff (lint + format check) and mypy --strict
 lint: $(STAMP)

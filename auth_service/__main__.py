@@ -12,7 +12,7 @@ from auth_service import keys
 from auth_service.app import create_app
 from auth_service.components import AuthComponents
 from auth_service.settings import AuthSettings, load_settings
-from common.entrypoint import settings_or_exit
+from common.entrypoint import announce_serving, settings_or_exit
 from common.logging import AccessLogger
 from common.redis import connect
 
@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> None:
         host=settings.host,
         port=settings.port,
         access_log_class=AccessLogger,
-        print=None,
+        print=announce_serving("auth-service", settings.host, settings.port),
     )
 
 

@@ -30,3 +30,13 @@ def settings_or_exit(program: str, load: Callable[[], S]) -> S:
         raise SystemExit(2) from None
     logging.getLogger().setLevel(settings.log_level)
     return settings
+
+
+def announce_serving(program: str, host: str, port: int) -> Callable[[str], None]:
+    """For `web.run_app(print=...)`, which calls it once the sockets listen: one structured
+    line instead of aiohttp's banner, so supervisors and tests can wait for readiness."""
+
+    def announce(_banner: str) -> None:
+        logging.getLogger(program).info("serving", extra={"url": f"http://{host}:{port}"})
+
+    return announce

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from common.entrypoint import settings_or_exit
+from common.entrypoint import announce_serving, settings_or_exit
 from common.logging import AccessLogger
 from service.app import create_app
 from service.settings import load_settings
@@ -17,7 +17,7 @@ def main() -> None:
         host=settings.host,
         port=settings.port,
         access_log_class=AccessLogger,
-        print=None,
+        print=announce_serving("chat-service", settings.host, settings.port),
         shutdown_timeout=settings.close_timeout + 3,
     )
 

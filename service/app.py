@@ -35,7 +35,11 @@ def create_app(settings: ChatSettings, broker: Broker | None = None) -> web.Appl
             max_entries=settings.introspection_cache_size,
         )
         checker = CredentialChecker(introspection, required_scope=settings.required_scope)
-        chosen = broker or RedisBroker(settings.redis_url, event_channels=(REVOCATION_CHANNEL,))
+        chosen = broker or RedisBroker(
+            settings.redis_url,
+            event_channels=(REVOCATION_CHANNEL,),
+            probe_interval=settings.redis_probe_interval,
+        )
         node = ChatNode(
             settings, chosen, introspection, checker, build_authenticator(checker, settings)
         )

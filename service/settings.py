@@ -42,6 +42,7 @@ class ChatSettings:
     rate_per_second: float
     rate_burst: int
     rate_strikes: int
+    redis_probe_interval: float
     heartbeat: float
     close_timeout: float
     expiry_grace: float
@@ -89,6 +90,7 @@ def read_settings(environ: Mapping[str, str] | None = None) -> tuple[ChatSetting
         rate_per_second=env.number("CHAT_RATE_PER_SECOND", 50.0, minimum=0.1),
         rate_burst=env.integer("CHAT_RATE_BURST", 100, minimum=1),
         rate_strikes=env.integer("CHAT_RATE_STRIKES", 20, minimum=1),
+        redis_probe_interval=env.number("CHAT_REDIS_PROBE_INTERVAL", 5.0, minimum=0.05),
         heartbeat=env.number("CHAT_HEARTBEAT", 30.0, minimum=0.1),
         close_timeout=env.number("CHAT_CLOSE_TIMEOUT", 2.0, minimum=0.01),
         expiry_grace=env.number("CHAT_EXPIRY_GRACE", 5.0),

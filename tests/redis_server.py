@@ -45,7 +45,9 @@ class RedisServer:
                 "--save",
                 "",
                 "--appendonly",
-                "no",
+                "yes",  # durable like production, so a fault test's stop/start keeps data
+                "--appendfsync",
+                "everysec",
                 "--dir",
                 self._dir,
                 "--logfile",

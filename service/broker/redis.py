@@ -79,7 +79,7 @@ class RedisBroker:
         self._task: asyncio.Task[None] | None = None
         self._connected = False
         self._closed = False
-        self._up = asyncio.Event()
+        self._state = asyncio.Condition()  # notified on every connect and disconnect
         self._ever_connected = False
         self.reconnects = 0
 
@@ -94,7 +94,8 @@ class RedisBroker:
         self._listener = listener
         self._task = asyncio.create_task(self._run(), name="redis-subscriber")
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._up.wait(), wait)
+            async with asyncio.timeout(wait):
+                await self.wait_for(lambda: self._connected)
 
     async def close(self) -> None:
         self._closed = True  # from here on (un)subscribe calls are no-ops or refusals
@@ -155,7 +156,7 @@ class RedisBroker:
                     log.warning("redis subscriber link lost", extra={"error": repr(exc)})
             finally:
                 self._connected = False
-                self._up.clear()
+                await self._notify()
                 self._fail_confirmations()
                 if self._pubsub is not None:
                     pubsub, self._pubsub = self._pubsub, None
@@ -166,12 +167,9 @@ class RedisBroker:
         pubsub = self._subscriber.pubsub()
         self._pubsub = pubsub
         channels = [*self._events, *(ROOM_PREFIX + room for room in self._rooms)]
-        if channels:
-            await pubsub.subscribe(*channels)
-        else:
-            await pubsub.ping()
+        await pubsub.subscribe(*channels)
+        await self._await_confirmations(pubsub, set(channels))
         self._connected = True
-        self._up.set()
         backoff.reset()
         if self._ever_connected:
             self.reconnects += 1
@@ -179,6 +177,7 @@ class RedisBroker:
             assert self._listener is not None
             self._listener.link_restored()
         self._ever_connected = True
+        await self._notify()
         last_heard = time.monotonic()
         probing = False
         while True:
@@ -193,6 +192,31 @@ class RedisBroker:
             elif now - last_heard >= self._probe_interval and not probing:
                 await pubsub.ping()
                 probing = True
+
+    async def _notify(self) -> None:
+        async with self._state:
+            self._state.notify_all()
+
+    async def wait_for(self, predicate: Callable[[], bool]) -> None:
+        """Waits until `predicate()` holds, checked at each connect and disconnect (for
+        start-up and fault tests; bound it with `asyncio.timeout`)."""
+        async with self._state:
+            await self._state.wait_for(predicate)
+
+    async def _await_confirmations(self, pubsub: PubSub, pending: set[str]) -> None:
+        """Returns once Redis confirmed every channel: a link that accepts the connection
+        but answers nothing (half-open, frozen) must not count as up."""
+        limit = min(self._subscribe_timeout, 3 * self._probe_interval)
+        deadline = time.monotonic() + limit
+        while pending:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise ConnectionError("redis did not confirm the subscriptions")
+            message = await pubsub.get_message(timeout=remaining)
+            if message is not None:
+                if message["type"] == "subscribe":
+                    pending.discard(message["channel"])
+                self._dispatch(message)
 
     def _dispatch(self, message: dict[str, Any]) -> None:
         kind = message["type"]

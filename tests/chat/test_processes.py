@@ -1,0 +1,122 @@
+"""Chat instances as real processes: one killed with SIGKILL, one stopped with SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+
+import aiohttp
+import pytest
+from aiohttp.test_utils import TestServer
+
+from tests.chat.helpers import ChatUser, Stack, receive, receive_type
+from tests.conftest import CHAT_CLIENT
+from tests.redis_server import free_port
+
+SHUTDOWN_BOUND = 10.0  # seconds a SIGTERM'd instance may take to close its sockets and exit
+
+
+@dataclass
+class ChatProcess:
+    process: asyncio.subprocess.Process
+    url: str
+
+
+ChatProcessFactory = Callable[[], Awaitable[ChatProcess]]
+
+
+@pytest.fixture
+async def chat_process(
+    redis_url: str, auth_server: TestServer
+) -> AsyncIterator[ChatProcessFactory]:
+    started: list[ChatProcess] = []
+
+    async def start() -> ChatProcess:
+        port = free_port()
+        env = {
+            **os.environ,
+            "REDIS_URL": redis_url,
+            "AUTH_URL": str(auth_server.make_url("")).rstrip("/"),
+            "CHAT_PORT": str(port),
+            "CHAT_CLIENT_ID": CHAT_CLIENT[0],
+            "CHAT_CLIENT_SECRET": CHAT_CLIENT[1],
+            "CHAT_CLOSE_TIMEOUT": "1",
+        }
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "service", env=env, stderr=asyncio.subprocess.PIPE
+        )
+        chat = ChatProcess(process, f"http://127.0.0.1:{port}")
+        started.append(chat)
+        assert process.stderr is not None
+        async with asyncio.timeout(20):  # the service logs "serving" once it listens
+            while b'"msg": "serving"' not in await process.stderr.readline():
+                pass
+        return chat
+
+    yield start
+    for chat in started:
+        if chat.process.returncode is None:
+            chat.process.kill()
+            await chat.process.wait()
+
+
+async def open_socket(
+    session: aiohttp.ClientSession, chat: ChatProcess, user: ChatUser, room: str
+) -> aiohttp.ClientWebSocketResponse:
+    ws = await session.ws_connect(
+        f"{chat.url}/ws", headers={"Authorization": f"Bearer {user.access_token}"}
+    )
+    assert (await receive(ws))["type"] == "hello"
+    await ws.send_json({"op": "join", "room": room})
+    await receive_type(ws, "joined")
+    return ws
+
+
+async def test_sigkill_of_one_instance_goes_unnoticed_by_the_others_clients(
+    chat_process: ChatProcessFactory, stack: Stack, alice: ChatUser, bob: ChatUser
+) -> None:
+    doomed, survivor = await chat_process(), await chat_process()
+    carol = await stack.user("carol", "carol password")
+    async with aiohttp.ClientSession() as session:
+        on_doomed = await open_socket(session, doomed, alice, "lobby")
+        sender = await open_socket(session, survivor, bob, "lobby")
+        listener = await open_socket(session, survivor, carol, "lobby")
+
+        doomed.process.send_signal(signal.SIGKILL)
+        await doomed.process.wait()
+        closed = await asyncio.wait_for(on_doomed.receive(), 5)
+        assert closed.type in (aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.ERROR)
+
+        for n in range(5):
+            await sender.send_json({"op": "send", "room": "lobby", "text": f"m{n}"})
+        texts = [(await receive_type(listener, "message"))["text"] for _ in range(5)]
+        assert texts == [f"m{n}" for n in range(5)]
+        async with session.get(f"{survivor.url}/readyz") as response:
+            assert response.status == 200
+        await sender.close()
+        await listener.close()
+
+
+async def test_sigterm_closes_sockets_with_1001_and_exits_cleanly(
+    chat_process: ChatProcessFactory, alice: ChatUser, bob: ChatUser
+) -> None:
+    chat = await chat_process()
+    async with aiohttp.ClientSession() as session:
+        sockets = [await open_socket(session, chat, user, "lobby") for user in (alice, bob)]
+        started = time.monotonic()
+        chat.process.send_signal(signal.SIGTERM)
+        for ws in sockets:
+            message = await asyncio.wait_for(ws.receive(), SHUTDOWN_BOUND)
+            assert message.type == aiohttp.WSMsgType.CLOSE
+            assert message.data == 1001
+        code = await asyncio.wait_for(chat.process.wait(), SHUTDOWN_BOUND)
+        assert code == 0
+        assert time.monotonic() - started < SHUTDOWN_BOUND
+        assert chat.process.stderr is not None
+        rest = await chat.process.stderr.read()
+        assert b"Traceback" not in rest
