@@ -75,7 +75,12 @@ class ChatNode:
                 connection.close_soon(CloseCode.REVOKED, "credential revoked")
 
     def link_restored(self) -> None:
-        # Revocations published while the link was down were lost: check everyone again.
+        # Whatever was published while the link was down is lost (pub/sub is at-most-once):
+        # tell each socket which of its rooms may have a gap, and, since revocations may have
+        # been among the losses, check every credential again.
+        for connection in self.hub.connections:
+            if connection.rooms:
+                connection.send(protocol.encode({"type": "gap", "rooms": sorted(connection.rooms)}))
         if self._revalidation is None or self._revalidation.done():
             self._revalidation = asyncio.create_task(self.revalidate_all())
 

@@ -104,6 +104,9 @@ async def test_redis_stopped_and_back(
         await until(b, lambda: b.healthy, RESUBSCRIBE_BOUND)
         assert time.monotonic() - restarted < RESUBSCRIBE_BOUND
 
+    # Each socket learns which of its rooms may have missed messages.
+    assert await receive_type(listener, "gap") == {"type": "gap", "rooms": ["lobby"]}
+    assert await receive_type(sender, "gap") == {"type": "gap", "rooms": ["hall", "lobby"]}
     # Exactly the rooms with local members are subscribed, once per instance.
     assert await numsub(redis_url, "lobby", "hall", "den", "new-room") == {
         "lobby": 2, "hall": 1, "den": 0, "new-room": 0
@@ -133,6 +136,7 @@ async def test_killed_subscriber_connections_recover(
     await until(a, lambda: a.reconnects == before[0] + 1 and a.healthy, RESUBSCRIBE_BOUND)
     await until(b, lambda: b.reconnects == before[1] + 1 and b.healthy, RESUBSCRIBE_BOUND)
     assert await numsub(redis_url, "lobby") == {"lobby": 2}
+    assert await receive_type(listener, "gap") == {"type": "gap", "rooms": ["lobby"]}
     message_id = await send(sender, "lobby", "after the kill")
     assert (await receive_type(listener, "message"))["id"] == message_id
     await sender.close()
