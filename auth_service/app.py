@@ -10,7 +10,7 @@ from aiohttp import web
 from aiohttp.web_exceptions import NotAppKeyWarning
 from aiohttp_session import session_middleware
 
-from auth_service import views
+from auth_service import openapi, views
 from auth_service.components import COMPONENTS, AuthComponents
 from auth_service.errors import error_middleware
 from auth_service.settings import AuthSettings
@@ -45,4 +45,5 @@ def create_app(settings: AuthSettings) -> web.Application:
     app[COMPONENTS] = parts
     app.cleanup_ctx.append(_lifecycle)
     app.add_routes(views.routes)
+    app.add_routes(openapi.routes())
     return app

@@ -95,10 +95,16 @@ class Introspector:
             )
         return INACTIVE
 
-    async def active_access_token(self, token: str) -> dict[str, Any] | None:
+    async def genuine_access_token(self, token: str) -> dict[str, Any] | None:
+        """The claims of a token this service signed and that has not expired, revoked or not."""
         try:
-            claims = await self._access.verify(token)
+            return await self._access.verify(token)
         except InvalidToken:
+            return None
+
+    async def active_access_token(self, token: str) -> dict[str, Any] | None:
+        claims = await self.genuine_access_token(token)
+        if claims is None:
             return None
         sid = claims.get("sid")
         user_token = claims.get("username") is not None

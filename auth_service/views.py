@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from aiohttp import web
@@ -107,8 +107,22 @@ async def _check_password(
         return None
     await parts.throttle.succeeded(username)
     if parts.passwords.needs_rehash(user.password_hash):
-        await parts.users.set_password_hash(user.id, await parts.passwords.hash(password))
+        rehashed = await parts.passwords.hash(password)
+        await parts.users.set_password_hash(user.id, rehashed)
+        user = replace(user, password_hash=rehashed)
     return user
+
+
+async def _still_valid(parts: AuthComponents, checked: User) -> bool:
+    """After a grant was recorded: whether the password it was checked against still
+    stands. A password change or disable that ran meanwhile took its snapshot of the
+    user's grants before this one existed, so this grant must undo itself."""
+    current = await parts.users.by_id(checked.id)
+    return (
+        current is not None
+        and not current.disabled
+        and current.password_hash == checked.password_hash
+    )
 
 
 # -- users ---------------------------------------------------------------------------------
@@ -154,6 +168,9 @@ async def _password_grant(
     refresh, family = await parts.refresh.start_family(
         user_id=user.id, client_id=client, scope=scope
     )
+    if not await _still_valid(parts, user):
+        await parts.revocations.revoke_family(family, "password_changed")
+        raise invalid_grant("invalid username or password")
     access, claims = await parts.access.issue(
         sub=user.id, username=user.username, scope=scope, client_id=client, sid=family
     )
@@ -242,7 +259,9 @@ async def revoke(request: web.Request) -> web.Response:
     parts.clients.authenticate(request.headers.get("Authorization"), form)
     token, _hint = _token_param(form)
     if looks_like_jwt(token):
-        claims = await parts.introspector.active_access_token(token)
+        # Signature and expiry only, not "still active": revoking again must announce again,
+        # in case the first announcement was lost.
+        claims = await parts.introspector.genuine_access_token(token)
         if claims is not None:
             await parts.revocations.revoke_access_token(claims["jti"], claims["exp"])
     else:
@@ -289,6 +308,15 @@ async def login(request: web.Request) -> web.Response:
         session, user_id=user.id, username=user.username, ttl=parts.settings.session_ttl
     )
     await parts.grants.add_session(user.id, info.sid, str(session.identity), info.exp)
+    if not await _still_valid(parts, user):
+        session.invalidate()
+        await parts.grants.remove_session(user.id, info.sid, str(session.identity))
+        raise OAuthError(
+            "invalid_grant",
+            "invalid username or password",
+            status=401,
+            headers={"WWW-Authenticate": 'Bearer realm="auth"'},
+        )
     return web.json_response({**user.public(), "expires_at": info.exp}, headers=NO_STORE)
 
 
@@ -299,6 +327,10 @@ async def logout(request: web.Request) -> web.Response:
     info = session_info(dict(session))
     identity = session.identity
     session.invalidate()
+    if identity is not None:
+        # Deleted now, not when the response is saved: the announcement below must find
+        # the session already gone, or a socket opened in between would outlive it.
+        await parts.sessions.delete(str(identity))
     if info is not None and identity is not None:
         await parts.grants.remove_session(info.user_id, info.sid, str(identity))
         await parts.revocations.end_session(info.sid)

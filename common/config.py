@@ -14,6 +14,14 @@ log = logging.getLogger(__name__)
 APP_ENVS = ("development", "production")
 
 
+_USERINFO = re.compile(r"(?<=//)[^/@\s]*@")
+
+
+def _redacted(value: str) -> str:
+    """The value with any URL credentials (`scheme://user:password@`) masked."""
+    return _USERINFO.sub("***@", value)
+
+
 class ConfigError(Exception):
     """Raised when one or more environment variables are missing or malformed.
 
@@ -58,7 +66,7 @@ class EnvReader:
         try:
             return parse(value)
         except ValueError:
-            self.problems.append(f"{name} must be {expected} (got {value!r})")
+            self.problems.append(f"{name} must be {expected} (got {_redacted(value)!r})")
             return default
 
     def string(self, name: str, default: str) -> str:

@@ -8,10 +8,12 @@ Like Django REST framework's authentication classes, each authenticator returns 
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import logging
+import re
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 import aiohttp
@@ -23,6 +25,13 @@ from service.settings import ChatSettings
 log = logging.getLogger(__name__)
 
 MAX_CREDENTIAL_LENGTH = 4096
+# What each kind of credential the auth service issues looks like (see auth_service/tokens.py
+# and sessions.py); anything else is refused without spending a request on it.
+CREDENTIAL_SHAPES = {
+    "access_token": re.compile(r"^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$"),
+    "session": re.compile(r"^[A-Za-z0-9_-]{43}$"),
+}
+MAX_REASKS = 3
 SUBPROTOCOL = "chat.v1"
 BEARER_PREFIX = "bearer."
 
@@ -104,7 +113,9 @@ class IntrospectionClient:
         self._negative_ttl = negative_ttl
         self._max_entries = max_entries
         self._cache: dict[str, tuple[float, dict[str, Any]]] = {}
-        self._inflight: dict[str, asyncio.Task[dict[str, Any]]] = {}
+        # key -> (generation when asked, the request); see forget().
+        self._inflight: dict[str, tuple[int, asyncio.Task[dict[str, Any]]]] = {}
+        self._generation = 0
         self.requests = 0  # calls actually made to the auth service
 
     async def introspect(self, token: str, hint: str) -> dict[str, Any]:
@@ -114,18 +125,35 @@ class IntrospectionClient:
             if cached[0] > time.monotonic():
                 return cached[1]
             del self._cache[key]
-        task = self._inflight.get(key)
-        if task is None:
-            task = asyncio.create_task(self._fetch(token, hint))
-            self._inflight[key] = task
-            task.add_done_callback(lambda done: self._settle(key, done))
-        # Shielded: one caller giving up (its client hung up) must not cancel the others'.
-        return await asyncio.shield(task)
+        for _ in range(MAX_REASKS):
+            entry = self._inflight.get(key)
+            if entry is None:
+                task = asyncio.create_task(self._fetch(token, hint))
+                entry = (self._generation, task)
+                self._inflight[key] = entry
+                task.add_done_callback(functools.partial(self._settle, key, entry))
+            asked_at, task = entry
+            # Shielded: one caller giving up (its client hung up) must not cancel the others'.
+            answer = await asyncio.shield(task)
+            if asked_at == self._generation:
+                return answer
+            # A revocation arrived while this answer was on its way; it may predate it.
+            # The auth service records a revocation before announcing it, so asking again
+            # now gets an answer that reflects it.
+            if self._inflight.get(key) is entry:
+                del self._inflight[key]
+        raise IntrospectionUnavailable("revocations kept arriving during the look-up")
 
-    def _settle(self, key: str, task: asyncio.Task[dict[str, Any]]) -> None:
-        self._inflight.pop(key, None)
+    def _settle(
+        self, key: str, entry: tuple[int, asyncio.Task[dict[str, Any]]], _done: object
+    ) -> None:
+        asked_at, task = entry
+        if self._inflight.get(key) is entry:
+            del self._inflight[key]
         if task.cancelled() or task.exception() is not None:
             return
+        if asked_at != self._generation:
+            return  # possibly older than a revocation: not worth keeping
         result = task.result()
         if result.get("active") is True:
             ttl = min(self._ttl, float(result["exp"]) - time.time())
@@ -159,8 +187,10 @@ class IntrospectionClient:
             raise IntrospectionUnavailable("introspection answered an incomplete identity")
         return body
 
-    def forget(self, predicate: Any) -> int:
-        """Drops every cached answer for which `predicate(answer)` is true."""
+    def forget(self, predicate: Callable[[dict[str, Any]], bool]) -> int:
+        """Drops every cached answer for which `predicate(answer)` is true, and marks every
+        look-up still in flight as possibly stale (it is asked again, not cached)."""
+        self._generation += 1
         stale = [key for key, (_, result) in self._cache.items() if predicate(result)]
         for key in stale:
             del self._cache[key]
@@ -190,8 +220,9 @@ class CredentialChecker:
         self._scope = required_scope
 
     async def identity(self, credential: str, *, token_type: str) -> Identity:
-        if not credential or len(credential) > MAX_CREDENTIAL_LENGTH:
-            raise invalid_token()
+        shape = CREDENTIAL_SHAPES.get(token_type)
+        if shape is None or len(credential) > MAX_CREDENTIAL_LENGTH or not shape.match(credential):
+            raise invalid_token()  # not even the right shape: no need to ask anyone
         try:
             answer = await self._client.introspect(credential, token_type)
         except IntrospectionUnavailable as exc:

@@ -121,6 +121,7 @@ class Connection:
             raise
         except Exception as exc:  # the transport went away under us
             log.debug("writer stopped", extra={"connection": self.id, "error": repr(exc)})
+            self._drained.set()  # nothing more will be flushed: a close must not wait for it
             self.close_soon(CloseCode.INTERNAL_ERROR, "write failed")
 
     def expire_at(self, deadline: float) -> None:
@@ -159,6 +160,11 @@ class Connection:
             await self._drained.wait()
         self._writer.cancel()
         await self.ws.close(code=code, message=reason.encode())
+
+    async def wait_closed(self) -> None:
+        """Returns once a close that was started has run its course."""
+        if self._closing is not None:
+            await asyncio.gather(self._closing, return_exceptions=True)
 
     async def finish(self) -> None:
         """Release everything once the socket is done; a close in progress completes first,

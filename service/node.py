@@ -8,9 +8,11 @@ import json
 import logging
 import secrets
 import time
+from collections import Counter, deque
 from collections.abc import Callable
 from typing import Any
 
+from common.backoff import Backoff
 from service import protocol
 from service.auth import AuthFailed, CredentialChecker, HandshakeAuthenticator, IntrospectionClient
 from service.broker.base import Broker, BrokerUnavailable
@@ -23,6 +25,10 @@ from service.settings import ChatSettings
 log = logging.getLogger(__name__)
 
 REVOCATION_CHANNEL = "auth:revocations"
+# event kind -> the introspection answer's field it names
+REVOCATION_FIELDS = {"jti": "jti", "sid": "sid", "user": "sub"}
+RECENT_REVOCATIONS_SECONDS = 60.0  # longer than any handshake may take
+RECENT_REVOCATIONS_MAX = 10_000
 REVALIDATION_CONCURRENCY = 32
 
 
@@ -47,9 +53,36 @@ class ChatNode:
         self._message_ids = (f"{settings.instance_id}-{boot}-{n}" for n in itertools.count(1))
         self._connection_ids = (f"{settings.instance_id}-{boot}-c{n}" for n in itertools.count(1))
         self._revalidation: asyncio.Task[None] | None = None
+        self._revalidate_again = False
+        self._connections_total = 0
+        self._connections_per_user: Counter[str] = Counter()
+        self._recent: deque[tuple[float, str, str]] = deque(maxlen=RECENT_REVOCATIONS_MAX)
 
     def next_connection_id(self) -> str:
         return next(self._connection_ids)
+
+    def admit(self, identity: Identity) -> None:
+        """Reserves a connection slot for `identity`, or refuses: too many sockets for this
+        user (429) or for this process (503). Every admit is paired with a release."""
+        if self._connections_total >= self.settings.max_connections:
+            raise AuthFailed(
+                503, "temporarily_unavailable", "this server is full", {"Retry-After": "5"}
+            )
+        if self._connections_per_user[identity.user_id] >= self.settings.max_connections_per_user:
+            raise AuthFailed(
+                429,
+                "too_many_connections",
+                f"at most {self.settings.max_connections_per_user} sockets per user",
+                {"Retry-After": "5"},
+            )
+        self._connections_total += 1
+        self._connections_per_user[identity.user_id] += 1
+
+    def release(self, identity: Identity) -> None:
+        self._connections_total -= 1
+        self._connections_per_user[identity.user_id] -= 1
+        if not self._connections_per_user[identity.user_id]:
+            del self._connections_per_user[identity.user_id]
 
     # -- broker callbacks --------------------------------------------------------------------
 
@@ -65,14 +98,27 @@ class ChatNode:
         except (ValueError, KeyError, TypeError):
             log.warning("ignored a malformed revocation event")
             return
-        field = {"jti": "jti", "sid": "sid", "user": "sub"}.get(kind)
+        field = REVOCATION_FIELDS.get(kind)
         if field is None or not isinstance(value, str):
             return
         self.introspection.forget(lambda answer: answer.get(field) == value)
-        attribute = {"jti": "jti", "sid": "sid", "sub": "user_id"}[field]
+        self._recent.append((time.monotonic(), kind, value))
         for connection in self.hub.connections:
-            if getattr(connection.identity, attribute) == value:
+            if _revokes(kind, value, connection.identity):
                 connection.close_soon(CloseCode.REVOKED, "credential revoked")
+
+    def revoked_since(self, identity: Identity, since: float) -> bool:
+        """Whether a revocation of `identity` arrived after `since` (monotonic): closes the
+        window between a handshake's check and its socket joining the hub."""
+        horizon = time.monotonic() - RECENT_REVOCATIONS_SECONDS
+        while self._recent and self._recent[0][0] < horizon:
+            self._recent.popleft()
+        for stamp, kind, value in reversed(self._recent):
+            if stamp < since:
+                break
+            if _revokes(kind, value, identity):
+                return True
+        return False
 
     def link_restored(self) -> None:
         # Whatever was published while the link was down is lost (pub/sub is at-most-once):
@@ -81,34 +127,64 @@ class ChatNode:
         for connection in self.hub.connections:
             if connection.rooms:
                 connection.send(protocol.encode({"type": "gap", "rooms": sorted(connection.rooms)}))
+        self._revalidate_again = True  # a run in progress may have started before this loss
         if self._revalidation is None or self._revalidation.done():
-            self._revalidation = asyncio.create_task(self.revalidate_all())
+            self._revalidation = asyncio.create_task(self._revalidate_until_settled())
+
+    async def _revalidate_until_settled(self) -> None:
+        backoff = Backoff(base=0.5, cap=30.0)
+        while self._revalidate_again:
+            self._revalidate_again = False
+            try:
+                await self.revalidate_all()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("re-validation failed; retrying")
+                self._revalidate_again = True
+                await asyncio.sleep(backoff.next())
 
     async def revalidate_all(self) -> None:
         """Asks the auth service again about every live connection's credential: one request
-        per distinct credential (coalesced), `REVALIDATION_CONCURRENCY` at a time (batched)."""
+        per distinct credential (coalesced), `REVALIDATION_CONCURRENCY` at a time (batched),
+        retrying with backoff those it could not answer until it does or their sockets end."""
         self.introspection.forget(lambda _answer: True)
-        credentials: dict[tuple[str, str], list[Connection]] = {}
+        pending: dict[tuple[str, str], list[Connection]] = {}
         for connection in self.hub.connections:
             if not connection.closing:
                 key = (connection.identity.credential, connection.identity.hint)
-                credentials.setdefault(key, []).append(connection)
+                pending.setdefault(key, []).append(connection)
+        checked = len(pending)
         slots = asyncio.Semaphore(REVALIDATION_CONCURRENCY)
+        backoff = Backoff(base=0.5, cap=30.0)
 
-        async def check(credential: str, hint: str, holders: list[Connection]) -> None:
+        async def answered(credential: str, hint: str, holders: list[Connection]) -> bool:
             async with slots:
                 try:
                     identity = await self.checker.identity(credential, token_type=hint)
                 except AuthFailed as failed:
                     if failed.status != 401:
-                        return  # the auth service is unreachable: keep them until it answers
+                        return False  # the auth service could not answer: ask again later
                     identity = None
             for connection in holders:
                 if identity is None or identity.user_id != connection.identity.user_id:
                     connection.close_soon(CloseCode.REVOKED, "credential revoked")
+            return True
 
-        await asyncio.gather(*(check(c, h, holders) for (c, h), holders in credentials.items()))
-        log.info("re-validated live connections", extra={"credentials": len(credentials)})
+        while pending:
+            keys = list(pending)
+            results = await asyncio.gather(*(answered(*key, pending[key]) for key in keys))
+            pending = {
+                key: live
+                for key, done in zip(keys, results, strict=True)
+                if not done and (live := [c for c in pending[key] if not c.closing])
+            }
+            if pending:
+                log.warning(
+                    "re-validation waits for the auth service", extra={"left": len(pending)}
+                )
+                await asyncio.sleep(backoff.next())
+        log.info("re-validated live connections", extra={"credentials": checked})
 
     # -- client commands ---------------------------------------------------------------------
 
@@ -187,11 +263,20 @@ class ChatNode:
         )
 
     async def shutdown(self) -> None:
+        if self._revalidation is not None:
+            self._revalidation.cancel()
         connections = list(self.hub.connections)
-        await asyncio.gather(
-            *(c.close(CloseCode.GOING_AWAY, "server going away") for c in connections),
-            return_exceptions=True,
-        )
+        for connection in connections:
+            connection.close_soon(CloseCode.GOING_AWAY, "server going away")
+        await asyncio.gather(*(c.wait_closed() for c in connections))
+
+
+def _revokes(kind: str, value: str, identity: Identity) -> bool:
+    if kind == "jti":
+        return identity.jti == value
+    if kind == "sid":
+        return identity.sid == value
+    return identity.user_id == value
 
 
 def identity_is_current(identity: Identity, grace: float) -> bool:

@@ -38,6 +38,8 @@ class ChatSettings:
     max_text: int
     max_frame: int
     max_rooms: int
+    max_connections: int
+    max_connections_per_user: int
     outbox_frames: int
     rate_per_second: float
     rate_burst: int
@@ -86,6 +88,8 @@ def read_settings(environ: Mapping[str, str] | None = None) -> tuple[ChatSetting
         max_text=env.integer("CHAT_MAX_TEXT", 4096, minimum=1, maximum=1_000_000),
         max_frame=env.integer("CHAT_MAX_FRAME", 65536, minimum=1024, maximum=16 * 1024 * 1024),
         max_rooms=env.integer("CHAT_MAX_ROOMS", 100, minimum=1, maximum=100_000),
+        max_connections=env.integer("CHAT_MAX_CONNECTIONS", 20_000, minimum=1),
+        max_connections_per_user=env.integer("CHAT_MAX_CONNECTIONS_PER_USER", 32, minimum=1),
         outbox_frames=env.integer("CHAT_OUTBOX_FRAMES", 1024, minimum=1, maximum=1_000_000),
         rate_per_second=env.number("CHAT_RATE_PER_SECOND", 50.0, minimum=0.1),
         rate_burst=env.integer("CHAT_RATE_BURST", 100, minimum=1),

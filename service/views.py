@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import time
+
 import aiohttp
 from aiohttp import WSMsgType, web
 
 from service import protocol
 from service.auth import SUBPROTOCOL, AuthFailed, invalid_token
-from service.connection import Connection, RateGuard
+from service.connection import Connection, Identity, RateGuard
 from service.errors import CloseCode
 from service.node import ChatNode, identity_is_current
 
@@ -17,17 +19,24 @@ HTTP_SESSION = web.AppKey("http_session", aiohttp.ClientSession)
 routes = web.RouteTableDef()
 
 
+def _not_an_upgrade(request: web.Request, ws: web.WebSocketResponse) -> web.Response | None:
+    offered = request.headers.get("Sec-WebSocket-Protocol")
+    if offered is not None and SUBPROTOCOL not in (p.strip() for p in offered.split(",")):
+        description = f"offer the {SUBPROTOCOL} subprotocol"
+    elif not ws.can_prepare(request).ok:
+        description = "a WebSocket upgrade is required"
+    else:
+        return None
+    return web.json_response(
+        {"error": "invalid_request", "error_description": description}, status=400
+    )
+
+
 @routes.get("/ws")
 async def websocket(request: web.Request) -> web.StreamResponse:
     node = request.app[NODE]
     settings = node.settings
-    # Everything that can refuse happens before the upgrade, as a plain HTTP answer.
-    try:
-        identity = await node.authenticator.authenticate(request)
-        if not identity_is_current(identity, 0):
-            raise invalid_token("the credential has expired")
-    except AuthFailed as failed:
-        return failed.response()
+    started = time.monotonic()
     ws = web.WebSocketResponse(
         protocols=(SUBPROTOCOL,),
         max_msg_size=settings.max_frame,
@@ -35,21 +44,34 @@ async def websocket(request: web.Request) -> web.StreamResponse:
         compress=False,
         timeout=settings.close_timeout,
     )
-    offered = request.headers.get("Sec-WebSocket-Protocol")
-    if offered is not None and SUBPROTOCOL not in (p.strip() for p in offered.split(",")):
-        return web.json_response(
-            {
-                "error": "invalid_request",
-                "error_description": f"offer the {SUBPROTOCOL} subprotocol",
-            },
-            status=400,
-        )
-    if not ws.can_prepare(request).ok:
-        return web.json_response(
-            {"error": "invalid_request", "error_description": "a WebSocket upgrade is required"},
-            status=400,
-        )
-    await ws.prepare(request)
+    # Everything that can refuse happens before the upgrade, as a plain HTTP answer.
+    refusal = _not_an_upgrade(request, ws)
+    if refusal is not None:
+        return refusal
+    try:
+        identity = await node.authenticator.authenticate(request)
+        if not identity_is_current(identity, 0):
+            raise invalid_token("the credential has expired")
+        node.admit(identity)
+    except AuthFailed as failed:
+        return failed.response()
+    try:
+        await ws.prepare(request)
+    except BaseException:
+        node.release(identity)
+        raise
+    await _serve(node, ws, request, identity, started)
+    return ws
+
+
+async def _serve(
+    node: ChatNode,
+    ws: web.WebSocketResponse,
+    request: web.Request,
+    identity: Identity,
+    started: float,
+) -> None:
+    settings = node.settings
     connection = Connection(
         ws,
         request,
@@ -59,6 +81,8 @@ async def websocket(request: web.Request) -> web.StreamResponse:
         close_timeout=settings.close_timeout,
     )
     node.hub.add(connection)
+    if node.revoked_since(identity, started):
+        connection.close_soon(CloseCode.REVOKED, "credential revoked")
     connection.expire_at(identity.exp + settings.expiry_grace)
     connection.send(
         protocol.encode(
@@ -88,8 +112,8 @@ async def websocket(request: web.Request) -> web.StreamResponse:
     finally:
         await node.hub.remove(connection)
         await connection.finish()
+        node.release(identity)
         connection.finished.set()
-    return ws
 
 
 @routes.get("/healthz")

@@ -113,3 +113,10 @@ def test_bad_key_files_are_configuration_errors(tmp_path: Path) -> None:
         load_settings({"AUTH_SIGNING_KEY_FILES": f"{tmp_path / 'missing.pem'},{not_a_key}"})
     assert "cannot read" in str(caught.value)
     assert "not an Ed25519 private key" in str(caught.value)
+
+
+def test_url_credentials_are_not_echoed_in_errors() -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_settings({"REDIS_URL": "redis://admin:hunter2-secret@redis host/0"})
+    assert "hunter2-secret" not in str(caught.value)
+    assert "REDIS_URL" in str(caught.value)

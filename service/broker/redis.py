@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -21,30 +20,15 @@ import redis.asyncio as aioredis
 from redis.asyncio.client import PubSub
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+from redis.exceptions import RedisError
 
-from common.redis import REDIS_ERRORS, connect
+from common.backoff import Backoff
+from common.redis import connect
 from service.broker.base import BrokerListener, BrokerUnavailable
 
 log = logging.getLogger(__name__)
 
 ROOM_PREFIX = "chat:room:"
-
-
-class Backoff:
-    """Capped exponential backoff with full jitter."""
-
-    def __init__(self, base: float = 0.05, cap: float = 2.0) -> None:
-        self._base = base
-        self._cap = cap
-        self._attempt = 0
-
-    def next(self) -> float:
-        delay = min(self._cap, self._base * 2**self._attempt)
-        self._attempt += 1
-        return random.uniform(delay / 2, delay)  # noqa: S311 - jitter, not security
-
-    def reset(self) -> None:
-        self._attempt = 0
 
 
 class RedisBroker:
@@ -116,6 +100,9 @@ class RedisBroker:
             await self._confirmed("subscribe", ROOM_PREFIX + room, pubsub.subscribe)
         except Exception as exc:  # whatever the link did, the room is not subscribed
             self._rooms.discard(room)
+            # Redis may still confirm it later; take it back so no memberless room lingers.
+            with contextlib.suppress(Exception):
+                await pubsub.unsubscribe(ROOM_PREFIX + room)
             raise BrokerUnavailable("could not subscribe") from exc
 
     async def unsubscribe(self, room: str) -> None:
@@ -141,7 +128,7 @@ class RedisBroker:
     async def publish(self, room: str, payload: str) -> None:
         try:
             await self._publisher.publish(ROOM_PREFIX + room, payload)
-        except REDIS_ERRORS as exc:
+        except RedisError as exc:  # also OOM or READONLY answers, not only a lost link
             raise BrokerUnavailable("could not publish") from exc
 
     async def _run(self) -> None:
@@ -166,9 +153,14 @@ class RedisBroker:
     async def _session(self, backoff: Backoff) -> None:
         pubsub = self._subscriber.pubsub()
         self._pubsub = pubsub
-        channels = [*self._events, *(ROOM_PREFIX + room for room in self._rooms)]
+        rooms = set(self._rooms)
+        channels = [*self._events, *(ROOM_PREFIX + room for room in rooms)]
         await pubsub.subscribe(*channels)
         await self._await_confirmations(pubsub, set(channels))
+        # Rooms left while the subscriptions were being confirmed are not wanted any more.
+        stale = [ROOM_PREFIX + room for room in rooms if room not in self._rooms]
+        if stale:
+            await pubsub.unsubscribe(*stale)
         self._connected = True
         backoff.reset()
         if self._ever_connected:

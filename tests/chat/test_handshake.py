@@ -166,13 +166,14 @@ async def test_origin_policy_always_checks_token_handshakes_too(
 
 
 async def test_concurrent_handshakes_with_one_token_make_one_introspection(
-    stack: Stack, alice: ChatUser
+    make_chat: ChatFactory, alice: ChatUser
 ) -> None:
     from service.views import NODE
 
-    introspection = stack.a.app[NODE].introspection
+    chat = await make_chat(CHAT_MAX_CONNECTIONS_PER_USER="100")
+    introspection = chat.app[NODE].introspection
     before = introspection.requests
-    sockets = await asyncio.gather(*(connect(stack.a, alice.access_token) for _ in range(100)))
+    sockets = await asyncio.gather(*(connect(chat, alice.access_token) for _ in range(100)))
     assert introspection.requests - before == 1
     await asyncio.gather(*(ws.close() for ws in sockets))
 
@@ -189,7 +190,7 @@ async def test_bearer_subprotocol_without_chat_v1_is_refused_and_not_logged(
     response = await handshake_status(
         stack, {"Sec-WebSocket-Protocol": f"bearer.{alice.access_token}"}
     )
-    assert response.status == 401
+    assert response.status == 400
     response = await handshake_status(
         stack,
         {"Authorization": f"Bearer {alice.access_token}", "Sec-WebSocket-Protocol": "graphql-ws"},
@@ -215,3 +216,38 @@ async def test_no_credential_reaches_a_log_line(
     assert caplog.records  # the handshakes did log; the check below is not vacuous
     for secret in (alice.access_token, alice.refresh_token, cookie, "forged.token.value"):
         assert secret not in caplog.text
+
+
+async def test_sockets_per_user_are_limited(
+    make_chat: ChatFactory, alice: ChatUser, bob: ChatUser
+) -> None:
+    from service.views import NODE
+
+    chat = await make_chat(CHAT_MAX_CONNECTIONS_PER_USER="2")
+    bearer = {"Authorization": f"Bearer {alice.access_token}"}
+    first = await connect(chat, alice.access_token)
+    (first_connection,) = chat.app[NODE].hub.connections
+    second = await connect(chat, alice.access_token)
+    response = await chat.get("/ws", headers={**upgrade_headers(), **bearer})
+    assert response.status == 429
+    assert "Retry-After" in response.headers
+    assert (await response.json())["error"] == "too_many_connections"
+    other = await connect(chat, bob.access_token)  # another user is not affected
+    await first.close()
+    await asyncio.wait_for(first_connection.finished.wait(), 5)
+    third = await connect(chat, alice.access_token)  # a closed socket gave its slot back
+    for ws in (second, third, other):
+        await ws.close()
+
+
+async def test_sockets_per_process_are_limited(
+    make_chat: ChatFactory, alice: ChatUser, bob: ChatUser
+) -> None:
+    chat = await make_chat(CHAT_MAX_CONNECTIONS="1")
+    first = await connect(chat, alice.access_token)
+    response = await chat.get(
+        "/ws", headers={**upgrade_headers(), "Authorization": f"Bearer {bob.access_token}"}
+    )
+    assert response.status == 503
+    assert "Retry-After" in response.headers
+    await first.close()
