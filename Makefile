@@ -23,7 +23,7 @@ test: $(STAMP)
 
 ## load: the load tests (not part of make test); they print their figures
 load: $(STAMP)
-	$(VENV)/bin/pytest -m load -s
+	$(VENV)/bin/pytest -m load -s tests/load
 
 ## lint: ruff (lint + format check) and mypy --strict
 lint: $(STAMP)

@@ -19,6 +19,7 @@ def main() -> None:
         access_log_class=AccessLogger,
         print=announce_serving("chat-service", settings.host, settings.port),
         shutdown_timeout=settings.close_timeout + 3,
+        backlog=settings.backlog,  # a reconnect storm arrives all at once
     )
 
 

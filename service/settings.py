@@ -39,6 +39,7 @@ class ChatSettings:
     max_frame: int
     max_rooms: int
     max_connections: int
+    backlog: int
     max_connections_per_user: int
     outbox_frames: int
     rate_per_second: float
@@ -89,6 +90,7 @@ def read_settings(environ: Mapping[str, str] | None = None) -> tuple[ChatSetting
         max_frame=env.integer("CHAT_MAX_FRAME", 65536, minimum=1024, maximum=16 * 1024 * 1024),
         max_rooms=env.integer("CHAT_MAX_ROOMS", 100, minimum=1, maximum=100_000),
         max_connections=env.integer("CHAT_MAX_CONNECTIONS", 20_000, minimum=1),
+        backlog=env.integer("CHAT_BACKLOG", 1024, minimum=1, maximum=65535),
         max_connections_per_user=env.integer("CHAT_MAX_CONNECTIONS_PER_USER", 32, minimum=1),
         outbox_frames=env.integer("CHAT_OUTBOX_FRAMES", 1024, minimum=1, maximum=1_000_000),
         rate_per_second=env.number("CHAT_RATE_PER_SECOND", 50.0, minimum=0.1),
