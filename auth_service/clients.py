@@ -68,7 +68,7 @@ class ClientRegistry:
 def _parse_basic(encoded: str) -> tuple[str, str]:
     try:
         decoded = base64.b64decode(encoded.strip(), validate=True).decode()
-    except (binascii.Error, UnicodeDecodeError) as exc:
+    except (binascii.Error, ValueError) as exc:  # ValueError: non-ASCII in the header
         raise invalid_client("malformed Basic credentials") from exc
     client_id, sep, secret = decoded.partition(":")
     if not sep:

@@ -39,7 +39,7 @@ def new_session_id() -> str:
 
 
 def looks_like_session_id(value: str) -> bool:
-    return SESSION_ID.match(value) is not None
+    return SESSION_ID.fullmatch(value) is not None
 
 
 class RedisSessionStorage(AbstractStorage):

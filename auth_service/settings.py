@@ -62,7 +62,7 @@ def _parse_clients(env: EnvReader) -> dict[str, str]:
         return clients  # already reported as missing or as the development default
     for pair in raw.split(","):
         client_id, sep, secret = pair.strip().partition(":")
-        if not sep or not CLIENT_ID.match(client_id) or not secret:
+        if not sep or not CLIENT_ID.fullmatch(client_id) or not secret:
             env.fail("AUTH_CLIENTS must be comma-separated id:secret pairs")
             continue
         if env.production and len(secret) < 16:
@@ -97,7 +97,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> AuthSettings:
     if access_ttl > refresh_ttl:
         env.fail("AUTH_ACCESS_TOKEN_TTL must not exceed AUTH_REFRESH_TOKEN_TTL")
     scopes = env.csv("AUTH_SCOPES", ("chat",))
-    if not scopes or not all(SCOPE_TOKEN.match(s) for s in scopes):
+    if not scopes or not all(SCOPE_TOKEN.fullmatch(s) for s in scopes):
         env.fail("AUTH_SCOPES must be a comma list of RFC 6749 scope tokens")
     samesite = env.choice("AUTH_COOKIE_SAMESITE", "Lax", ("Lax", "Strict"))
     settings = AuthSettings(

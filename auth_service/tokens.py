@@ -39,11 +39,11 @@ class InvalidToken(Exception):
 
 
 def looks_like_jwt(token: str) -> bool:
-    return len(token) <= MAX_TOKEN_LENGTH and JWT_SHAPE.match(token) is not None
+    return len(token) <= MAX_TOKEN_LENGTH and JWT_SHAPE.fullmatch(token) is not None
 
 
 def looks_like_refresh_token(token: str) -> bool:
-    return REFRESH_SHAPE.match(token) is not None
+    return REFRESH_SHAPE.fullmatch(token) is not None
 
 
 class AccessTokens:

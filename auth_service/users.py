@@ -42,7 +42,7 @@ class User:
 
 
 def validate_username(username: object) -> str:
-    if not isinstance(username, str) or not USERNAME.match(username):
+    if not isinstance(username, str) or not USERNAME.fullmatch(username):
         raise invalid_request("username must match ^[A-Za-z0-9_.-]{3,32}$")
     return username
 
@@ -91,7 +91,7 @@ class UserStore:
         )
 
     async def by_username(self, username: str) -> User | None:
-        if not USERNAME.match(username):
+        if not USERNAME.fullmatch(username):
             return None
         user_id = cast(str | None, await self._redis.get(_name_key(username)))
         return None if user_id is None else await self.by_id(user_id)

@@ -43,7 +43,10 @@ async def read_form(request: web.Request) -> MultiDictProxy[str]:
     """A form-encoded body in which no parameter appears twice (RFC 6749 §3.1)."""
     if request.content_type != FORM:
         raise invalid_request(f"the body must be {FORM}")
-    form = await request.post()
+    try:
+        form = await request.post()
+    except (UnicodeDecodeError, LookupError) as exc:  # bad bytes, or an unknown charset
+        raise invalid_request("the body is not text in a known encoding") from exc
     for name in form:
         values = form.getall(name)
         if len(values) > 1:
@@ -58,7 +61,7 @@ async def read_json(request: web.Request) -> dict[str, Any]:
         raise invalid_request("the body must be application/json")
     try:
         body = await request.json()
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, LookupError) as exc:  # bad JSON or bytes, or an unknown charset
         raise invalid_request("the body is not valid JSON") from exc
     if not isinstance(body, dict):
         raise invalid_request("the body must be a JSON object")

@@ -119,7 +119,7 @@ class EnvReader:
         pattern = re.compile(rf"^({'|'.join(schemes)})://[^\s/]+(/[^\s]*)?$")
 
         def parse(value: str) -> str:
-            if not pattern.match(value):
+            if not pattern.fullmatch(value):
                 raise ValueError(value)
             return value.rstrip("/")
 

@@ -221,7 +221,11 @@ class CredentialChecker:
 
     async def identity(self, credential: str, *, token_type: str) -> Identity:
         shape = CREDENTIAL_SHAPES.get(token_type)
-        if shape is None or len(credential) > MAX_CREDENTIAL_LENGTH or not shape.match(credential):
+        if (
+            shape is None
+            or len(credential) > MAX_CREDENTIAL_LENGTH
+            or not shape.fullmatch(credential)
+        ):
             raise invalid_token()  # not even the right shape: no need to ask anyone
         try:
             answer = await self._client.introspect(credential, token_type)

@@ -130,7 +130,7 @@ def _url(schemes: tuple[str, ...]) -> Callable[[str], str]:
 
 
 def _room(value: str) -> str:
-    if not ROOM.match(value):
+    if not ROOM.fullmatch(value):
         raise argparse.ArgumentTypeError("a room name must match ^[A-Za-z0-9_.:-]{1,64}$")
     return value
 

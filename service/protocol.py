@@ -51,7 +51,7 @@ def _ref(frame: dict[str, Any]) -> Ref:
 
 def _room(frame: dict[str, Any], ref: Ref) -> str:
     room = frame.get("room")
-    if not isinstance(room, str) or not ROOM.match(room):
+    if not isinstance(room, str) or not ROOM.fullmatch(room):
         raise ProtocolError("bad_room", "room must match ^[A-Za-z0-9_.:-]{1,64}$", ref)
     return room
 

@@ -67,7 +67,7 @@ def read_settings(environ: Mapping[str, str] | None = None) -> tuple[ChatSetting
     env = EnvReader(os.environ if environ is None else environ)
     origins = env.csv("CHAT_ALLOWED_ORIGINS")
     for origin in origins:
-        if not ORIGIN.match(origin):
+        if not ORIGIN.fullmatch(origin):
             env.fail(f"CHAT_ALLOWED_ORIGINS entry {origin!r} must be scheme://host[:port]")
     settings = ChatSettings(
         app_env=env.app_env,

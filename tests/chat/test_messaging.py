@@ -128,6 +128,7 @@ async def test_message_ids_are_unique_across_instances(
         ('{"op": "leave", "room": "never-joined"}', "not_joined"),
         ('{"op": "join", "room": "bad room!"}', "bad_room"),
         ('{"op": "join", "room": ""}', "bad_room"),
+        ('{"op": "join", "room": "lobby\\n"}', "bad_room"),
         ('{"op": "join", "room": "' + "r" * 65 + '"}', "bad_room"),
         ('{"op": "join"}', "bad_room"),
         ('{"op": "send", "room": "lobby", "text": 42}', "bad_text"),
