@@ -8,6 +8,8 @@ from dataclasses import dataclass
 from typing import Any
 
 ROOM = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
+# JSON may spell lone UTF-16 surrogates ("\ud800"), which no UTF-8 frame can carry back.
+SURROGATE = re.compile("[\ud800-\udfff]")
 MAX_REF_LENGTH = 128
 MAX_SAFE_INTEGER = 2**53 - 1
 OPS = ("join", "leave", "send", "ping", "refresh")
@@ -40,7 +42,7 @@ def _ref(frame: dict[str, Any]) -> Ref:
     ref = frame.get("ref")
     if ref is None:
         return None
-    if isinstance(ref, str) and len(ref) <= MAX_REF_LENGTH:
+    if isinstance(ref, str) and len(ref) <= MAX_REF_LENGTH and not SURROGATE.search(ref):
         return ref
     if isinstance(ref, int) and not isinstance(ref, bool) and abs(ref) <= MAX_SAFE_INTEGER:
         return ref
@@ -77,10 +79,12 @@ def parse(data: str, *, max_text: int) -> Command:
             raise ProtocolError("bad_text", "text must be a non-empty string", ref)
         if len(text) > max_text:
             raise ProtocolError("too_long", f"text is limited to {max_text} characters", ref)
+        if SURROGATE.search(text):
+            raise ProtocolError("bad_text", "text must be valid Unicode (no lone surrogates)", ref)
         return Command(op, ref, room=room, text=text)
     if op == "refresh":
         token = frame.get("token")
-        if not isinstance(token, str) or not token:
+        if not isinstance(token, str) or not token or SURROGATE.search(token):
             raise ProtocolError("bad_token", "token must be a non-empty string", ref)
         return Command(op, ref, token=token)
     return Command(op, ref)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 import aiohttp
@@ -39,7 +40,7 @@ async def websocket(request: web.Request) -> web.StreamResponse:
     started = time.monotonic()
     ws = web.WebSocketResponse(
         protocols=(SUBPROTOCOL,),
-        max_msg_size=settings.max_frame,
+        max_msg_size=settings.max_frame + 1,  # aiohttp refuses sizes >= this; ours is "over"
         heartbeat=settings.heartbeat,
         compress=False,
         timeout=settings.close_timeout,
@@ -110,10 +111,16 @@ async def _serve(
             elif message.type == WSMsgType.BINARY:
                 connection.send(protocol.error("binary_unsupported", "send JSON text frames"))
     finally:
-        await node.hub.remove(connection)
-        await connection.finish()
+        # The handler may be cancelled (its client hung up): release the slot at once, and
+        # let the rest of the clean-up finish as its own task whatever happens to this one.
         node.release(identity)
-        connection.finished.set()
+        await asyncio.shield(asyncio.ensure_future(_clean_up(node, connection)))
+
+
+async def _clean_up(node: ChatNode, connection: Connection) -> None:
+    await node.hub.remove(connection)
+    await connection.finish()
+    connection.finished.set()
 
 
 @routes.get("/healthz")
