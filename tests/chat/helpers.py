@@ -108,3 +108,17 @@ async def send(ws: aiohttp.ClientWebSocketResponse, room: str, text: str, ref: A
     ack = await receive_type(ws, "ack")
     assert ack["ref"] == ref
     return str(ack["id"])
+
+
+async def across_instances(
+    stack: Stack, sender: ChatUser, listener: ChatUser, *rooms: str
+) -> tuple[aiohttp.ClientWebSocketResponse, aiohttp.ClientWebSocketResponse]:
+    """`sender` on instance A and `listener` on instance B, both joined to `rooms`."""
+    sockets = (
+        await connect(stack.a, sender.access_token),
+        await connect(stack.b, listener.access_token),
+    )
+    for room in rooms:
+        for ws in sockets:
+            await join(ws, room)
+    return sockets

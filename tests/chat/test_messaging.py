@@ -8,7 +8,16 @@ import redis.asyncio as aioredis
 
 from service.views import NODE
 from tests.chat.conftest import ChatFactory
-from tests.chat.helpers import ChatUser, Stack, connect, join, receive, receive_type, send
+from tests.chat.helpers import (
+    ChatUser,
+    across_instances,
+    Stack,
+    connect,
+    join,
+    receive,
+    receive_type,
+    send,
+)
 
 
 async def test_message_through_a_reaches_members_on_b_and_no_one_else(
@@ -48,11 +57,7 @@ async def test_message_through_a_reaches_members_on_b_and_no_one_else(
 async def test_after_leave_nothing_more_arrives(
     stack: Stack, alice: ChatUser, bob: ChatUser
 ) -> None:
-    sender = await connect(stack.a, alice.access_token)
-    listener = await connect(stack.b, bob.access_token)
-    for room in ("lobby", "barrier"):
-        await join(sender, room)
-        await join(listener, room)
+    sender, listener = await across_instances(stack, alice, bob, "lobby", "barrier")
     await listener.send_json({"op": "leave", "room": "lobby"})
     assert await receive_type(listener, "left") == {"type": "left", "room": "lobby"}
 
@@ -69,10 +74,7 @@ async def test_after_leave_nothing_more_arrives(
 async def test_sender_identity_comes_from_the_credential(
     stack: Stack, alice: ChatUser, bob: ChatUser
 ) -> None:
-    sender = await connect(stack.a, alice.access_token)
-    listener = await connect(stack.b, bob.access_token)
-    await join(sender, "lobby")
-    await join(listener, "lobby")
+    sender, listener = await across_instances(stack, alice, bob, "lobby")
     await sender.send_json(
         {
             "op": "send",
@@ -91,10 +93,7 @@ async def test_sender_identity_comes_from_the_credential(
 async def test_one_senders_messages_arrive_in_order(
     stack: Stack, alice: ChatUser, bob: ChatUser
 ) -> None:
-    sender = await connect(stack.a, alice.access_token)
-    listener = await connect(stack.b, bob.access_token)
-    await join(sender, "lobby")
-    await join(listener, "lobby")
+    sender, listener = await across_instances(stack, alice, bob, "lobby")
     for n in range(50):
         await sender.send_json({"op": "send", "room": "lobby", "text": str(n)})
     texts = [(await receive_type(listener, "message"))["text"] for _ in range(50)]
