@@ -10,8 +10,8 @@ from service.views import NODE
 from tests.chat.conftest import ChatFactory
 from tests.chat.helpers import (
     ChatUser,
-    across_instances,
     Stack,
+    across_instances,
     connect,
     join,
     receive,
