@@ -3,7 +3,7 @@ VENV   ?= .venv
 PYTHON ?= python3
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install run test load lint format clean
+.PHONY: install run test load bench lint format clean
 
 $(STAMP): pyproject.toml
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
@@ -24,6 +24,15 @@ test: $(STAMP)
 ## load: the load tests (not part of make test); they print their figures
 load: $(STAMP)
 	$(VENV)/bin/pytest -m load -s tests/load
+
+## bench: ours, the bare reference, python-socketio and Django Channels, side by side
+BENCH_STAMP := $(VENV)/.installed-bench-stamp
+$(BENCH_STAMP): $(STAMP)
+	$(VENV)/bin/pip install --quiet -e '.[dev,bench]'
+	touch $(BENCH_STAMP)
+
+bench: $(BENCH_STAMP)
+	$(VENV)/bin/python -m bench.run $(BENCH_ARGS)
 
 ## lint: ruff (lint + format check) and mypy --strict
 lint: $(STAMP)

@@ -1,0 +1,182 @@
+"""Bench clients: one interface over every system's wire protocol (see bench/README.md).
+
+A client connects, waits for its hello, joins rooms and sends with acknowledgements; a reader
+task parses what arrives and hands each room message to a `Sink`. The socket.io client
+speaks Engine.IO 4 framing directly, so the load generator spends on it what it spends on
+the JSON clients and the comparison measures the servers, not client libraries.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import socket
+import time
+from collections.abc import Callable
+from typing import Any
+
+import aiohttp
+
+Sink = Callable[[str, float], None]  # (message text, receive time) -> None
+TCP_ESTABLISHED = 1  # the first byte of struct tcp_info is the connection state
+
+
+class BenchClient:
+    """One connection of the load generator to a system under test."""
+
+    def __init__(self, session: aiohttp.ClientSession, url: str, sink: Sink | None = None) -> None:
+        self._session = session
+        self._url = url
+        self._sink = sink
+        self._ws: aiohttp.ClientWebSocketResponse | None = None
+        self._waiters: dict[str, asyncio.Future[Any]] = {}
+        self._refs = itertools.count(1)
+        self._reader: asyncio.Task[None] | None = None
+        self.closed_with: int | None = None
+        self._pong: asyncio.Future[None] | None = None
+        self.closed = asyncio.Event()
+
+    async def connect(self, headers: dict[str, str] | None = None) -> float:
+        """Opens the socket and waits for the hello; returns the seconds that took."""
+        started = time.perf_counter()
+        self._ws = await self._session.ws_connect(
+            self._url, headers=headers or {}, autoping=True, max_msg_size=0
+        )
+        await self._handshake(self._ws)
+        elapsed = time.perf_counter() - started
+        self._reader = asyncio.create_task(self._read())
+        return elapsed
+
+    async def _handshake(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        hello = json.loads(await ws.receive_str())
+        if hello.get("type") != "hello":
+            raise RuntimeError(f"expected hello, got {hello}")
+
+    async def _read(self) -> None:
+        assert self._ws is not None
+        try:
+            async for message in self._ws:
+                if message.type == aiohttp.WSMsgType.TEXT:
+                    self._frame(message.data, time.perf_counter())
+        except asyncio.CancelledError:
+            raise  # stopped reading on purpose: the socket is still open
+        else:
+            self.closed_with = self._ws.close_code
+            self.closed.set()
+        finally:
+            for waiter in self._waiters.values():
+                if not waiter.done():
+                    waiter.set_exception(ConnectionError("closed"))
+
+    def _frame(self, data: str, received: float) -> None:
+        frame = json.loads(data)
+        kind = frame.get("type")
+        if kind == "message":
+            if self._sink is not None:
+                self._sink(frame["text"], received)
+        elif kind in ("ack", "joined"):
+            key = str(frame.get("ref")) if kind == "ack" else f"join:{frame['room']}"
+            waiter = self._waiters.pop(key, None)
+            if waiter is not None and not waiter.done():
+                waiter.set_result(frame)
+        elif kind == "error":
+            key = str(frame.get("ref"))
+            waiter = self._waiters.pop(key, None)
+            if waiter is not None and not waiter.done():
+                waiter.set_exception(RuntimeError(f"error frame: {frame}"))
+
+    def _expect(self, key: str) -> asyncio.Future[Any]:
+        waiter: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._waiters[key] = waiter
+        return waiter
+
+    async def join(self, room: str) -> None:
+        assert self._ws is not None
+        joined = self._expect(f"join:{room}")
+        await self._ws.send_str(json.dumps({"op": "join", "room": room}))
+        await joined
+
+    async def send(self, room: str, text: str) -> asyncio.Future[Any]:
+        """Sends; returns a future for the acknowledgement."""
+        assert self._ws is not None
+        ref = str(next(self._refs))
+        acked = self._expect(ref)
+        await self._ws.send_str(json.dumps({"op": "send", "room": room, "text": text, "ref": ref}))
+        return acked
+
+    def server_has_closed(self) -> bool:
+        """Read from the kernel, so it works for a client that stopped reading: the TCP
+        connection is no longer ESTABLISHED (the server sent FIN or RST)."""
+        if self._ws is None:
+            return False
+        transport = (
+            self._ws._response.connection.transport if self._ws._response.connection else None
+        )
+        sock = transport.get_extra_info("socket") if transport is not None else None
+        if sock is None:
+            return True
+        state = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 1)[0]
+        return state != TCP_ESTABLISHED
+
+    def stop_reading(self) -> None:
+        """A slow consumer: stop draining the socket (TCP backpressure builds up)."""
+        if self._reader is not None:
+            self._reader.cancel()
+
+    async def close(self) -> None:
+        if self._reader is not None:
+            self._reader.cancel()
+        if self._ws is not None and not self._ws.closed:
+            await self._ws.close()
+
+
+class SocketIOClient(BenchClient):
+    """Socket.IO over Engine.IO 4 on one WebSocket: `40` connects the default namespace,
+    `42[event, data]` is an event, `42<id>[...]` asks for an ack that comes as `43<id>[...]`,
+    and the server's `2` pings are answered `3`."""
+
+    async def _handshake(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        opening = await ws.receive_str()
+        if not opening.startswith("0"):
+            raise RuntimeError(f"expected an Engine.IO open packet, got {opening[:40]}")
+        await ws.send_str("40")
+        while True:
+            packet = await ws.receive_str()
+            if packet.startswith("42"):
+                event = json.loads(packet[2:])
+                if event[0] == "hello":
+                    return
+            elif packet == "2":
+                await ws.send_str("3")
+
+    def _frame(self, data: str, received: float) -> None:
+        if data == "2":
+            assert self._ws is not None
+            self._pong = asyncio.ensure_future(self._ws.send_str("3"))  # kept: tasks need a ref
+            return
+        if data.startswith("42"):
+            event = json.loads(data[2:])
+            if event[0] == "message" and self._sink is not None:
+                self._sink(event[1]["text"], received)
+        elif data.startswith("43"):
+            digits = len(data) - len(data[2:].lstrip("0123456789"))
+            key = data[2:digits]
+            waiter = self._waiters.pop(key, None)
+            if waiter is not None and not waiter.done():
+                waiter.set_result(json.loads(data[digits:])[0])
+
+    async def join(self, room: str) -> None:
+        assert self._ws is not None
+        ref = str(next(self._refs))
+        joined = self._expect(ref)
+        await self._ws.send_str(f'42{ref}["join",{json.dumps({"room": room})}]')
+        await joined
+
+    async def send(self, room: str, text: str) -> asyncio.Future[Any]:
+        assert self._ws is not None
+        ref = str(next(self._refs))
+        acked = self._expect(ref)
+        data = json.dumps({"room": room, "text": text, "ref": ref})
+        await self._ws.send_str(f'42{ref}["send",{data}]')
+        return acked

@@ -1,0 +1,267 @@
+"""`make bench`: every system, every scenario, one run, one machine; a table and a JSON file.
+
+Server processes are pinned to core 0; Redis and this load generator to core 1. Each system
+runs as two processes on one private Redis. Figures are compared with the bare reference;
+a scenario in which the load generator used nearly a whole core is flagged, because then the
+generator, not the server, set the pace.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import resource
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from bench import scenarios
+from bench.systems import CLIENT_ID, ROOT, Running, redis_server, start
+
+SYSTEMS = ("reference", "ours", "socketio", "channels")
+RESULTS = ROOT / "bench" / "results"
+SATURATED = 0.9
+
+
+def sizes(quick: bool) -> dict[str, Any]:
+    if quick:
+        return {"handshakes": 200, "concurrency": 20, "subscribers": 50, "seconds": 2.0,
+                "idle": 200, "slow_seconds": 3.0}  # fmt: skip
+    return {"handshakes": 2000, "concurrency": 50, "subscribers": 500, "seconds": 10.0,
+            "idle": 2000, "slow_seconds": 15.0}  # fmt: skip
+
+
+async def ours_tokens(system: Running, session: aiohttp.ClientSession, count: int) -> list[str]:
+    """`count` distinct access tokens (each a first-time credential for the chat service)."""
+    assert system.auth_url is not None
+    users = [f"bench{n}" for n in range(50)]
+    password = "bench password 123"
+    for user in users:
+        async with session.post(
+            f"{system.auth_url}/users", json={"username": user, "password": password}
+        ):
+            pass
+    slots = asyncio.Semaphore(20)
+
+    async def grant(index: int) -> str:
+        async with (
+            slots,
+            session.post(
+                f"{system.auth_url}/token",
+                data={
+                    "grant_type": "password",
+                    "username": users[index % len(users)],
+                    "password": password,
+                },
+            ) as response,
+        ):
+            body = await response.json()
+            return str(body["access_token"])
+
+    return list(await asyncio.gather(*(grant(i) for i in range(count))))
+
+
+def no_credentials(index: int) -> dict[str, str]:
+    return {}
+
+
+def bearer(tokens: list[str]) -> scenarios.Headers:
+    def headers(index: int) -> dict[str, str]:
+        return {"Authorization": f"Bearer {tokens[index]}"}
+
+    return headers
+
+
+async def bench_system(
+    name: str, redis_url: str, logs: Path, size: dict[str, Any], reference: dict[str, Any]
+) -> dict[str, Any]:
+    system = await start(name, redis_url, logs)
+    results: dict[str, Any] = {}
+    try:
+        connector = aiohttp.TCPConnector(limit=0)
+        async with aiohttp.ClientSession(connector=connector) as session:
+            headers: scenarios.Headers = no_credentials
+            if name == "ours":
+                print(f"  {name}: minting first-time credentials", flush=True)
+                tokens = await ours_tokens(
+                    system, session, size["handshakes"] + size["subscribers"] + 1
+                )
+                headers = bearer(tokens)
+                results["handshakes_first_time"] = await scenarios.handshakes(
+                    system, session, headers, size["handshakes"], size["concurrency"]
+                )  # from here on the same credentials are cached
+            print(f"  {name}: handshakes", flush=True)
+            results["handshakes"] = await scenarios.handshakes(
+                system, session, headers, size["handshakes"], size["concurrency"]
+            )
+            print(f"  {name}: fan-out", flush=True)
+            results["fanout"] = await scenarios.fan_out(
+                system,
+                session,
+                headers,
+                subscribers=size["subscribers"],
+                seconds=size["seconds"],
+                window=32,
+            )
+            rate = 0.5 * (reference.get("fanout", results["fanout"])["msgs_per_s"])
+            print(f"  {name}: latency at {rate:.0f} msg/s", flush=True)
+            results["latency"] = await scenarios.fan_out(
+                system, session, headers, subscribers=size["subscribers"], seconds=size["seconds"],
+                window=1024, rate=rate,
+            )  # fmt: skip
+            print(f"  {name}: idle memory", flush=True)
+            results["idle"] = await scenarios.idle_memory(system, session, headers, size["idle"])
+            print(f"  {name}: slow consumers", flush=True)
+            results["slow"] = await scenarios.fan_out(
+                system, session, headers,
+                subscribers=size["subscribers"], seconds=size["slow_seconds"], window=1024,
+                rate=rate, slow=max(1, size["subscribers"] // 100), padding=1000,
+            )  # fmt: skip
+    finally:
+        system.stop()
+    return results
+
+
+def ratio(ours: float, theirs: float) -> float:
+    return round(ours / theirs, 2) if theirs else float("nan")
+
+
+def targets(results: dict[str, dict[str, Any]]) -> list[tuple[str, bool, str]]:
+    ours, ref = results.get("ours"), results.get("reference")
+    if not ours or not ref:
+        return []
+    checks: list[tuple[str, bool, str]] = []
+    r = ratio(ours["fanout"]["deliveries_per_s"], ref["fanout"]["deliveries_per_s"])
+    checks.append(("fan-out deliveries/s >= 0.8 x reference", r >= 0.8, f"{r} x"))
+    if "socketio" in results:
+        s = ratio(
+            ours["fanout"]["deliveries_per_s"], results["socketio"]["fanout"]["deliveries_per_s"]
+        )
+        checks.append(("fan-out deliveries/s >= 4 x python-socketio", s >= 4, f"{s} x"))
+    h = ratio(ours["handshakes"]["conn_per_s"], ref["handshakes"]["conn_per_s"])
+    checks.append(("cached handshakes/s >= 0.7 x reference", h >= 0.7, f"{h} x"))
+    p = ratio(ours["latency"]["p99_ms"], ref["latency"]["p99_ms"])
+    checks.append(("p99 at fixed load <= 1.5 x reference", p <= 1.5, f"{p} x"))
+    m = ratio(ours["idle"]["kib_per_connection"], ref["idle"]["kib_per_connection"])
+    checks.append(("KiB per idle connection <= 1.25 x reference", m <= 1.25, f"{m} x"))
+    slow = ours["slow"]
+    closed = slow["slow_closed"] == slow["slow"]
+    checks.append(
+        (
+            "slow consumers closed",
+            closed,
+            f"{slow['slow_closed']}/{slow['slow']} after {slow['slow_closed_after_s']} s",
+        )
+    )
+    change = ratio(slow["p99_ms"], ours["latency"]["p99_ms"])
+    checks.append(("others' p99 with slow consumers within 20 %", change <= 1.2, f"{change} x"))
+    clean = all(
+        results[s][k]["lost"] == 0 and results[s][k]["duplicated"] == 0
+        for s in results
+        for k in ("fanout", "latency")
+    )
+    checks.append(
+        ("zero lost or duplicated messages (all systems, fan-out and latency)", clean, "")
+    )
+    return checks
+
+
+ROWS = [
+    ("handshakes", "conn_per_s", "handshakes conn/s"),
+    ("handshakes", "hello_p99_ms", "handshake p99 ms"),
+    ("handshakes_first_time", "conn_per_s", "first-time credentials conn/s"),
+    ("fanout", "deliveries_per_s", "fan-out deliveries/s"),
+    ("fanout", "p99_ms", "fan-out p99 ms"),
+    ("fanout", "lost", "fan-out lost"),
+    ("latency", "p50_ms", "fixed-load p50 ms"),
+    ("latency", "p99_ms", "fixed-load p99 ms"),
+    ("latency", "p999_ms", "fixed-load p99.9 ms"),
+    ("idle", "kib_per_connection", "KiB per idle connection"),
+    ("slow", "p99_ms", "slow-consumer run: others' p99 ms"),
+    ("slow", "rss_growth_kib", "slow-consumer run: RSS growth KiB"),
+    ("slow", "slow_closed_after_s", "slow consumers closed after s"),
+]
+
+
+def table(results: dict[str, dict[str, Any]]) -> str:
+    names = list(results)
+    lines = [
+        "| figure | " + " | ".join(names) + " | ours / reference |",
+        "|---" * (len(names) + 2) + "|",
+    ]
+    for scenario, key, label in ROWS:
+        cells, values = [], {}
+        for name in names:
+            value = results[name].get(scenario, {}).get(key)
+            values[name] = value
+            flag = (
+                " (loadgen saturated)"
+                if results[name].get(scenario, {}).get("loadgen_cpu", 0) >= SATURATED
+                else ""
+            )
+            cells.append("—" if value is None else f"{value}{flag}")
+        ours, ref = values.get("ours"), values.get("reference")
+        rel = (
+            ratio(ours, ref)
+            if isinstance(ours, int | float) and isinstance(ref, int | float) and ref
+            else "—"
+        )
+        lines.append(f"| {label} | " + " | ".join(cells) + f" | {rel} |")
+    return "\n".join(lines)
+
+
+async def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="make bench", description=__doc__)
+    parser.add_argument("--systems", default=",".join(SYSTEMS))
+    parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")
+    parser.add_argument("--only", action="store_true", help="exactly --systems, no reference")
+    args = parser.parse_args(argv)
+    wanted = [s for s in args.systems.split(",") if s]
+    if "reference" not in wanted and not args.only:
+        wanted.insert(0, "reference")  # every figure is read against it
+    os.sched_setaffinity(0, {1})  # the load generator's core
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    logs = RESULTS / "logs"
+    logs.mkdir(exist_ok=True)
+    size = sizes(args.quick)
+    results: dict[str, dict[str, Any]] = {}
+    started = time.time()
+    for name in [s for s in SYSTEMS if s in wanted]:
+        print(f"{name}:", flush=True)
+        with redis_server(logs) as redis_url:
+            results[name] = await bench_system(
+                name, redis_url, logs, size, results.get("reference", {})
+            )
+    checks = targets(results)
+    report = {
+        "when": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(started)),
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+        },
+        "sizes": size,
+        "client_id": CLIENT_ID,
+        "results": results,
+        "targets": [{"target": t, "met": ok, "measured": m} for t, ok, m in checks],
+    }
+    (RESULTS / "latest.json").write_text(json.dumps(report, indent=2))
+    print()
+    print(table(results))
+    print()
+    for target, ok, measured in checks:
+        print(f"{'met ' if ok else 'MISS'}  {target}  {measured}")
+    print(f"\nJSON: {RESULTS / 'latest.json'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(asyncio.run(main()))

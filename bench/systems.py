@@ -1,0 +1,204 @@
+"""The systems under test: how to start each as two server processes on one Redis."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import aiohttp
+
+from bench.clients import BenchClient, SocketIOClient
+
+ROOT = Path(__file__).resolve().parent.parent
+SERVER_CORE = "0"  # every server process; Redis and the load generator get the other core
+CLIENT_ID, CLIENT_SECRET = "chat", "bench-client-secret-0123456789"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def pinned(argv: list[str], core: str) -> list[str]:
+    return ["taskset", "-c", core, *argv]
+
+
+def rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise RuntimeError(f"no VmRSS for {pid}")
+
+
+@dataclass
+class Running:
+    """A started system: its two instances' URLs and processes."""
+
+    name: str
+    urls: list[str]
+    processes: list[subprocess.Popen[bytes]]
+    client_class: type[BenchClient]
+    auth_url: str | None = None
+    helpers: list[subprocess.Popen[bytes]] = field(default_factory=list)
+
+    def pid(self, instance: int) -> int:
+        return self.processes[instance].pid
+
+    def client(self, session: aiohttp.ClientSession, instance: int, sink=None) -> BenchClient:  # type: ignore[no-untyped-def]
+        return self.client_class(session, self.urls[instance], sink)
+
+    def stop(self) -> None:
+        for process in [*self.processes, *self.helpers]:
+            if process.poll() is None:
+                process.terminate()
+        for process in [*self.processes, *self.helpers]:
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+async def wait_listening(port: int, process: subprocess.Popen[bytes], deadline: float = 30) -> None:
+    """Polls until the port accepts connections: waiting on a process start, not an event."""
+    until = time.monotonic() + deadline
+    while time.monotonic() < until:
+        if process.poll() is not None:
+            raise RuntimeError(f"server on {port} exited with {process.returncode}")
+        with contextlib.suppress(OSError):
+            _, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.close()
+            return
+        await asyncio.sleep(0.05)
+    raise RuntimeError(f"nothing listens on {port} after {deadline} s")
+
+
+def _spawn(argv: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    handle = log.open("ab")
+    return subprocess.Popen(
+        pinned(argv, SERVER_CORE), env=env, stdout=handle, stderr=handle, cwd=ROOT
+    )
+
+
+def ours_env(redis_url: str, auth_port: int) -> dict[str, str]:
+    return {
+        **os.environ,
+        "REDIS_URL": redis_url,
+        "LOG_LEVEL": "WARNING",  # no access log: the peers log nothing per request either
+        "AUTH_PORT": str(auth_port),
+        "AUTH_CLIENTS": f"{CLIENT_ID}:{CLIENT_SECRET}",
+        "AUTH_ARGON2_TIME_COST": "1",
+        "AUTH_ARGON2_MEMORY_KIB": "1024",
+        "AUTH_ARGON2_PARALLELISM": "1",
+        "AUTH_REGISTER_MAX_PER_ADDRESS": "1000000",
+        "AUTH_LOGIN_MAX_FAILURES_PER_ADDRESS": "1000000",
+        "AUTH_URL": f"http://127.0.0.1:{auth_port}",
+        "CHAT_CLIENT_ID": CLIENT_ID,
+        "CHAT_CLIENT_SECRET": CLIENT_SECRET,
+        # The load generator is one client address sending as fast as it can: lift the
+        # per-connection and per-user limits that protect a real deployment from that.
+        "CHAT_RATE_PER_SECOND": "1000000",
+        "CHAT_RATE_BURST": "1000000",
+        "CHAT_MAX_CONNECTIONS_PER_USER": "1000000",
+    }
+
+
+async def start(name: str, redis_url: str, logs: Path) -> Running:
+    ports = [free_port(), free_port()]
+    if name == "ours":
+        auth_port = free_port()
+        env = ours_env(redis_url, auth_port)
+        auth = _spawn([sys.executable, "-m", "auth_service"], env, logs / "ours-auth.log")
+        await wait_listening(auth_port, auth)
+        processes = [
+            _spawn(
+                [sys.executable, "-m", "service"],
+                {**env, "CHAT_PORT": str(port)},
+                logs / f"ours-{i}.log",
+            )
+            for i, port in enumerate(ports)
+        ]
+        running = Running(
+            name,
+            [f"http://127.0.0.1:{port}/ws" for port in ports],
+            processes,
+            BenchClient,
+            auth_url=f"http://127.0.0.1:{auth_port}",
+            helpers=[auth],
+        )
+    else:
+        module, path, client = {
+            "reference": ("bench.peers.reference", "/ws", BenchClient),
+            "socketio": (
+                "bench.peers.socketio_server",
+                "/socket.io/?EIO=4&transport=websocket",
+                SocketIOClient,
+            ),
+            "channels": ("bench.peers.channels_app.serve", "/ws", BenchClient),
+        }[name]
+        processes = [
+            _spawn(
+                [sys.executable, "-m", module],
+                {**os.environ, "PORT": str(port), "REDIS_URL": redis_url},
+                logs / f"{name}-{i}.log",
+            )
+            for i, port in enumerate(ports)
+        ]
+        running = Running(
+            name, [f"http://127.0.0.1:{port}{path}" for port in ports], processes, client
+        )
+    try:
+        for port, process in zip(ports, processes, strict=True):
+            await wait_listening(port, process)
+    except BaseException:
+        running.stop()
+        raise
+    return running
+
+
+@contextlib.contextmanager
+def redis_server(logs: Path) -> Iterator[str]:
+    """A private redis-server on the load generator's core."""
+    port = free_port()
+    process = subprocess.Popen(
+        pinned(
+            [
+                "redis-server",
+                "--port",
+                str(port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(logs),
+                "--logfile",
+                str(logs / "redis.log"),
+            ],
+            "1",
+        )
+    )
+    try:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            with (
+                contextlib.suppress(OSError),
+                socket.create_connection(("127.0.0.1", port), timeout=0.2),
+            ):
+                break
+            time.sleep(0.05)
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
