@@ -8,7 +8,7 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 
-from aiohttp import web
+from aiohttp import WSMsgType, web
 
 from service.errors import CloseCode
 
@@ -80,7 +80,7 @@ class Connection:
         self.identity = identity
         self.rooms: set[str] = set()
         self._request = request
-        self._outbox: deque[str] = deque()
+        self._outbox: deque[bytes] = deque()
         self._outbox_limit = outbox_limit
         self._close_timeout = close_timeout
         self._wakeup = asyncio.Event()
@@ -96,8 +96,8 @@ class Connection:
     def closing(self) -> bool:
         return self._closing is not None
 
-    def send(self, frame: str) -> None:
-        """Queue a frame (shared, already-encoded text); the writer task sends it."""
+    def send(self, frame: bytes) -> None:
+        """Queue a frame (UTF-8 JSON, shared by every recipient); the writer sends it."""
         if self._closing is not None:
             return
         if len(self._outbox) >= self._outbox_limit:
@@ -109,13 +109,14 @@ class Connection:
 
     async def _write_loop(self) -> None:
         outbox = self._outbox
-        send = self.ws.send_str
+        send = self.ws.send_frame
+        text = WSMsgType.TEXT
         try:
             while True:
                 await self._wakeup.wait()
                 self._wakeup.clear()
                 while outbox:
-                    await send(outbox.popleft())
+                    await send(outbox.popleft(), text)
                 self._drained.set()
         except asyncio.CancelledError:
             raise

@@ -77,7 +77,7 @@ class RoomHub:
                 del self._rooms[room]
                 await self._broker.unsubscribe(room)
 
-    def deliver(self, room: str, frame: str) -> None:
+    def deliver(self, room: str, frame: bytes) -> None:
         """Hands one encoded frame to every local member: no task, no copy per recipient."""
         for connection in self._rooms.get(room, ()):
             connection.send(frame)

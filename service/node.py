@@ -86,10 +86,10 @@ class ChatNode:
 
     # -- broker callbacks --------------------------------------------------------------------
 
-    def room_message(self, room: str, payload: str) -> None:
+    def room_message(self, room: str, payload: bytes) -> None:
         self.hub.deliver(room, payload)
 
-    def event(self, channel: str, payload: str) -> None:
+    def event(self, channel: str, payload: bytes) -> None:
         if channel != REVOCATION_CHANNEL:
             return
         try:

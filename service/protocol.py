@@ -90,16 +90,17 @@ def parse(data: str, *, max_text: int) -> Command:
     return Command(op, ref)
 
 
-def encode(frame: dict[str, Any]) -> str:
-    return json.dumps(frame, separators=(",", ":"), ensure_ascii=False)
+def encode(frame: dict[str, Any]) -> bytes:
+    """A frame as the UTF-8 bytes that go on the wire, so each is encoded exactly once."""
+    return json.dumps(frame, separators=(",", ":"), ensure_ascii=False).encode()
 
 
-def reply(frame: dict[str, Any], ref: Ref) -> str:
+def reply(frame: dict[str, Any], ref: Ref) -> bytes:
     """A direct answer to a client frame, echoing its `ref` when it had one."""
     if ref is not None:
         frame["ref"] = ref
     return encode(frame)
 
 
-def error(code: str, message: str, ref: Ref = None) -> str:
+def error(code: str, message: str, ref: Ref = None) -> bytes:
     return reply({"type": "error", "code": code, "message": message}, ref)

@@ -12,10 +12,10 @@ class BrokerUnavailable(Exception):
 class BrokerListener(Protocol):
     """What a broker calls back into; implemented by the chat node."""
 
-    def room_message(self, room: str, payload: str) -> None:
+    def room_message(self, room: str, payload: bytes) -> None:
         """A message published to `room` by any instance (including this one)."""
 
-    def event(self, channel: str, payload: str) -> None:
+    def event(self, channel: str, payload: bytes) -> None:
         """A message on one of the broker's event channels (e.g. revocations)."""
 
     def link_restored(self) -> None:
@@ -41,4 +41,4 @@ class Broker(Protocol):
 
     async def unsubscribe(self, room: str) -> None: ...
 
-    async def publish(self, room: str, payload: str) -> None: ...
+    async def publish(self, room: str, payload: bytes) -> None: ...

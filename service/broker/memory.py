@@ -46,7 +46,7 @@ class MemoryBroker:
             if not members:
                 del self._bus.subscribers[room]
 
-    async def publish(self, room: str, payload: str) -> None:
+    async def publish(self, room: str, payload: bytes) -> None:
         self._check()
         loop = asyncio.get_running_loop()
         for broker in tuple(self._bus.subscribers.get(room, ())):

@@ -47,7 +47,11 @@ class RedisBroker:
         # The subscriber must not retry behind our back: a drop has to surface here so that
         # rooms are resubscribed and the listener learns that messages may have been missed.
         self._subscriber = aioredis.Redis.from_url(
-            url, decode_responses=True, socket_connect_timeout=2.0, retry=Retry(NoBackoff(), 0)
+            # Raw bytes: a room message is forwarded to the sockets exactly as it arrives.
+            url,
+            decode_responses=False,
+            socket_connect_timeout=2.0,
+            retry=Retry(NoBackoff(), 0),
         )
         if not event_channels:
             # An event channel keeps the link in subscribed mode, where PING probes are answered.
@@ -125,7 +129,7 @@ class RedisBroker:
         await command(channel)
         await asyncio.wait_for(asyncio.shield(waiter), self._subscribe_timeout)
 
-    async def publish(self, room: str, payload: str) -> None:
+    async def publish(self, room: str, payload: bytes) -> None:
         try:
             await self._publisher.publish(ROOM_PREFIX + room, payload)
         except RedisError as exc:  # also OOM or READONLY answers, not only a lost link
@@ -207,12 +211,12 @@ class RedisBroker:
             message = await pubsub.get_message(timeout=remaining)
             if message is not None:
                 if message["type"] == "subscribe":
-                    pending.discard(message["channel"])
+                    pending.discard(message["channel"].decode())
                 self._dispatch(message)
 
     def _dispatch(self, message: dict[str, Any]) -> None:
         kind = message["type"]
-        channel = message["channel"]
+        channel = message["channel"].decode()
         if kind == "message":
             assert self._listener is not None
             if channel.startswith(ROOM_PREFIX):

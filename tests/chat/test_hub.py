@@ -15,9 +15,9 @@ class RecordingConnection:
 
     def __init__(self) -> None:
         self.rooms: set[str] = set()
-        self.frames: list[str] = []
+        self.frames: list[bytes] = []
 
-    def send(self, frame: str) -> None:
+    def send(self, frame: bytes) -> None:
         self.frames.append(frame)
 
 
@@ -44,7 +44,7 @@ async def test_delivery_hands_every_member_the_same_frame_object() -> None:
     members = [member() for _ in range(3)]
     for m in members:
         await hub.join("lobby", m)
-    frame = '{"type":"message"}'
+    frame = b'{"type":"message"}'
     hub.deliver("lobby", frame)
     assert all(m.frames == [frame] and m.frames[0] is frame for m in members)
 
@@ -85,11 +85,11 @@ async def test_memory_brokers_on_one_bus_fan_out_like_instances() -> None:
     a, b = member(), member()
     await hub_a.join("lobby", a)
     await hub_b.join("lobby", b)
-    await hub_a._broker.publish("lobby", "frame")
+    await hub_a._broker.publish("lobby", b"frame")
     for _ in range(2):
         await asyncio.wait_for(delivered.get(), 5)
-    assert a.frames == ["frame"]
-    assert b.frames == ["frame"]
+    assert a.frames == [b"frame"]
+    assert b.frames == [b"frame"]
 
 
 class _Listener:
@@ -97,11 +97,11 @@ class _Listener:
         self._hub = hub
         self._delivered = delivered
 
-    def room_message(self, room: str, payload: str) -> None:
+    def room_message(self, room: str, payload: bytes) -> None:
         self._hub.deliver(room, payload)
         self._delivered.put_nowait(room)
 
-    def event(self, channel: str, payload: str) -> None:
+    def event(self, channel: str, payload: bytes) -> None:
         pass
 
     def link_restored(self) -> None:

@@ -33,9 +33,9 @@ def test_bad_refs_are_refused(ref: str) -> None:
 
 
 def test_error_frames_carry_the_ref_only_when_given() -> None:
-    assert error("c", "m") == '{"type":"error","code":"c","message":"m"}'
-    assert error("c", "m", 3) == '{"type":"error","code":"c","message":"m","ref":3}'
+    assert error("c", "m") == b'{"type":"error","code":"c","message":"m"}'
+    assert error("c", "m", 3) == b'{"type":"error","code":"c","message":"m","ref":3}'
 
 
 def test_encoding_keeps_unicode_compact() -> None:
-    assert encode({"text": "é 😀"}) == '{"text":"é 😀"}'
+    assert encode({"text": "é 😀"}) == '{"text":"é 😀"}'.encode()

@@ -11,13 +11,13 @@ from service.broker.redis import RedisBroker
 
 class Recorder:
     def __init__(self) -> None:
-        self.messages: asyncio.Queue[tuple[str, str]] = asyncio.Queue()
+        self.messages: asyncio.Queue[tuple[str, bytes]] = asyncio.Queue()
         self.restored = 0
 
-    def room_message(self, room: str, payload: str) -> None:
+    def room_message(self, room: str, payload: bytes) -> None:
         self.messages.put_nowait((room, payload))
 
-    def event(self, channel: str, payload: str) -> None:
+    def event(self, channel: str, payload: bytes) -> None:
         self.messages.put_nowait((channel, payload))
 
     def link_restored(self) -> None:
@@ -30,8 +30,8 @@ async def test_publish_reaches_a_confirmed_subscription(redis_url: str) -> None:
     await broker.start(recorder)
     assert broker.healthy
     await broker.subscribe("lobby")
-    await broker.publish("lobby", "payload")
-    assert await asyncio.wait_for(recorder.messages.get(), 5) == ("lobby", "payload")
+    await broker.publish("lobby", b"payload")
+    assert await asyncio.wait_for(recorder.messages.get(), 5) == ("lobby", b"payload")
     await broker.unsubscribe("lobby")
     client = aioredis.Redis.from_url(redis_url)
     assert (await client.pubsub_numsub("chat:room:lobby"))[0][1] == 0
