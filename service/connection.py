@@ -61,9 +61,17 @@ class RateGuard:
         return self.ABUSIVE if self._refused > self._strikes else self.LIMITED
 
 
+# Below this many bytes waiting in the transport a frame is written at once; above it the
+# socket is backed up and frames wait in the bounded backlog (asyncio's own high-water mark).
+WRITE_BUFFER_HIGH = 64 * 1024
+TEXT = WSMsgType.TEXT
+
+
 class Connection:
-    """A live socket. Frames to it go through `send()`, which never blocks and never grows
-    past `outbox_limit`: a peer that stops reading is closed with 1013 instead."""
+    """A live socket. `send()` never blocks and never buffers without bound: a frame goes
+    straight to the transport while the peer keeps up; while it is backed up, frames wait in
+    a backlog of at most `outbox_limit` drained by one task; past that the peer is closed
+    with 1013. Nothing per connection runs while it is idle: no task, no timer but expiry."""
 
     def __init__(
         self,
@@ -80,13 +88,14 @@ class Connection:
         self.identity = identity
         self.rooms: set[str] = set()
         self._request = request
-        self._outbox: deque[bytes] = deque()
+        self._transport = request.transport
+        # aiohttp's frame writer (set by prepare()). Its synchronous `_write_websocket_frame`
+        # leaves flow control to the caller, which is what this class does.
+        self._frames = ws._writer
+        self._backlog: deque[bytes] | None = None
+        self._flusher: asyncio.Task[None] | None = None
         self._outbox_limit = outbox_limit
         self._close_timeout = close_timeout
-        self._wakeup = asyncio.Event()
-        self._drained = asyncio.Event()
-        self._drained.set()
-        self._writer = asyncio.create_task(self._write_loop(), name=f"ws-writer-{connection_id}")
         self._expiry: asyncio.TimerHandle | None = None
         self._closing: asyncio.Task[None] | None = None
         self.close_code: int | None = None
@@ -97,32 +106,38 @@ class Connection:
         return self._closing is not None
 
     def send(self, frame: bytes) -> None:
-        """Queue a frame (UTF-8 JSON, shared by every recipient); the writer sends it."""
+        """Send a frame (UTF-8 JSON, the same bytes object for every recipient)."""
         if self._closing is not None:
             return
-        if len(self._outbox) >= self._outbox_limit:
+        backlog = self._backlog
+        if backlog is None:
+            transport = self._transport
+            if (
+                transport is not None
+                and not transport.is_closing()
+                and transport.get_write_buffer_size() < WRITE_BUFFER_HIGH
+                and self._frames is not None
+                and not self.ws.closed
+            ):
+                self._frames._write_websocket_frame(frame, TEXT, 0)
+                return
+            backlog = self._backlog = deque()
+            self._flusher = asyncio.create_task(self._flush(backlog))
+        if len(backlog) >= self._outbox_limit:
             self.close_soon(CloseCode.TRY_AGAIN_LATER, "slow consumer")
             return
-        self._outbox.append(frame)
-        self._drained.clear()
-        self._wakeup.set()
+        backlog.append(frame)
 
-    async def _write_loop(self) -> None:
-        outbox = self._outbox
-        send = self.ws.send_frame
-        text = WSMsgType.TEXT
+    async def _flush(self, backlog: deque[bytes]) -> None:
+        """Writes the backlog as fast as the peer reads it, then hands back to `send()`."""
         try:
-            while True:
-                await self._wakeup.wait()
-                self._wakeup.clear()
-                while outbox:
-                    await send(outbox.popleft(), text)
-                self._drained.set()
+            while backlog:
+                await self.ws.send_frame(backlog.popleft(), TEXT)  # waits while backed up
+            self._backlog = None
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # the transport went away under us
             log.debug("writer stopped", extra={"connection": self.id, "error": repr(exc)})
-            self._drained.set()  # nothing more will be flushed: a close must not wait for it
             self.close_soon(CloseCode.INTERNAL_ERROR, "write failed")
 
     def expire_at(self, deadline: float) -> None:
@@ -151,16 +166,20 @@ class Connection:
             await asyncio.wait_for(self._flush_then_close(code, reason), self._close_timeout)
         except (TimeoutError, ConnectionError, RuntimeError):
             # A peer that does not read cannot receive a close frame either: drop the link.
-            self._writer.cancel()
-            transport = self._request.transport
-            if transport is not None:
-                transport.abort()
+            self._stop_flushing()
+            if self._transport is not None:
+                self._transport.abort()
 
     async def _flush_then_close(self, code: int, reason: str) -> None:
-        if code != CloseCode.TRY_AGAIN_LATER:  # a slow consumer's backlog is what we drop
-            await self._drained.wait()
-        self._writer.cancel()
+        flusher = self._flusher
+        if code != CloseCode.TRY_AGAIN_LATER and flusher is not None and not flusher.done():
+            await asyncio.shield(flusher)  # a slow consumer's backlog is what we drop
+        self._stop_flushing()
         await self.ws.close(code=code, message=reason.encode())
+
+    def _stop_flushing(self) -> None:
+        if self._flusher is not None:
+            self._flusher.cancel()
 
     async def wait_closed(self) -> None:
         """Returns once a close that was started has run its course."""
@@ -174,4 +193,4 @@ class Connection:
             await asyncio.gather(self._closing, return_exceptions=True)
         if self._expiry is not None:
             self._expiry.cancel()
-        self._writer.cancel()
+        self._stop_flushing()

@@ -42,6 +42,7 @@ class ChatSettings:
     backlog: int
     max_connections_per_user: int
     outbox_frames: int
+    socket_sndbuf: int
     rate_per_second: float
     rate_burst: int
     rate_strikes: int
@@ -93,6 +94,9 @@ def read_settings(environ: Mapping[str, str] | None = None) -> tuple[ChatSetting
         backlog=env.integer("CHAT_BACKLOG", 1024, minimum=1, maximum=65535),
         max_connections_per_user=env.integer("CHAT_MAX_CONNECTIONS_PER_USER", 32, minimum=1),
         outbox_frames=env.integer("CHAT_OUTBOX_FRAMES", 1024, minimum=1, maximum=1_000_000),
+        socket_sndbuf=env.integer(
+            "CHAT_SOCKET_SNDBUF", 131072, minimum=0, maximum=64 * 1024 * 1024
+        ),
         rate_per_second=env.number("CHAT_RATE_PER_SECOND", 50.0, minimum=0.1),
         rate_burst=env.integer("CHAT_RATE_BURST", 100, minimum=1),
         rate_strikes=env.integer("CHAT_RATE_STRIKES", 20, minimum=1),

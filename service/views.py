@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 import time
 
 import aiohttp
@@ -73,6 +74,11 @@ async def _serve(
     started: float,
 ) -> None:
     settings = node.settings
+    sock = request.transport.get_extra_info("socket") if request.transport is not None else None
+    if sock is not None and settings.socket_sndbuf:
+        # Left to autotune, the kernel would hide megabytes for a peer that stopped reading
+        # before the outbox bound (and 1013) ever applied.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, settings.socket_sndbuf)
     connection = Connection(
         ws,
         request,
