@@ -15,7 +15,7 @@ from service.errors import CloseCode
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Identity:
     """Who holds a connection, as the auth service said at the last check."""
 
@@ -37,6 +37,8 @@ class RateGuard:
     refusals: more than `strikes` refused frames within `window` seconds is persistent abuse."""
 
     ALLOWED, LIMITED, ABUSIVE = "allowed", "limited", "abusive"
+    __slots__ = ("_burst", "_rate", "_refused", "_stamp", "_strikes", "_tokens", "_window",
+                 "_window_start")  # fmt: skip
 
     def __init__(self, rate: float, burst: int, strikes: int, window: float = 10.0) -> None:
         self._rate = rate
@@ -73,6 +75,10 @@ class Connection:
     a backlog of at most `outbox_limit` drained by one task; past that the peer is closed
     with 1013. Nothing per connection runs while it is idle: no task, no timer but expiry."""
 
+    __slots__ = ("_backlog", "_close_timeout", "_closing", "_expiry", "_finished", "_flusher",
+                 "_frames", "_outbox_limit", "_request", "_transport", "_write_timeout",
+                 "close_code", "id", "identity", "rooms", "ws")  # fmt: skip
+
     def __init__(
         self,
         ws: web.WebSocketResponse,
@@ -82,6 +88,7 @@ class Connection:
         connection_id: str,
         outbox_limit: int,
         close_timeout: float,
+        write_timeout: float = 5.0,
     ) -> None:
         self.ws = ws
         self.id = connection_id
@@ -96,10 +103,18 @@ class Connection:
         self._flusher: asyncio.Task[None] | None = None
         self._outbox_limit = outbox_limit
         self._close_timeout = close_timeout
+        self._write_timeout = write_timeout
         self._expiry: asyncio.TimerHandle | None = None
         self._closing: asyncio.Task[None] | None = None
         self.close_code: int | None = None
-        self.finished = asyncio.Event()  # set once the socket is gone and nothing is held
+        self._finished: asyncio.Event | None = None
+
+    @property
+    def finished(self) -> asyncio.Event:
+        """Set once the socket is gone and nothing is held (made on first use: few ask)."""
+        if self._finished is None:
+            self._finished = asyncio.Event()
+        return self._finished
 
     @property
     def closing(self) -> bool:
@@ -132,10 +147,16 @@ class Connection:
         """Writes the backlog as fast as the peer reads it, then hands back to `send()`."""
         try:
             while backlog:
-                await self.ws.send_frame(backlog.popleft(), TEXT)  # waits while backed up
+                # Waits while the peer is backed up; a peer that reads nothing at all for
+                # `write_timeout` seconds is a slow consumer, however large the buffers.
+                await asyncio.wait_for(
+                    self.ws.send_frame(backlog.popleft(), TEXT), self._write_timeout
+                )
             self._backlog = None
         except asyncio.CancelledError:
             raise
+        except TimeoutError:
+            self.close_soon(CloseCode.TRY_AGAIN_LATER, "slow consumer")
         except Exception as exc:  # the transport went away under us
             log.debug("writer stopped", extra={"connection": self.id, "error": repr(exc)})
             self.close_soon(CloseCode.INTERNAL_ERROR, "write failed")

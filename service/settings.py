@@ -43,6 +43,7 @@ class ChatSettings:
     max_connections_per_user: int
     outbox_frames: int
     socket_sndbuf: int
+    write_timeout: float
     rate_per_second: float
     rate_burst: int
     rate_strikes: int
@@ -94,6 +95,7 @@ def read_settings(environ: Mapping[str, str] | None = None) -> tuple[ChatSetting
         backlog=env.integer("CHAT_BACKLOG", 1024, minimum=1, maximum=65535),
         max_connections_per_user=env.integer("CHAT_MAX_CONNECTIONS_PER_USER", 32, minimum=1),
         outbox_frames=env.integer("CHAT_OUTBOX_FRAMES", 1024, minimum=1, maximum=1_000_000),
+        write_timeout=env.number("CHAT_WRITE_TIMEOUT", 5.0, minimum=0.1),
         socket_sndbuf=env.integer(
             "CHAT_SOCKET_SNDBUF", 131072, minimum=0, maximum=64 * 1024 * 1024
         ),

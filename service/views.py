@@ -86,6 +86,7 @@ async def _serve(
         connection_id=node.next_connection_id(),
         outbox_limit=settings.outbox_frames,
         close_timeout=settings.close_timeout,
+        write_timeout=settings.write_timeout,
     )
     node.hub.add(connection)
     if node.revoked_since(identity, started):

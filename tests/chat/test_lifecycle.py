@@ -95,3 +95,35 @@ async def test_not_ready_without_the_auth_service(make_chat: ChatFactory) -> Non
     ready = await chat.get("/readyz")
     assert ready.status == 503
     assert (await ready.json())["auth"] is False
+
+
+async def test_a_stalled_reader_is_closed_after_the_write_timeout(
+    make_chat: ChatFactory, stack: Stack, alice: ChatUser, bob: ChatUser
+) -> None:
+    # The frame bound is out of reach here: only the write timeout can close the reader.
+    chat = await make_chat(
+        CHAT_OUTBOX_FRAMES="1000000",
+        CHAT_WRITE_TIMEOUT="0.5",
+        CHAT_SOCKET_SNDBUF="4096",
+        CHAT_RATE_PER_SECOND="100000",
+        CHAT_RATE_BURST="100000",
+    )
+    sender = await connect(chat, alice.access_token)
+    await join(sender, "lobby")
+    port = chat.server.port
+    assert isinstance(port, int)
+    slow_reader, slow_writer = await open_raw(
+        chat.server.host, port, {"Authorization": f"Bearer {bob.access_token}"}
+    )
+    slow_writer.write(text_frame({"op": "join", "room": "lobby"}))
+    await slow_reader.readuntil(b'"joined"')
+    (slow,) = [c for c in chat.app[NODE].hub.connections if c.identity.username == "bob"]
+    text = "z" * 4000
+    while slow.close_code is None:  # until the server gives up on the stalled reader
+        await sender.send_json({"op": "send", "room": "lobby", "text": text})
+        await receive_type(sender, "ack")
+        await receive_type(sender, "message")
+    assert slow.close_code == 1013
+    await asyncio.wait_for(read_until_eof(slow_reader), 10)
+    slow_writer.close()
+    await sender.close()
