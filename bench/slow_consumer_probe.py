@@ -10,7 +10,6 @@ client is closed with 1013 after about 6 s; here it has not been. Run:
 from __future__ import annotations
 
 import asyncio
-import subprocess
 import time
 from pathlib import Path
 
@@ -20,9 +19,7 @@ from bench.run import bearer, ours_tokens
 from bench.systems import redis_server, start
 
 
-async def main() -> None:
-    logs = Path("bench/results/logs")
-    logs.mkdir(parents=True, exist_ok=True)
+async def main(logs: Path) -> None:
     with redis_server(logs) as url:
         system = await start("ours", url, logs)
         try:
@@ -40,9 +37,11 @@ async def main() -> None:
                 for seq in range(130 * 20):
                     await await_ack(publisher, f"{seq} " + "x" * 4000)
                     if seq % 130 == 0:
-                        queues = subprocess.run(
-                            ["ss", "-tn", f"sport = :{port}"], capture_output=True, text=True
-                        ).stdout.splitlines()[1:]
+                        ss = await asyncio.create_subprocess_exec(
+                            "ss", "-tn", f"sport = :{port}", stdout=asyncio.subprocess.PIPE
+                        )
+                        out, _ = await ss.communicate()
+                        queues = out.decode().splitlines()[1:]
                         print(
                             f"{time.monotonic() - started:5.1f}s "
                             f"closed={stalled.server_has_closed()} "
@@ -61,4 +60,6 @@ async def await_ack(publisher: object, text: str) -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    LOGS = Path("bench/results/logs")
+    LOGS.mkdir(parents=True, exist_ok=True)
+    asyncio.run(main(LOGS))
