@@ -60,6 +60,6 @@ async def await_ack(publisher: object, text: str) -> None:
 
 
 if __name__ == "__main__":
-    LOGS = Path("bench/results/logs")
+    LOGS = Path(__file__).resolve().parent / "results" / "logs"
     LOGS.mkdir(parents=True, exist_ok=True)
     asyncio.run(main(LOGS))

@@ -191,12 +191,14 @@ def redis_server(logs: Path) -> Iterator[str]:
     )
     try:
         deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
+        while True:
             with (
                 contextlib.suppress(OSError),
                 socket.create_connection(("127.0.0.1", port), timeout=0.2),
             ):
                 break
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"redis-server did not start on {port}; see {logs}/redis.log")
             time.sleep(0.05)
         yield f"redis://127.0.0.1:{port}/0"
     finally:
