@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import socket
+import struct
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -182,14 +185,32 @@ class Connection:
         self.close_code = code
         if self._expiry is not None:
             self._expiry.cancel()
+        if code == CloseCode.TRY_AGAIN_LATER:
+            self._reset_on_close()
         # Flush what was queued before the close frame, within the time allowed.
+        closed = False
         try:
             await asyncio.wait_for(self._flush_then_close(code, reason), self._close_timeout)
+            closed = True
         except (TimeoutError, ConnectionError, RuntimeError):
-            # A peer that does not read cannot receive a close frame either: drop the link.
-            self._stop_flushing()
-            if self._transport is not None:
-                self._transport.abort()
+            pass
+        finally:
+            if not closed:
+                # A peer that does not read cannot receive a close frame either: drop the
+                # link. Also when this close is itself cancelled (its waiter gave up): a
+                # close that did not finish must never leave the socket and its buffers be.
+                self._reset_on_close()
+                self._stop_flushing()
+                if self._transport is not None:
+                    self._transport.abort()
+
+    def _reset_on_close(self) -> None:
+        """Make the coming close a reset: a FIN would queue behind everything the peer never
+        read, and the kernel would keep that buffer (and the peer its illusion) meanwhile."""
+        sock = self._transport.get_extra_info("socket") if self._transport is not None else None
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
 
     async def _flush_then_close(self, code: int, reason: str) -> None:
         flusher = self._flusher
