@@ -6,14 +6,11 @@ import argparse
 import asyncio
 import sys
 
-from aiohttp import web
-
 from auth_service import keys
 from auth_service.app import create_app
 from auth_service.components import AuthComponents
 from auth_service.settings import AuthSettings, load_settings
-from common.entrypoint import announce_serving, settings_or_exit
-from common.logging import AccessLogger
+from common.entrypoint import serve, settings_or_exit
 from common.redis import connect
 
 
@@ -86,13 +83,7 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(asyncio.run(_keys_command(settings, args)))
     if args.command == "users":
         raise SystemExit(asyncio.run(_users_command(settings, args)))
-    web.run_app(
-        create_app(settings),
-        host=settings.host,
-        port=settings.port,
-        access_log_class=AccessLogger,
-        print=announce_serving("auth-service", settings.host, settings.port),
-    )
+    serve("auth-service", create_app(settings), settings.host, settings.port)
 
 
 if __name__ == "__main__":

@@ -23,7 +23,6 @@ from auth_service.tokens import (
 )
 from auth_service.users import User, UserStore
 
-TOKEN_TYPE_HINTS = ("access_token", "refresh_token", "session")
 INACTIVE: dict[str, Any] = {"active": False}
 
 

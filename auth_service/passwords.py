@@ -32,7 +32,6 @@ class PasswordService:
         )
         self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="argon2")
         self._slots = asyncio.Semaphore(max_pending)
-        self._max_pending = max_pending
         self._dummy_hash = self._hasher.hash("timing-equaliser-not-a-password")
 
     async def hash(self, password: str) -> str:

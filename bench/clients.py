@@ -33,7 +33,6 @@ class BenchClient:
         self._waiters: dict[str, asyncio.Future[Any]] = {}
         self._refs = itertools.count(1)
         self._reader: asyncio.Task[None] | None = None
-        self.closed_with: int | None = None
         self._pong: asyncio.Future[None] | None = None
         self.closed = asyncio.Event()
 
@@ -62,7 +61,6 @@ class BenchClient:
         except asyncio.CancelledError:
             raise  # stopped reading on purpose: the socket is still open
         else:
-            self.closed_with = self._ws.close_code
             self.closed.set()
         finally:
             for waiter in self._waiters.values():

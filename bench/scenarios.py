@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import resource
-import statistics
 import time
 from array import array
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -265,10 +264,3 @@ async def idle_memory(
         "rss_after_mib": round(after / 1024, 1),
         "kib_per_connection": round((after - before) / max(len(clients), 1), 2),
     }
-
-
-def median(values: list[float]) -> float:
-    return statistics.median(values) if values else float("nan")
-
-
-Scenario = Callable[..., Awaitable[dict[str, Any]]]

@@ -72,9 +72,6 @@ class EnvReader:
     def string(self, name: str, default: str) -> str:
         return self._parse(name, default, str, "a string")
 
-    def optional(self, name: str) -> str | None:
-        return self.raw(name)
-
     def integer(self, name: str, default: int, *, minimum: int = 0, maximum: int = 2**31) -> int:
         def parse(value: str) -> int:
             number = int(value)

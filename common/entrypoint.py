@@ -5,10 +5,12 @@ from __future__ import annotations
 import logging
 import sys
 from collections.abc import Callable
-from typing import Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
+
+from aiohttp import web
 
 from common.config import ConfigError
-from common.logging import configure_logging
+from common.logging import AccessLogger, configure_logging
 
 
 class HasLogLevel(Protocol):
@@ -40,3 +42,15 @@ def announce_serving(program: str, host: str, port: int) -> Callable[[str], None
         logging.getLogger(program).info("serving", extra={"url": f"http://{host}:{port}"})
 
     return announce
+
+
+def serve(program: str, app: web.Application, host: str, port: int, **options: Any) -> None:
+    """Runs `app` until SIGINT/SIGTERM: JSON access log, one `serving` line once listening."""
+    web.run_app(
+        app,
+        host=host,
+        port=port,
+        access_log_class=AccessLogger,
+        print=announce_serving(program, host, port),
+        **options,
+    )

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import logging
 import sys
-import time
 from typing import Any
 
 from aiohttp import web
@@ -73,7 +72,3 @@ class AccessLogger(AbstractAccessLogger):
                 "remote": request.remote,
             },
         )
-
-
-def monotonic_ms() -> float:
-    return time.monotonic() * 1000

@@ -277,7 +277,3 @@ def _revokes(kind: str, value: str, identity: Identity) -> bool:
     if kind == "sid":
         return identity.sid == value
     return identity.user_id == value
-
-
-def identity_is_current(identity: Identity, grace: float) -> bool:
-    return identity.exp + grace > time.time()

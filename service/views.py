@@ -13,7 +13,7 @@ from service import protocol
 from service.auth import SUBPROTOCOL, AuthFailed, invalid_token
 from service.connection import Connection, Identity, RateGuard
 from service.errors import CloseCode
-from service.node import ChatNode, identity_is_current
+from service.node import ChatNode
 
 NODE = web.AppKey("chat_node", ChatNode)
 HTTP_SESSION = web.AppKey("http_session", aiohttp.ClientSession)
@@ -52,7 +52,7 @@ async def websocket(request: web.Request) -> web.StreamResponse:
         return refusal
     try:
         identity = await node.authenticator.authenticate(request)
-        if not identity_is_current(identity, 0):
+        if identity.exp <= time.time():
             raise invalid_token("the credential has expired")
         node.admit(identity)
     except AuthFailed as failed:
