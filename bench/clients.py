@@ -1,9 +1,8 @@
-"""Bench clients: one interface over every system's wire protocol (see bench/README.md).
+"""Bench clients in Python: the publisher, the idle connections and the probe's sockets.
 
 A client connects, waits for its hello, joins rooms and sends with acknowledgements; a reader
-task parses what arrives and hands each room message to a `Sink`. The socket.io client
-speaks Engine.IO 4 framing directly, so the load generator spends on it what it spends on
-the JSON clients and the comparison measures the servers, not client libraries.
+task matches acknowledgements to their sends and ignores room messages (the subscribers that
+are measured are bench/loadgen's). The socket.io client speaks Engine.IO 4 framing directly.
 """
 
 from __future__ import annotations
@@ -13,22 +12,19 @@ import itertools
 import json
 import socket
 import time
-from collections.abc import Callable
 from typing import Any
 
 import aiohttp
 
-Sink = Callable[[str, float], None]  # (message text, receive time) -> None
 TCP_ESTABLISHED = 1  # the first byte of struct tcp_info is the connection state
 
 
 class BenchClient:
     """One connection of the load generator to a system under test."""
 
-    def __init__(self, session: aiohttp.ClientSession, url: str, sink: Sink | None = None) -> None:
+    def __init__(self, session: aiohttp.ClientSession, url: str) -> None:
         self._session = session
         self._url = url
-        self._sink = sink
         self._ws: aiohttp.ClientWebSocketResponse | None = None
         self._waiters: dict[str, asyncio.Future[Any]] = {}
         self._refs = itertools.count(1)
@@ -57,7 +53,7 @@ class BenchClient:
         try:
             async for message in self._ws:
                 if message.type == aiohttp.WSMsgType.TEXT:
-                    self._frame(message.data, time.perf_counter())
+                    self._frame(message.data)
         except asyncio.CancelledError:
             raise  # stopped reading on purpose: the socket is still open
         else:
@@ -67,13 +63,10 @@ class BenchClient:
                 if not waiter.done():
                     waiter.set_exception(ConnectionError("closed"))
 
-    def _frame(self, data: str, received: float) -> None:
+    def _frame(self, data: str) -> None:
         frame = json.loads(data)
         kind = frame.get("type")
-        if kind == "message":
-            if self._sink is not None:
-                self._sink(frame["text"], received)
-        elif kind in ("ack", "joined"):
+        if kind in ("ack", "joined"):
             key = str(frame.get("ref")) if kind == "ack" else f"join:{frame['room']}"
             waiter = self._waiters.pop(key, None)
             if waiter is not None and not waiter.done():
@@ -115,7 +108,7 @@ class BenchClient:
         if sock is None:
             return True
         state = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 1)[0]
-        return state != TCP_ESTABLISHED
+        return bool(state != TCP_ESTABLISHED)
 
     def stop_reading(self) -> None:
         """A slow consumer: stop draining the socket (TCP backpressure builds up)."""
@@ -148,16 +141,12 @@ class SocketIOClient(BenchClient):
             elif packet == "2":
                 await ws.send_str("3")
 
-    def _frame(self, data: str, received: float) -> None:
+    def _frame(self, data: str) -> None:
         if data == "2":
             assert self._ws is not None
             self._pong = asyncio.ensure_future(self._ws.send_str("3"))  # kept: tasks need a ref
             return
-        if data.startswith("42"):
-            event = json.loads(data[2:])
-            if event[0] == "message" and self._sink is not None:
-                self._sink(event[1]["text"], received)
-        elif data.startswith("43"):
+        if data.startswith("43"):
             digits = len(data) - len(data[2:].lstrip("0123456789"))
             key = data[2:digits]
             waiter = self._waiters.pop(key, None)

@@ -1,9 +1,10 @@
 """`make bench`: every system, every scenario, one run, one machine; a table and a JSON file.
 
-Server processes are pinned to core 0; Redis and this load generator to core 1. Each system
-runs as two processes on one private Redis. Figures are compared with the bare reference;
-a scenario in which the load generator used nearly a whole core is flagged, because then the
-generator, not the server, set the pace.
+Server processes are pinned to core 0; Redis and the load generator (this process, which
+publishes, and bench/loadgen's wsload, which connects and receives) to core 1. Each system
+runs as two processes on one private Redis. Figures are compared with the bare reference. A
+scenario is flagged when the load generator's core was nearly full and the servers' was not,
+because then the generator, not the servers, set the pace.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from typing import Any
 
 import aiohttp
 
-from bench import scenarios
+from bench import loadgen, scenarios
 from bench.systems import CLIENT_ID, ROOT, Running, redis_server, start
 
 SYSTEMS = ("reference", "ours", "socketio", "channels")
@@ -94,11 +95,11 @@ async def bench_system(
                 )
                 headers = bearer(tokens)
                 results["handshakes_first_time"] = await scenarios.handshakes(
-                    system, session, headers, size["handshakes"], size["concurrency"]
+                    system, headers, size["handshakes"], size["concurrency"]
                 )  # from here on the same credentials are cached
             print(f"  {name}: handshakes", flush=True)
             results["handshakes"] = await scenarios.handshakes(
-                system, session, headers, size["handshakes"], size["concurrency"]
+                system, headers, size["handshakes"], size["concurrency"]
             )
             print(f"  {name}: fan-out", flush=True)
             results["fanout"] = await scenarios.fan_out(
@@ -183,6 +184,8 @@ ROWS = [
     ("handshakes_first_time", "conn_per_s", "first-time credentials conn/s"),
     ("fanout", "deliveries_per_s", "fan-out deliveries/s"),
     ("fanout", "p99_ms", "fan-out p99 ms"),
+    ("fanout", "server_cpu", "fan-out: servers' core busy"),
+    ("fanout", "loadgen_cpu", "fan-out: load generator's core busy (without Redis)"),
     ("fanout", "lost", "fan-out lost"),
     ("latency", "lost", "fixed-load lost (undelivered 15 s after the end)"),
     ("slow", "lost", "slow-consumer run: lost to readers"),
@@ -197,6 +200,13 @@ ROWS = [
 ]
 
 
+def loadgen_bound(figures: dict[str, Any]) -> bool:
+    """The load generator's core was full and the servers' was not: not a server figure."""
+    return bool(
+        figures.get("loadgen_cpu", 0) >= SATURATED and figures.get("server_cpu", 1) < SATURATED
+    )
+
+
 def table(results: dict[str, dict[str, Any]]) -> str:
     names = list(results)
     lines = [
@@ -208,11 +218,7 @@ def table(results: dict[str, dict[str, Any]]) -> str:
         for name in names:
             value = results[name].get(scenario, {}).get(key)
             values[name] = value
-            flag = (
-                " (loadgen saturated)"
-                if results[name].get(scenario, {}).get("loadgen_cpu", 0) >= SATURATED
-                else ""
-            )
+            flag = " (loadgen-bound)" if loadgen_bound(results[name].get(scenario, {})) else ""
             cells.append("—" if value is None else f"{value}{flag}")
         ours, ref = values.get("ours"), values.get("reference")
         rel = (
@@ -240,6 +246,7 @@ async def main(argv: list[str] | None = None) -> int:
     logs = RESULTS / "logs"
     logs.mkdir(exist_ok=True)
     size = sizes(args.quick)
+    loadgen.build()
     results: dict[str, dict[str, Any]] = {}
     started = time.time()
     for name in [s for s in SYSTEMS if s in wanted]:

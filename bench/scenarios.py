@@ -5,15 +5,14 @@ from __future__ import annotations
 import asyncio
 import resource
 import time
-from array import array
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
 
+from bench import loadgen
 from bench.clients import BenchClient
-from bench.systems import Running, rss_kib
+from bench.systems import Running, cpu_seconds_of, rss_kib
 
 ROOM = "bench-room"
 Headers = Callable[[int], dict[str, str]]  # connection index -> handshake headers
@@ -24,134 +23,58 @@ def cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-@dataclass
 class Meter:
-    """Wall time and the load generator's own CPU over one scenario."""
+    """Wall time, and the CPU of the servers and of the Python side of the load generator,
+    over one scenario. Both figures are fractions of one core: the servers share core 0, the
+    load generator (with Redis) core 1. A run is believed when the servers' core was the one
+    that was full."""
 
-    started: float = field(default_factory=time.perf_counter)
-    cpu: float = field(default_factory=cpu_seconds)
+    def __init__(self, server_pids: list[int]) -> None:
+        self._pids = server_pids
+        self.started_ns = time.monotonic_ns()
+        self._cpu = cpu_seconds()
+        self._server_cpu = cpu_seconds_of(server_pids)
 
-    def loadgen_cpu(self) -> float:
-        """Fraction of one core the load generator used; near 1.0 means it, not the server,
-        was the bottleneck, and the figures are flagged."""
-        return round((cpu_seconds() - self.cpu) / (time.perf_counter() - self.started), 2)
+    def seconds(self) -> float:
+        return (time.monotonic_ns() - self.started_ns) / 1e9
 
-
-def percentile(values: Any, q: float) -> float:
-    ordered = sorted(values)
-    if not ordered:
-        return float("nan")
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
-
-
-def ms(value: float) -> float:
-    return round(value * 1000, 2)
+    def figures(self, loadgen_cpu_s: float = 0.0) -> dict[str, float]:
+        """`loadgen_cpu_s`: CPU seconds wsload reported for the same span."""
+        wall = self.seconds()
+        python = cpu_seconds() - self._cpu
+        servers = cpu_seconds_of(self._pids) - self._server_cpu
+        return {
+            "loadgen_cpu": round((python + loadgen_cpu_s) / wall, 2),
+            "server_cpu": round(servers / wall, 2),
+        }
 
 
 async def handshakes(
-    system: Running, session: aiohttp.ClientSession, headers: Headers, count: int, concurrency: int
+    system: Running, headers: Headers, count: int, concurrency: int
 ) -> dict[str, Any]:
     """`count` connections, `concurrency` at a time: connect, wait for hello, close."""
-    slots = asyncio.Semaphore(concurrency)
-    times: list[float] = []
-    failures = 0
-
-    async def one(index: int) -> None:
-        nonlocal failures
-        async with slots:
-            client = system.client(session, 0)
-            try:
-                times.append(await client.connect(headers(index)))
-            except Exception:
-                failures += 1
-            finally:
-                await client.close()
-
-    meter = Meter()
-    await asyncio.gather(*(one(i) for i in range(count)))
-    wall = time.perf_counter() - meter.started
-    return {
-        "connections": count,
-        "failures": failures,
-        "conn_per_s": round(len(times) / wall, 1),
-        "hello_p50_ms": ms(percentile(times, 0.50)),
-        "hello_p99_ms": ms(percentile(times, 0.99)),
-        "loadgen_cpu": meter.loadgen_cpu(),
-    }
-
-
-class Audience:
-    """Subscribers of one room split over the two instances, recording every delivery."""
-
-    def __init__(self, subscribers: int) -> None:
-        self.subscribers = subscribers
-        self.received = [bytearray() for _ in range(subscribers)]
-        self.duplicates = 0
-        self.latencies = array("d")
-        self.last_receive = 0.0
-        self.clients: list[BenchClient] = []
-        self._sent_at: dict[int, float] = {}
-
-    def sink(self, index: int) -> Callable[[str, float], None]:
-        seen = self.received[index]
-
-        def record(text: str, received: float) -> None:
-            seq = int(text.split(" ", 1)[0])
-            if seq >= len(seen):
-                seen.extend(bytes(seq + 1 - len(seen)))
-            if seen[seq]:
-                self.duplicates += 1
-                return
-            seen[seq] = 1
-            sent = self._sent_at.get(seq)
-            if sent is not None:
-                self.latencies.append(received - sent)
-            self.last_receive = received
-
-        return record
-
-    def sent(self, seq: int, at: float) -> None:
-        self._sent_at[seq] = at
-
-    async def gather(
-        self, system: Running, session: aiohttp.ClientSession, headers: Headers
-    ) -> None:
-        for index in range(self.subscribers):
-            client = system.client(session, index % 2, self.sink(index))
-            await client.connect(headers(index))
-            await client.join(ROOM)
-            self.clients.append(client)
-
-    def delivered(self, among: range | None = None) -> int:
-        indexes = among if among is not None else range(self.subscribers)
-        return sum(self.received[i].count(1) for i in indexes)
-
-    async def wait_for(self, last_seq: int, among: range, deadline: float) -> None:
-        """Until everyone in `among` has the last message, or the deadline passes."""
-        until = time.monotonic() + deadline
-        while time.monotonic() < until:
-            if all(len(self.received[i]) > last_seq and self.received[i][last_seq] for i in among):
-                return
-            await asyncio.sleep(0.05)  # polling the recorded deliveries, at the bench's pace
-
-    async def close(self) -> None:
-        await asyncio.gather(*(client.close() for client in self.clients), return_exceptions=True)
+    meter = Meter(system.server_pids())
+    result = await loadgen.handshakes(
+        system.urls[0], system.protocol, [headers(i) for i in range(count)], concurrency
+    )
+    result["server_cpu"] = meter.figures()["server_cpu"]
+    return result
 
 
 async def publish(
-    publisher: BenchClient,
-    audience: Audience,
-    *,
-    seconds: float,
-    window: int,
-    rate: float | None,
-    padding: int = 0,
+    publisher: BenchClient, *, seconds: float, window: int, rate: float | None, padding: int
 ) -> tuple[int, float]:
     """Sends for `seconds` with at most `window` unacknowledged messages, and at `rate`
-    messages per second if given; returns (messages sent, seconds spent sending)."""
+    messages per second if given; returns (messages sent, seconds spent sending). Each text is
+    "SEQ SENT_NS PADDING", SENT_NS on the monotonic clock wsload reads too."""
     in_flight = asyncio.Semaphore(window)
     pending: set[asyncio.Future[Any]] = set()
     pad = "x" * padding
+
+    def settled(done: asyncio.Future[Any]) -> None:
+        pending.discard(done)
+        in_flight.release()
+
     started = time.perf_counter()
     seq = 0
     while (now := time.perf_counter()) - started < seconds:
@@ -160,10 +83,9 @@ async def publish(
             if due > now:
                 await asyncio.sleep(due - now)
         await in_flight.acquire()
-        audience.sent(seq, time.perf_counter())
-        acked = await publisher.send(ROOM, f"{seq} {pad}")
+        acked = await publisher.send(ROOM, f"{seq} {time.monotonic_ns()} {pad}")
         pending.add(acked)
-        acked.add_done_callback(lambda done: (pending.discard(done), in_flight.release()))
+        acked.add_done_callback(settled)
         seq += 1
     await asyncio.gather(*pending, return_exceptions=True)
     return seq, time.perf_counter() - started
@@ -183,60 +105,48 @@ async def fan_out(
 ) -> dict[str, Any]:
     """One room, `subscribers` over both instances, one publisher on instance A. With `slow`,
     that many subscribers stop reading once joined."""
-    audience = Audience(subscribers)
-    await audience.gather(system, session, headers)
-    publisher = system.client(session, 0)
-    await publisher.connect(headers(subscribers))
-    await publisher.join(ROOM)
-    slow_ones = range(subscribers - slow, subscribers)
-    for index in slow_ones:
-        audience.clients[index].stop_reading()
-    readers = range(subscribers - slow)
-    rss_before = sum(rss_kib(system.pid(i)) for i in (0, 1))
-    meter = Meter()
-    closed_at: dict[int, float] = {}
-
-    async def watch_slow_ones() -> None:
-        while True:  # sampling the kernel's view every 100 ms: a measurement, not a sync
-            for index in slow_ones:
-                if index not in closed_at and audience.clients[index].server_has_closed():
-                    closed_at[index] = time.perf_counter() - meter.started
-            await asyncio.sleep(0.1)
-
-    watcher = asyncio.create_task(watch_slow_ones()) if slow else None
-    sent, sending = await publish(
-        publisher, audience, seconds=seconds, window=window, rate=rate, padding=padding
+    audience = loadgen.Subscribers(
+        system.urls, system.protocol, ROOM, [headers(i) for i in range(subscribers)], slow
     )
-    await audience.wait_for(sent - 1, readers, deadline=15)
+    async with audience:
+        publisher = system.client(session, 0)
+        await publisher.connect(headers(subscribers))
+        await publisher.join(ROOM)
+        rss_before = sum(rss_kib(system.pid(i)) for i in (0, 1))
+        meter = Meter(system.server_pids())
+        await audience.start()
+        sent, sending = await publish(
+            publisher, seconds=seconds, window=window, rate=rate, padding=padding
+        )
+        received = await audience.finish(sent - 1, deadline=15)
+        await publisher.close()
     rss_after = sum(rss_kib(system.pid(i)) for i in (0, 1))
-    span = max(audience.last_receive - meter.started, sending)
-    expected = sent * len(readers)
-    delivered = audience.delivered(readers)
-    lat = audience.latencies
+    readers = received["readers"]
+    span = max((received["last_receive_ns"] - meter.started_ns) / 1e9, sending)
     result: dict[str, Any] = {
         "subscribers": subscribers,
         "messages": sent,
         "msgs_per_s": round(sent / sending, 1),
-        "deliveries_per_s": round(delivered / span, 1),
-        "p50_ms": ms(percentile(lat, 0.50)),
-        "p99_ms": ms(percentile(lat, 0.99)),
-        "p999_ms": ms(percentile(lat, 0.999)),
-        "lost": expected - delivered,
-        "duplicated": audience.duplicates,
-        "loadgen_cpu": meter.loadgen_cpu(),
+        "deliveries_per_s": round(received["delivered"] / span, 1),
+        "p50_ms": received["p50_ms"],
+        "p99_ms": received["p99_ms"],
+        "p999_ms": received["p999_ms"],
+        "lost": sent * readers - received["delivered"],
+        "duplicated": received["duplicates"],
+        "unparsed_frames": received["errors"],
+        "readers_closed_by_server": received["readers_closed"],
+        **meter.figures(received["cpu_s"]),
     }
-    if watcher is not None:
-        watcher.cancel()
+    if slow:
+        closed = [(at - meter.started_ns) / 1e9 for at in received["slow_closed_ns"]]
         result.update(
             {
                 "slow": slow,
                 "rss_growth_kib": rss_after - rss_before,
-                "slow_closed": len(closed_at),
-                "slow_closed_after_s": round(max(closed_at.values()), 2) if closed_at else None,
+                "slow_closed": len(closed),
+                "slow_closed_after_s": round(max(closed), 2) if closed else None,
             }
         )
-    await publisher.close()
-    await audience.close()
     return result
 
 

@@ -32,6 +32,15 @@ def pinned(argv: list[str], core: str) -> list[str]:
     return ["taskset", "-c", core, *argv]
 
 
+def cpu_seconds_of(pids: list[int]) -> float:
+    """User and system CPU the processes have used (fields 14 and 15 of /proc/PID/stat)."""
+    ticks = 0
+    for pid in pids:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        ticks += int(fields[11]) + int(fields[12])
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
 def rss_kib(pid: int) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -53,8 +62,17 @@ class Running:
     def pid(self, instance: int) -> int:
         return self.processes[instance].pid
 
-    def client(self, session: aiohttp.ClientSession, instance: int, sink=None) -> BenchClient:  # type: ignore[no-untyped-def]
-        return self.client_class(session, self.urls[instance], sink)
+    def server_pids(self) -> list[int]:
+        """Every process on the server core (ours: both instances and the auth service)."""
+        return [process.pid for process in [*self.processes, *self.helpers]]
+
+    @property
+    def protocol(self) -> str:
+        """How bench/loadgen speaks to it: JSON frames, or Socket.IO over Engine.IO."""
+        return "socketio" if issubclass(self.client_class, SocketIOClient) else "json"
+
+    def client(self, session: aiohttp.ClientSession, instance: int) -> BenchClient:
+        return self.client_class(session, self.urls[instance])
 
     def stop(self) -> None:
         for process in [*self.processes, *self.helpers]:
