@@ -22,7 +22,7 @@ from typing import Any
 
 import aiohttp
 
-from bench import loadgen, scenarios
+from bench import loadgen, profiles, scenarios
 from bench.systems import CLIENT_ID, ROOT, Running, redis_server, start
 
 SYSTEMS = ("reference", "ours", "socketio", "channels")
@@ -80,7 +80,12 @@ def bearer(tokens: list[str]) -> scenarios.Headers:
 
 
 async def bench_system(
-    name: str, redis_url: str, logs: Path, size: dict[str, Any], reference: dict[str, Any]
+    name: str,
+    redis_url: str,
+    logs: Path,
+    size: dict[str, Any],
+    reference: dict[str, Any],
+    profile: set[str],
 ) -> dict[str, Any]:
     system = await start(name, redis_url, logs)
     results: dict[str, Any] = {}
@@ -98,18 +103,20 @@ async def bench_system(
                     system, headers, size["handshakes"], size["concurrency"]
                 )  # from here on the same credentials are cached
             print(f"  {name}: handshakes", flush=True)
-            results["handshakes"] = await scenarios.handshakes(
-                system, headers, size["handshakes"], size["concurrency"]
-            )
+            async with profiles.recording(system, "handshakes", profile):
+                results["handshakes"] = await scenarios.handshakes(
+                    system, headers, size["handshakes"], size["concurrency"]
+                )
             print(f"  {name}: fan-out", flush=True)
-            results["fanout"] = await scenarios.fan_out(
-                system,
-                session,
-                headers,
-                subscribers=size["subscribers"],
-                seconds=size["seconds"],
-                window=32,
-            )
+            async with profiles.recording(system, "fanout", profile):
+                results["fanout"] = await scenarios.fan_out(
+                    system,
+                    session,
+                    headers,
+                    subscribers=size["subscribers"],
+                    seconds=size["seconds"],
+                    window=32,
+                )
             rate = 0.5 * (reference.get("fanout", results["fanout"])["msgs_per_s"])
             print(f"  {name}: latency at {rate:.0f} msg/s", flush=True)
             results["latency"] = await scenarios.fan_out(
@@ -125,11 +132,12 @@ async def bench_system(
                 rate=rate, slow=0, padding=1000,
             )  # fmt: skip
             print(f"  {name}: slow consumers", flush=True)
-            results["slow"] = await scenarios.fan_out(
-                system, session, headers,
-                subscribers=size["subscribers"], seconds=size["slow_seconds"], window=1024,
-                rate=rate, slow=max(1, size["subscribers"] // 100), padding=1000,
-            )  # fmt: skip
+            async with profiles.recording(system, "slow", profile):
+                results["slow"] = await scenarios.fan_out(
+                    system, session, headers,
+                    subscribers=size["subscribers"], seconds=size["slow_seconds"], window=1024,
+                    rate=rate, slow=max(1, size["subscribers"] // 100), padding=1000,
+                )  # fmt: skip
     finally:
         system.stop()
     return results
@@ -235,6 +243,12 @@ async def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--systems", default=",".join(SYSTEMS))
     parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")
     parser.add_argument("--only", action="store_true", help="exactly --systems, no reference")
+    parser.add_argument(
+        "--profile",
+        default="",
+        help="comma-separated scenarios (handshakes, fanout, slow) to record with py-spy into "
+        "bench/results/profiles; sampling slows the servers, so compare no figures of such a run",
+    )
     args = parser.parse_args(argv)
     wanted = [s for s in args.systems.split(",") if s]
     if "reference" not in wanted and not args.only:
@@ -246,6 +260,12 @@ async def main(argv: list[str] | None = None) -> int:
     logs = RESULTS / "logs"
     logs.mkdir(exist_ok=True)
     size = sizes(args.quick)
+    profile = {s for s in args.profile.split(",") if s}
+    unknown = profile - {"handshakes", "fanout", "slow"}
+    if unknown:
+        parser.error(f"--profile: no scenario named {', '.join(sorted(unknown))}")
+    if profile:
+        profiles.py_spy()
     loadgen.build()
     results: dict[str, dict[str, Any]] = {}
     started = time.time()
@@ -253,7 +273,7 @@ async def main(argv: list[str] | None = None) -> int:
         print(f"{name}:", flush=True)
         with redis_server(logs) as redis_url:
             results[name] = await bench_system(
-                name, redis_url, logs, size, results.get("reference", {})
+                name, redis_url, logs, size, results.get("reference", {}), profile
             )
     checks = targets(results)
     report = {
@@ -264,17 +284,27 @@ async def main(argv: list[str] | None = None) -> int:
             "platform": platform.platform(),
         },
         "sizes": size,
+        "profiled": sorted(profile),
         "client_id": CLIENT_ID,
         "results": results,
         "targets": [{"target": t, "met": ok, "measured": m} for t, ok, m in checks],
     }
-    (RESULTS / "latest.json").write_text(json.dumps(report, indent=2))
+    # A profiled run's figures carry py-spy's sampling: never the latest results.
+    output = RESULTS / ("profiled.json" if profile else "latest.json")
+    output.write_text(json.dumps(report, indent=2))
     print()
     print(table(results))
     print()
     for target, ok, measured in checks:
         print(f"{'met ' if ok else 'MISS'}  {target}  {measured}")
-    print(f"\nJSON: {RESULTS / 'latest.json'}")
+    for name in results:
+        for scenario in sorted(profile):
+            files = sorted(profiles.PROFILES.glob(f"{name}-{scenario}-*.txt"))
+            print(f"\n{name}, {scenario}: py-spy, {len(files)} processes")
+            print(profiles.summary(profiles.read(files), top=15))
+    if profile:
+        print("\nProfiled run: py-spy's sampling slowed the servers; compare no figures of it.")
+    print(f"\nJSON: {output}")
     return 0
 
 

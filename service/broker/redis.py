@@ -67,9 +67,10 @@ class RedisBroker:
         self._task: asyncio.Task[None] | None = None
         self._connected = False
         self._closed = False
-        self._state = asyncio.Condition()  # notified on every connect and disconnect
+        self._state = asyncio.Condition()  # notified on connects, disconnects, probe answers
         self._ever_connected = False
         self.reconnects = 0
+        self.probes_answered = 0
 
     @property
     def healthy(self) -> bool:
@@ -183,6 +184,8 @@ class RedisBroker:
                 last_heard = now
                 probing = False
                 self._dispatch(message)
+                if message["type"] == "pong":
+                    await self._notify()
             elif probing and now - last_heard > 2 * self._probe_interval:
                 raise ConnectionError("redis subscriber did not answer a probe")
             elif now - last_heard >= self._probe_interval and not probing:
@@ -194,8 +197,8 @@ class RedisBroker:
             self._state.notify_all()
 
     async def wait_for(self, predicate: Callable[[], bool]) -> None:
-        """Waits until `predicate()` holds, checked at each connect and disconnect (for
-        start-up and fault tests; bound it with `asyncio.timeout`)."""
+        """Waits until `predicate()` holds, checked at each connect, disconnect and answered
+        probe (for start-up and fault tests; bound it with `asyncio.timeout`)."""
         async with self._state:
             await self._state.wait_for(predicate)
 
@@ -216,6 +219,9 @@ class RedisBroker:
 
     def _dispatch(self, message: dict[str, Any]) -> None:
         kind = message["type"]
+        if kind == "pong":  # a probe's answer; it names no channel
+            self.probes_answered += 1
+            return
         channel = message["channel"].decode()
         if kind == "message":
             assert self._listener is not None

@@ -52,6 +52,23 @@ async def test_a_closed_broker_refuses_quietly(redis_url: str) -> None:
         await broker.subscribe("other")
 
 
+async def test_answered_probes_keep_a_quiet_link_up(redis_url: str) -> None:
+    # A PING probe's answer names no channel; taking it for a message once broke the link
+    # after every quiet probe interval, and each "restored" link re-validated every socket.
+    probe = 0.05
+    broker = RedisBroker(redis_url, event_channels=("test:events",), probe_interval=probe)
+    recorder = Recorder()
+    await broker.start(recorder)
+    await broker.subscribe("lobby")
+    async with asyncio.timeout(40 * probe):
+        await broker.wait_for(lambda: broker.probes_answered >= 3)
+    assert broker.healthy
+    assert (broker.reconnects, recorder.restored) == (0, 0)
+    await broker.publish("lobby", b"still here")
+    assert await asyncio.wait_for(recorder.messages.get(), 5) == ("lobby", b"still here")
+    await broker.close()
+
+
 def test_an_event_channel_is_required(redis_url: str) -> None:
     with pytest.raises(ValueError, match="event channel"):
         RedisBroker(redis_url)
