@@ -1,6 +1,6 @@
 """py-spy profiles of the servers during a scenario, and a summary of where their time went.
 
-`make bench BENCH_ARGS="--profile fanout"` attaches `py-spy record` (100 samples/s, raw
+`make bench BENCH_ARGS="--profile fanout"` attaches `py-spy record` (250 samples/s, raw
 collapsed stacks) to every server process of every system while that scenario runs, and
 writes `bench/results/profiles/<system>-<scenario>-<pid>.txt`. Sampling pauses each process
 briefly, so a profiled run's figures are not the ones to compare; the report says so.
@@ -26,7 +26,7 @@ from pathlib import Path
 from bench.systems import ROOT, Running
 
 PROFILES = ROOT / "bench" / "results" / "profiles"
-RATE = 100
+RATE = 250
 
 
 def calls(names: str, modules: str) -> re.Pattern[str]:

@@ -61,6 +61,11 @@ class AccessLogger(AbstractAccessLogger):
     The query string and headers are left out on purpose: they are where credentials travel.
     """
 
+    @property
+    def enabled(self) -> bool:
+        # Asked once per connection by aiohttp: below INFO it skips the timing and this call.
+        return self.logger.isEnabledFor(logging.INFO)
+
     def log(self, request: web.BaseRequest, response: web.StreamResponse, elapsed: float) -> None:
         self.logger.info(
             "request",

@@ -79,8 +79,8 @@ class Connection:
     with 1013. Nothing per connection runs while it is idle: no task, no timer but expiry."""
 
     __slots__ = ("_backlog", "_close_timeout", "_closing", "_expiry", "_finished", "_flusher",
-                 "_frames", "_outbox_limit", "_request", "_transport", "_write_timeout",
-                 "close_code", "id", "identity", "rooms", "ws")  # fmt: skip
+                 "_frames", "_outbox_limit", "_released", "_request", "_transport",
+                 "_write_timeout", "close_code", "id", "identity", "rooms", "ws")  # fmt: skip
 
     def __init__(
         self,
@@ -111,12 +111,15 @@ class Connection:
         self._closing: asyncio.Task[None] | None = None
         self.close_code: int | None = None
         self._finished: asyncio.Event | None = None
+        self._released = False
 
     @property
     def finished(self) -> asyncio.Event:
         """Set once the socket is gone and nothing is held (made on first use: few ask)."""
         if self._finished is None:
             self._finished = asyncio.Event()
+            if self._released:
+                self._finished.set()
         return self._finished
 
     @property
@@ -228,11 +231,23 @@ class Connection:
         if self._closing is not None:
             await asyncio.gather(self._closing, return_exceptions=True)
 
+    @property
+    def settled(self) -> bool:
+        """No close of ours is still under way (`release()` may run at once)."""
+        return self._closing is None or self._closing.done()
+
     async def finish(self) -> None:
         """Release everything once the socket is done; a close in progress completes first,
         so the frames queued before it (and the close frame) still go out."""
         if self._closing is not None and self._closing is not asyncio.current_task():
             await asyncio.gather(self._closing, return_exceptions=True)
+        self.release()
+
+    def release(self) -> None:
+        """Drops the expiry timer and any backlog, and tells whoever waits on `finished`."""
         if self._expiry is not None:
             self._expiry.cancel()
         self._stop_flushing()
+        self._released = True
+        if self._finished is not None:
+            self._finished.set()

@@ -33,6 +33,10 @@ class RoomHub:
     def add(self, connection: Connection) -> None:
         self._connections.add(connection)
 
+    def discard(self, connection: Connection) -> None:
+        """Forgets a connection that is in no room (`remove` also leaves its rooms)."""
+        self._connections.discard(connection)
+
     async def remove(self, connection: Connection) -> None:
         self._connections.discard(connection)
         for room in tuple(connection.rooms):

@@ -90,9 +90,13 @@ def parse(data: str, *, max_text: int) -> Command:
     return Command(op, ref)
 
 
+# One encoder for every frame: json.dumps with options builds a new encoder on each call.
+_encode_json = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+
+
 def encode(frame: dict[str, Any]) -> bytes:
     """A frame as the UTF-8 bytes that go on the wire, so each is encoded exactly once."""
-    return json.dumps(frame, separators=(",", ":"), ensure_ascii=False).encode()
+    return _encode_json(frame).encode()
 
 
 def reply(frame: dict[str, Any], ref: Ref) -> bytes:

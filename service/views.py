@@ -118,16 +118,20 @@ async def _serve(
             elif message.type == WSMsgType.BINARY:
                 connection.send(protocol.error("binary_unsupported", "send JSON text frames"))
     finally:
-        # The handler may be cancelled (its client hung up): release the slot at once, and
-        # let the rest of the clean-up finish as its own task whatever happens to this one.
+        # The handler may be cancelled (its client hung up): release the slot at once.
         node.release(identity)
-        await asyncio.shield(asyncio.ensure_future(_clean_up(node, connection)))
+        if connection.rooms or not connection.settled:
+            # Leaving rooms and completing a close take awaits: they run as their own task,
+            # so that this handler's cancellation cannot cut them short.
+            await asyncio.shield(asyncio.ensure_future(_clean_up(node, connection)))
+        else:
+            node.hub.discard(connection)
+            connection.release()
 
 
 async def _clean_up(node: ChatNode, connection: Connection) -> None:
     await node.hub.remove(connection)
     await connection.finish()
-    connection.finished.set()
 
 
 @routes.get("/healthz")

@@ -58,3 +58,12 @@ def test_access_log_leaves_out_the_query_string(caplog: pytest.LogCaptureFixture
     text = "\n".join(JsonFormatter().format(r) for r in caplog.records)
     assert '"path": "/ws"' in text
     assert "SECRET-IN-URL" not in text
+
+
+def test_access_log_is_skipped_below_info() -> None:
+    # aiohttp asks `enabled` once per connection and skips timing and logging when false.
+    logger = logging.getLogger("test.access.level")
+    logger.setLevel(logging.WARNING)
+    assert AccessLogger(logger, "").enabled is False
+    logger.setLevel(logging.INFO)
+    assert AccessLogger(logger, "").enabled is True
