@@ -219,7 +219,11 @@ class CredentialChecker:
         self._client = client
         self._scope = required_scope
 
-    async def identity(self, credential: str, *, token_type: str) -> Identity:
+    async def identity(
+        self, credential: str, *, token_type: str, source: str | None = None, offset: int = 0
+    ) -> Identity:
+        """`source` and `offset`: the string the credential is a part of, and where in it the
+        credential starts, if the caller keeps that string anyway (see `Identity.source`)."""
         shape = CREDENTIAL_SHAPES.get(token_type)
         if (
             shape is None
@@ -246,8 +250,9 @@ class CredentialChecker:
             exp=int(answer["exp"]),
             jti=answer["jti"],
             sid=answer.get("sid"),
-            credential=credential,
+            source=credential if source is None else source,
             hint=token_type,
+            offset=0 if source is None else offset,
         )
 
 
@@ -261,7 +266,13 @@ class BearerHeaderAuthenticator:
         header = request.headers.get("Authorization")
         if header is None or header[:7].lower() != "bearer ":
             return None
-        return await self._checker.identity(header[7:].strip(), token_type="access_token")
+        credential = header[7:].strip()
+        if header.endswith(credential):  # so header[offset:] is the credential
+            offset = len(header) - len(credential)
+            return await self._checker.identity(
+                credential, token_type="access_token", source=header, offset=offset
+            )
+        return await self._checker.identity(credential, token_type="access_token")
 
 
 class SubprotocolAuthenticator:

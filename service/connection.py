@@ -28,8 +28,16 @@ class Identity:
     exp: int
     jti: str
     sid: str | None
-    credential: str = field(repr=False)  # kept to re-validate after a missed revocation
+    # The credential is kept to re-validate after a missed revocation, as the string it
+    # arrived in (the request holds that anyway) and where in it the credential starts: a
+    # copy would cost every socket as many bytes again as the credential is long.
+    source: str = field(repr=False)
     hint: str = "access_token"
+    offset: int = 0
+
+    @property
+    def credential(self) -> str:
+        return self.source[self.offset :]
 
     def public(self) -> dict[str, str]:
         return {"id": self.user_id, "username": self.username}

@@ -102,11 +102,15 @@ async def _serve(
             }
         )
     )
-    guard = RateGuard(settings.rate_per_second, settings.rate_burst, settings.rate_strikes)
+    guard: RateGuard | None = None  # made at the first frame: most sockets mostly listen
     try:
         async for message in ws:
             if connection.closing:
                 break
+            if guard is None:
+                guard = RateGuard(
+                    settings.rate_per_second, settings.rate_burst, settings.rate_strikes
+                )
             verdict = guard.check()
             if verdict == RateGuard.ABUSIVE:
                 connection.close_soon(CloseCode.POLICY_VIOLATION, "rate limit exceeded")

@@ -1,0 +1,38 @@
+"""How a handshake's credential is kept for the life of its socket."""
+
+import time
+from typing import Any
+
+from aiohttp.test_utils import make_mocked_request
+
+from service.auth import BearerHeaderAuthenticator, CredentialChecker
+
+TOKEN = "eyJhbGciOiJFZERTQSJ9.eyJzdWIiOiJ1MSJ9.c2lnbmF0dXJl"
+
+
+class Answers:
+    """An introspection client that knows one active access token."""
+
+    async def introspect(self, token: str, hint: str) -> dict[str, Any]:
+        assert token == TOKEN
+        return {"active": True, "token_type": "access_token", "username": "alice",
+                "scope": "chat", "sub": "u1", "exp": time.time() + 60, "jti": "j1"}  # fmt: skip
+
+
+async def authenticate(header: str) -> Any:
+    checker = CredentialChecker(Answers(), required_scope="chat")  # type: ignore[arg-type]
+    request = make_mocked_request("GET", "/ws", headers={"Authorization": header})
+    identity = await BearerHeaderAuthenticator(checker).authenticate(request)
+    return request, identity
+
+
+async def test_a_bearer_credential_is_kept_inside_its_header_not_copied() -> None:
+    # Every socket keeps its credential to re-validate it; the request holds the header anyway.
+    request, identity = await authenticate(f"Bearer {TOKEN}")
+    assert identity.credential == TOKEN
+    assert identity.source is request.headers["Authorization"]
+
+
+async def test_a_header_with_trailing_space_still_yields_the_bare_credential() -> None:
+    _request, identity = await authenticate(f"bearer {TOKEN}  ")
+    assert identity.credential == TOKEN
