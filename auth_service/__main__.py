@@ -60,8 +60,7 @@ async def _users_command(settings: AuthSettings, args: argparse.Namespace) -> in
             print(f"enabled {user.username}")
         return 0
     finally:
-        parts.passwords.close()
-        await parts.redis.aclose()
+        await parts.aclose()
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -30,8 +30,7 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
         # Start anyway: /readyz says 503 and the ring loads on first use once Redis is back.
         log.warning("redis unavailable at start-up; signing keys will load when it returns")
     yield
-    parts.passwords.close()
-    await parts.redis.aclose()
+    await parts.aclose()
 
 
 def create_app(settings: AuthSettings) -> web.Application:

@@ -103,5 +103,10 @@ class AuthComponents:
             ),
         )
 
+    async def aclose(self) -> None:
+        """Stops the hashing workers and closes the Redis pool."""
+        self.passwords.close()
+        await self.redis.aclose()
+
 
 COMPONENTS = web.AppKey("auth_components", AuthComponents)

@@ -110,7 +110,7 @@ class Introspector:
         async with self._redis.pipeline(transaction=False) as pipe:
             pipe.exists(jti_key(claims["jti"]))
             pipe.hget(family_key(str(sid)), "revoked")
-            pipe.hmget(f"auth:user:{claims['sub']}", ["username", "disabled"])
+            pipe.hmget(UserStore.key(claims["sub"]), ["username", "disabled"])
             revoked, family_revoked, (username, disabled) = await pipe.execute()
         if revoked:
             return None

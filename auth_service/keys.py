@@ -8,6 +8,7 @@ verifying until they are retired.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import logging
@@ -95,6 +96,7 @@ class KeyRing:
         self._active: str = ""
         self._loaded_at = 0.0
         self._unknown_reload_at = 0.0
+        self._refreshing: asyncio.Task[None] | None = None
         if files:
             # Files are read once, at construction: rotating them is a configuration change.
             loaded = [load_private_key(Path(path).read_bytes()) for path in files]
@@ -126,6 +128,15 @@ class KeyRing:
     async def _fresh(self) -> None:
         if self._files or time.monotonic() - self._loaded_at <= REFRESH_SECONDS:
             return
+        # One re-read at a time: concurrent requests share it and its outcome, so a slow or
+        # dead Redis costs them one wait, not one each. Shielded: a request that goes away
+        # must not cancel the re-read the others are waiting for.
+        if self._refreshing is None:
+            self._refreshing = asyncio.create_task(self._refresh())
+            self._refreshing.add_done_callback(self._refreshed)
+        await asyncio.shield(self._refreshing)
+
+    async def _refresh(self) -> None:
         try:
             await self.load()
         except REDIS_ERRORS:
@@ -133,6 +144,11 @@ class KeyRing:
                 raise
             # A periodic re-read failed: the keys we hold are still the right ones to use.
             log.warning("could not refresh signing keys from redis; using cached keys")
+
+    def _refreshed(self, task: asyncio.Task[None]) -> None:
+        self._refreshing = None
+        if not task.cancelled():
+            task.exception()  # marks it retrieved even when every waiter has gone away
 
     async def signing_key(self) -> SigningKey:
         await self._fresh()

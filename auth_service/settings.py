@@ -50,10 +50,6 @@ class AuthSettings:
     max_pending_hashes: int
     log_level: str
 
-    @property
-    def production(self) -> bool:
-        return self.app_env == "production"
-
 
 def _parse_clients(env: EnvReader) -> dict[str, str]:
     clients: dict[str, str] = {}

@@ -23,7 +23,7 @@ import jwt
 import redis.asyncio as aioredis
 
 from auth_service.errors import OAuthError, invalid_grant
-from auth_service.grants import GrantIndex
+from auth_service.grants import GrantIndex, grants_key
 from auth_service.keys import KeyRing
 
 ACCESS_TYP = "at+jwt"
@@ -128,12 +128,17 @@ def _token_key(token: str) -> str:
     return f"auth:rt:{_hash(token)}"
 
 
+_FAMILY_PREFIX = "auth:family:"
+# The rotate script learns the user from the token record, so it gets the key as a pattern.
+_GRANTS_KEY_PATTERN = grants_key("%s")
+
+
 def family_key(family: str) -> str:
-    return f"auth:family:{family}"
+    return _FAMILY_PREFIX + family
 
 
 # KEYS: old token record, new token record. ARGV: now, new jti, new exp, family key prefix,
-# the client asking. Returns {status, ...}; only 'ok' mints a successor.
+# the client asking, grants key pattern. Returns {status, ...}; only 'ok' mints a successor.
 _ROTATE = """
 local rec = redis.call('HGETALL', KEYS[1])
 if #rec == 0 then return {'unknown'} end
@@ -145,7 +150,7 @@ if redis.call('HGET', fkey, 'revoked') ~= '0' then return {'revoked'} end
 if tonumber(t['exp']) <= tonumber(ARGV[1]) then return {'expired'} end
 if t['spent'] == '1' then
   redis.call('HSET', fkey, 'revoked', '1')
-  return {'reused', t['family'], t['user_id']}
+  return {'reused', t['family']}
 end
 redis.call('HSET', KEYS[1], 'spent', '1')
 redis.call('HSET', KEYS[2], 'user_id', t['user_id'], 'family', t['family'],
@@ -153,10 +158,18 @@ redis.call('HSET', KEYS[2], 'user_id', t['user_id'], 'family', t['family'],
            'exp', ARGV[3], 'spent', '0', 'jti', ARGV[2])
 redis.call('EXPIREAT', KEYS[2], ARGV[3])
 redis.call('EXPIREAT', fkey, ARGV[3])
-local grants = 'auth:user:' .. t['user_id'] .. ':grants'
+local grants = string.format(ARGV[6], t['user_id'])
 redis.call('ZADD', grants, ARGV[3], 'f:' .. t['family'])
 redis.call('EXPIREAT', grants, ARGV[3], 'GT')
 return {'ok', t['user_id'], t['family'], t['scope']}
+"""
+
+# EXISTS and HSET in one step: a family that expires in between must not come back as a
+# hash without a TTL.
+_REVOKE_FAMILY = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('HSET', KEYS[1], 'revoked', '1')
+return 1
 """
 
 
@@ -181,6 +194,7 @@ class RefreshTokens:
         self._grants = grants
         self.ttl = ttl
         self._rotate = redis.register_script(_ROTATE)
+        self._revoke_family = redis.register_script(_REVOKE_FAMILY)
 
     async def _store(
         self, token: str, *, user_id: str, family: str, client_id: str, scope: str
@@ -232,11 +246,11 @@ class RefreshTokens:
         new_jti = secrets.token_hex(16)
         result = await self._rotate(
             keys=[_token_key(token), _token_key(successor)],
-            args=[now, new_jti, now + self.ttl, "auth:family:", client_id],
+            args=[now, new_jti, now + self.ttl, _FAMILY_PREFIX, client_id, _GRANTS_KEY_PATTERN],
         )
         status = result[0]
         if status == "reused":
-            raise ReusedRefreshToken(family=result[1], user_id=result[2])
+            raise ReusedRefreshToken(family=result[1])
         if status != "ok":
             raise invalid_grant("the refresh token is invalid, expired or revoked")
         _, user_id, family, scope = result
@@ -279,14 +293,12 @@ class RefreshTokens:
 
     async def revoke_family(self, family: str) -> None:
         # HSET only where the family still exists, so a revoke cannot resurrect an expired one.
-        if await self._redis.exists(family_key(family)):
-            await self._redis.hset(family_key(family), "revoked", "1")
+        await self._revoke_family(keys=[family_key(family)])
 
 
 class ReusedRefreshToken(OAuthError):
     """A spent refresh token came back: its family has been revoked."""
 
-    def __init__(self, *, family: str, user_id: str) -> None:
+    def __init__(self, *, family: str) -> None:
         super().__init__("invalid_grant", "the refresh token is invalid, expired or revoked")
         self.family = family
-        self.user_id = user_id

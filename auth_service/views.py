@@ -19,10 +19,10 @@ from auth_service.errors import (
     invalid_token,
     unauthenticated,
 )
-from auth_service.introspection import INACTIVE
 from auth_service.sessions import new_session_id, session_info, start_session
-from auth_service.tokens import MAX_TOKEN_LENGTH, ReusedRefreshToken, looks_like_jwt
-from auth_service.users import User, validate_password, validate_username
+from auth_service.tokens import ReusedRefreshToken, looks_like_jwt
+from auth_service.users import PASSWORD_MAX, User, validate_password, validate_username
+from common.redis import REDIS_ERRORS
 
 REVOCABLE = ("access_token", "refresh_token")
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
@@ -61,7 +61,8 @@ async def read_json(request: web.Request) -> dict[str, Any]:
         raise invalid_request("the body must be application/json")
     try:
         body = await request.json()
-    except (ValueError, LookupError) as exc:  # bad JSON or bytes, or an unknown charset
+    # Bad JSON or bytes, an unknown charset, or nesting deeper than the parser recurses.
+    except (ValueError, LookupError, RecursionError) as exc:
         raise invalid_request("the body is not valid JSON") from exc
     if not isinstance(body, dict):
         raise invalid_request("the body must be a JSON object")
@@ -102,7 +103,7 @@ async def _check_password(
     address = _address(request)
     await parts.throttle.check(username, address)
     user = await parts.users.by_username(username)
-    ok = len(password) <= 1024 and await parts.passwords.verify(
+    ok = len(password) <= PASSWORD_MAX and await parts.passwords.verify(
         user.password_hash if user else None, password
     )
     if not ok or user is None or user.disabled:
@@ -185,11 +186,13 @@ async def _refresh_grant(
 ) -> web.Response:
     token = _required(form, "refresh_token")
     requested = form.get("scope")
+    scope: str | None = None
     if requested is not None:
-        # Checked before rotating: a refused scope must not spend the token.
+        # Checked before rotating: a refused scope must not spend the token. A rotation
+        # keeps the grant's scope, and a token `lookup` cannot find will not rotate either.
         current = await parts.refresh.lookup(token)
         if current is not None:
-            _scope(requested, tuple(current.scope.split(" ")), current.scope)
+            scope = _scope(requested, tuple(current.scope.split(" ")), current.scope)
     try:
         successor, record = await parts.refresh.rotate(token, client_id=client)
     except ReusedRefreshToken as reuse:
@@ -199,10 +202,12 @@ async def _refresh_grant(
     if user is None or user.disabled:
         await parts.revocations.revoke_family(record.family, "user_disabled")
         raise invalid_grant("the refresh token is invalid, expired or revoked")
-    granted = record.scope.split(" ")
-    scope = _scope(form.get("scope"), tuple(granted), record.scope)
     access, claims = await parts.access.issue(
-        sub=user.id, username=user.username, scope=scope, client_id=client, sid=record.family
+        sub=user.id,
+        username=user.username,
+        scope=record.scope if scope is None else scope,
+        client_id=client,
+        sid=record.family,
     )
     return _token_response(access, claims, successor)
 
@@ -249,8 +254,6 @@ async def introspect(request: web.Request) -> web.Response:
         raise invalid_client("introspection requires client authentication")
     # RFC 7662 §2.1: the hint only narrows the search, so an unknown one is not an error.
     token = _required(form, "token")
-    if len(token) > MAX_TOKEN_LENGTH:
-        return web.json_response(INACTIVE, headers=NO_STORE)
     return web.json_response(await parts.introspector.introspect(token), headers=NO_STORE)
 
 
@@ -277,6 +280,16 @@ async def revoke(request: web.Request) -> web.Response:
 # -- browser sessions ----------------------------------------------------------------------
 
 
+def _login_refused() -> OAuthError:
+    """/login's wrong password: 401 here, where `/token` answers 400 (docs/auth.md)."""
+    return OAuthError(
+        "invalid_grant",
+        "invalid username or password",
+        status=401,
+        headers={"WWW-Authenticate": 'Bearer realm="auth"'},
+    )
+
+
 @routes.post("/login")
 async def login(request: web.Request) -> web.Response:
     """Password login for browsers. JSON only: a cross-site form cannot post it (login CSRF)."""
@@ -287,12 +300,7 @@ async def login(request: web.Request) -> web.Response:
         raise invalid_request("username and password are required strings")
     user = await _check_password(parts, request, username, password)
     if user is None:
-        raise OAuthError(
-            "invalid_grant",
-            "invalid username or password",
-            status=401,
-            headers={"WWW-Authenticate": 'Bearer realm="auth"'},
-        )
+        raise _login_refused()
     previous = await get_session(request)
     if previous.identity is not None:
         # A fresh id at every login, so an id planted before login (fixation) is worthless.
@@ -314,12 +322,7 @@ async def login(request: web.Request) -> web.Response:
     if not await _still_valid(parts, user):
         session.invalidate()
         await parts.grants.remove_session(user.id, info.sid, str(session.identity))
-        raise OAuthError(
-            "invalid_grant",
-            "invalid username or password",
-            status=401,
-            headers={"WWW-Authenticate": 'Bearer realm="auth"'},
-        )
+        raise _login_refused()
     return web.json_response({**user.public(), "expires_at": info.exp}, headers=NO_STORE)
 
 
@@ -460,6 +463,6 @@ async def healthz(request: web.Request) -> web.Response:
 async def readyz(request: web.Request) -> web.Response:
     try:
         await _parts(request).redis.ping()
-    except Exception:
+    except REDIS_ERRORS:
         return web.json_response({"status": "unavailable", "redis": False}, status=503)
     return web.json_response({"status": "ready", "redis": True})

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import redis.asyncio as aioredis
+from redis.exceptions import OutOfMemoryError, ReadOnlyError
 
+# Unreachable or slow, or (after a failover, or at maxmemory) refusing writes: all transient.
 REDIS_ERRORS: tuple[type[Exception], ...] = (
     aioredis.ConnectionError,
     aioredis.TimeoutError,
+    ReadOnlyError,
+    OutOfMemoryError,
 )
 
 
