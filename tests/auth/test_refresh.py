@@ -49,8 +49,11 @@ async def test_reuse_does_not_touch_other_families(auth: Client) -> None:
             "/token", data={"grant_type": "password", "username": "alice", "password": PASSWORD}
         )
     ).json()
-    await refresh_grant(auth, first["refresh_token"])
-    await refresh_grant(auth, first["refresh_token"])  # reuse: kills the first family only
+    assert (await refresh_grant(auth, first["refresh_token"])).status == 200
+    reuse = await refresh_grant(auth, first["refresh_token"])  # kills the first family only
+    assert reuse.status == 400
+    assert (await reuse.json())["error"] == "invalid_grant"
+    assert await introspect(auth, first["access_token"]) == {"active": False}
     assert (await introspect(auth, other["access_token"]))["active"] is True
 
 
@@ -59,12 +62,15 @@ async def test_concurrent_refreshes_never_yield_two_live_successors(auth: Client
     responses = await asyncio.gather(
         *(refresh_grant(auth, tokens["refresh_token"]) for _ in range(10))
     )
-    successors = [(await r.json())["refresh_token"] for r in responses if r.status == 200]
-    assert len(successors) <= 1
-    live = [s for s in successors if (await introspect(auth, s))["active"]]
-    assert len(live) <= 1
-    # The losers were reuses of a spent token, so the family is gone altogether.
-    assert live == []
+    assert sorted(r.status for r in responses) == [200] + [400] * 9
+    bodies = [await r.json() for r in responses]
+    (successor,) = [b for r, b in zip(responses, bodies, strict=True) if r.status == 200]
+    assert all(b["error"] == "invalid_grant" for b in bodies if b is not successor)
+    # The losers were reuses of a spent token, so the family is gone altogether: the one
+    # successor is dead along with every access token of the family.
+    assert await introspect(auth, successor["refresh_token"]) == {"active": False}
+    assert await introspect(auth, successor["access_token"]) == {"active": False}
+    assert await introspect(auth, tokens["access_token"]) == {"active": False}
 
 
 async def test_a_token_issued_to_one_client_cannot_be_refreshed_by_another(auth: Client) -> None:

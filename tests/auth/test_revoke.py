@@ -17,6 +17,10 @@ async def revocation_events(redis_url: str) -> AsyncIterator[asyncio.Queue[dict[
     client = aioredis.Redis.from_url(redis_url, decode_responses=True)
     pubsub = client.pubsub()
     await pubsub.subscribe(CHANNEL)
+    # Only once the server confirms is the subscription live; events before that are lost.
+    confirmation = await pubsub.get_message(timeout=5)
+    assert confirmation is not None
+    assert confirmation["type"] == "subscribe"
     queue: asyncio.Queue[dict[str, str]] = asyncio.Queue()
 
     async def pump() -> None:

@@ -168,7 +168,9 @@ async def test_logging_in_again_announces_the_replaced_session(
     client = aioredis.Redis.from_url(redis_url, decode_responses=True)
     pubsub = client.pubsub()
     await pubsub.subscribe(CHANNEL)
-    await pubsub.get_message(timeout=1)  # the subscribe confirmation
+    confirmation = await pubsub.get_message(timeout=5)
+    assert confirmation is not None
+    assert confirmation["type"] == "subscribe"
     response = await auth.post(
         "/login",
         json={"username": "alice", "password": PASSWORD},

@@ -6,8 +6,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
@@ -31,14 +31,15 @@ def own_redis(redis_server: RedisServer | None) -> RedisServer:
     return redis_server
 
 
-@contextmanager
-def redis_stopped(server: RedisServer) -> Iterator[None]:
-    server.stop()
+@asynccontextmanager
+async def redis_stopped(server: RedisServer) -> AsyncIterator[None]:
+    # stop() and start() block (they wait on and poll the process): keep them off the loop.
+    await asyncio.to_thread(server.stop)
     try:
         yield
     finally:
         if server._process is None:  # restarted by the test already
-            server.start()
+            await asyncio.to_thread(server.start)
 
 
 def broker_of(client: Any) -> RedisBroker:
@@ -73,7 +74,7 @@ async def test_redis_stopped_and_back(
     a, b = broker_of(stack.a), broker_of(stack.b)
     carol_token = (await stack.user("carol", "carol password")).access_token
 
-    with redis_stopped(own_redis):
+    async with redis_stopped(own_redis):
         await until(a, lambda: not a.healthy)
         await until(b, lambda: not b.healthy)
         # Both services stay up and say they are not ready.
@@ -98,8 +99,8 @@ async def test_redis_stopped_and_back(
         response = await stack.a.get("/ws", headers=upgrade(carol_token))
         assert response.status == 503
 
+        await asyncio.to_thread(own_redis.start)
         restarted = time.monotonic()
-        own_redis.start()
         await until(a, lambda: a.healthy, RESUBSCRIBE_BOUND)
         await until(b, lambda: b.healthy, RESUBSCRIBE_BOUND)
         assert time.monotonic() - restarted < RESUBSCRIBE_BOUND
@@ -260,7 +261,7 @@ async def test_auth_service_with_redis_down_answers_503_never_a_token(
     from tests.conftest import PASSWORD
 
     caplog.set_level(logging.INFO)
-    with redis_stopped(own_redis):
+    async with redis_stopped(own_redis):
         calls = [
             ("post", "/users", {"json": {"username": "carol", "password": PASSWORD}}),
             (

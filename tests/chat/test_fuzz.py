@@ -695,7 +695,7 @@ class Arena:
         node = client.app[NODE]
         (connection,) = (c for c in node.hub.connections if c.id == hello["connection_id"])
         # aiohttp drops the request's reference to its task once done: take it while live.
-        return sock, connection._request.task
+        return sock, connection.ws.task
 
     def check_logs(self, start: int) -> None:
         """No record since `start` is an error or carries a traceback."""
@@ -743,7 +743,7 @@ FUZZ_SETTINGS = settings(
     derandomize=True,
     database=None,
     # No explain phase: it reruns the failing case many times over, and that must fit in the
-    # suite's 60 s per test along with shrinking.
+    # test's timeout along with shrinking.
     phases=[Phase.explicit, Phase.generate, Phase.shrink],
     suppress_health_check=[
         HealthCheck.function_scoped_fixture,  # the arena is shared by every example on purpose
@@ -793,6 +793,9 @@ async def play(arena: Arena, actions: list[Action], client: Client | None = None
     arena.check_logs(start)
 
 
+# 300 examples take ~15 s, but on a loaded machine they and the shrinking of a failure could
+# outrun the suite's 60 s default, and the timeout would lose the shrunk example.
+@pytest.mark.timeout(180)
 @FUZZ_SETTINGS
 @given(actions=st.lists(any_action, min_size=5, max_size=25))
 async def test_random_frames_get_an_answer_or_a_documented_close(

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import pytest
+
 from service.broker.base import BrokerUnavailable
 from service.broker.memory import MemoryBroker, MemoryBus
 from service.hub import RoomHub
@@ -54,12 +56,8 @@ async def test_failed_subscription_leaves_no_half_joined_state() -> None:
     hub = RoomHub(MemoryBroker(bus))
     bus.up = False
     m = member()
-    try:
+    with pytest.raises(BrokerUnavailable):
         await hub.join("lobby", m)
-    except BrokerUnavailable:
-        pass
-    else:
-        raise AssertionError("join must fail while the broker is down")
     assert m.rooms == set()
     assert list(hub.rooms()) == []
 

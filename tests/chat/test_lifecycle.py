@@ -36,7 +36,7 @@ async def test_a_client_that_never_reads_is_closed_while_others_keep_receiving(
     # Kernel send buffers autotune up to megabytes; pin this one small so the test exercises
     # our outbox bound rather than the machine's TCP settings.
     (slow_connection,) = [c for c in closed if c.identity.username == "carol"]
-    server_socket = slow_connection._request.transport.get_extra_info("socket")
+    server_socket = slow_connection._transport.get_extra_info("socket")
     server_socket.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
     # From here on the raw client reads nothing at all.
 
@@ -119,10 +119,11 @@ async def test_a_stalled_reader_is_closed_after_the_write_timeout(
     await slow_reader.readuntil(b'"joined"')
     (slow,) = [c for c in chat.app[NODE].hub.connections if c.identity.username == "bob"]
     text = "z" * 4000
-    while slow.close_code is None:  # until the server gives up on the stalled reader
-        await sender.send_json({"op": "send", "room": "lobby", "text": text})
-        await receive_type(sender, "ack")
-        await receive_type(sender, "message")
+    async with asyncio.timeout(10):
+        while slow.close_code is None:  # until the server gives up on the stalled reader
+            await sender.send_json({"op": "send", "room": "lobby", "text": text})
+            await receive_type(sender, "ack")
+            await receive_type(sender, "message")
     assert slow.close_code == 1013
     await asyncio.wait_for(read_until_eof(slow_reader), 10)
     slow_writer.close()
