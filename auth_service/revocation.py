@@ -7,7 +7,6 @@ cached introspection results and close live sockets holding what died.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 
@@ -16,10 +15,11 @@ import redis.asyncio as aioredis
 from auth_service.grants import GrantIndex
 from auth_service.sessions import RedisSessionStorage
 from auth_service.tokens import RefreshTokens
+from common import revocation_events
 
 log = logging.getLogger(__name__)
 
-CHANNEL = "auth:revocations"
+CHANNEL = revocation_events.CHANNEL
 
 
 def jti_key(jti: str) -> str:
@@ -45,8 +45,7 @@ class Revocations:
         self._leeway = leeway
 
     async def announce(self, kind: str, value: str, reason: str) -> None:
-        event = json.dumps({"kind": kind, "value": value, "reason": reason})
-        await self._redis.publish(CHANNEL, event)
+        await self._redis.publish(CHANNEL, revocation_events.encode(kind, value, reason))
         log.info("revoked", extra={"kind": kind, "id": value, "reason": reason})
 
     async def revoke_access_token(self, jti: str, exp: int) -> None:

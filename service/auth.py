@@ -13,7 +13,8 @@ import hashlib
 import logging
 import re
 import time
-from collections.abc import Callable, Sequence
+from collections import deque
+from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
 import aiohttp
@@ -32,8 +33,14 @@ CREDENTIAL_SHAPES = {
     "session": re.compile(r"^[A-Za-z0-9_-]{43}$"),
 }
 MAX_REASKS = 3
+RECENT_REVOCATIONS_SECONDS = 60.0  # longer than any look-up or handshake may take
+RECENT_REVOCATIONS_MAX = 10_000
+INACTIVE: dict[str, Any] = {"active": False}
 SUBPROTOCOL = "chat.v1"
 BEARER_PREFIX = "bearer."
+
+
+_Lookup = tuple[int, float, "asyncio.Task[dict[str, Any]]"]
 
 
 class IntrospectionUnavailable(Exception):
@@ -89,8 +96,9 @@ class IntrospectionClient:
 
     Active answers are kept for `min(ttl, exp - now)`, inactive ones for `negative_ttl`;
     entries are keyed by a hash of the credential, never the credential itself. Concurrent
-    look-ups of one credential share one request. `forget()` drops entries when the auth
-    service announces a revocation.
+    look-ups of one credential share one request. Each revocation event (`revoked()`) drops
+    the answers it names and is remembered for a minute, so that an answer computed before
+    it but received after it is not believed (`revoked_since()`).
     """
 
     def __init__(
@@ -113,9 +121,11 @@ class IntrospectionClient:
         self._negative_ttl = negative_ttl
         self._max_entries = max_entries
         self._cache: dict[str, tuple[float, dict[str, Any]]] = {}
-        # key -> (generation when asked, the request); see forget().
-        self._inflight: dict[str, tuple[int, asyncio.Task[dict[str, Any]]]] = {}
-        self._generation = 0
+        # key -> (generation when asked, monotonic time when asked, the request)
+        self._inflight: dict[str, _Lookup] = {}
+        self._generation = 0  # see forget_all()
+        # (monotonic time, introspection field, value) of each revocation event
+        self._recent: deque[tuple[float, str, str]] = deque(maxlen=RECENT_REVOCATIONS_MAX)
         self.requests = 0  # calls actually made to the auth service
 
     async def introspect(self, token: str, hint: str) -> dict[str, Any]:
@@ -129,32 +139,30 @@ class IntrospectionClient:
             entry = self._inflight.get(key)
             if entry is None:
                 task = asyncio.create_task(self._fetch(token, hint))
-                entry = (self._generation, task)
+                entry = (self._generation, time.monotonic(), task)
                 self._inflight[key] = entry
                 task.add_done_callback(functools.partial(self._settle, key, entry))
-            asked_at, task = entry
+            asked_at, started, task = entry
             # Shielded: one caller giving up (its client hung up) must not cancel the others'.
             answer = await asyncio.shield(task)
             if asked_at == self._generation:
-                return answer
-            # A revocation arrived while this answer was on its way; it may predate it.
-            # The auth service records a revocation before announcing it, so asking again
-            # now gets an answer that reflects it.
+                # A revocation that arrived while the answer was on its way may be newer.
+                return INACTIVE if self.revoked_since(answer, started) else answer
+            # Revocations may have been missed meanwhile (see forget_all): ask again. The
+            # auth service records a revocation before announcing it.
             if self._inflight.get(key) is entry:
                 del self._inflight[key]
-        raise IntrospectionUnavailable("revocations kept arriving during the look-up")
+        raise IntrospectionUnavailable("the revocation feed kept dropping during the look-up")
 
-    def _settle(
-        self, key: str, entry: tuple[int, asyncio.Task[dict[str, Any]]], _done: object
-    ) -> None:
-        asked_at, task = entry
+    def _settle(self, key: str, entry: _Lookup, _done: object) -> None:
+        asked_at, started, task = entry
         if self._inflight.get(key) is entry:
             del self._inflight[key]
         if task.cancelled() or task.exception() is not None:
             return
-        if asked_at != self._generation:
-            return  # possibly older than a revocation: not worth keeping
         result = task.result()
+        if asked_at != self._generation or self.revoked_since(result, started):
+            return  # possibly older than a revocation: not worth keeping
         if result.get("active") is True:
             ttl = min(self._ttl, float(result["exp"]) - time.time())
         else:
@@ -187,14 +195,30 @@ class IntrospectionClient:
             raise IntrospectionUnavailable("introspection answered an incomplete identity")
         return body
 
-    def forget(self, predicate: Callable[[dict[str, Any]], bool]) -> int:
-        """Drops every cached answer for which `predicate(answer)` is true, and marks every
-        look-up still in flight as possibly stale (it is asked again, not cached)."""
-        self._generation += 1
-        stale = [key for key, (_, result) in self._cache.items() if predicate(result)]
+    def revoked(self, field: str, value: str) -> None:
+        """A revocation event: whatever has `value` in its introspection `field` is dead."""
+        self._recent.append((time.monotonic(), field, value))
+        stale = [key for key, (_, answer) in self._cache.items() if answer.get(field) == value]
         for key in stale:
             del self._cache[key]
-        return len(stale)
+
+    def revoked_since(self, answer: Mapping[str, Any], since: float) -> bool:
+        """Whether a revocation event naming `answer` arrived after `since` (monotonic)."""
+        horizon = time.monotonic() - RECENT_REVOCATIONS_SECONDS
+        while self._recent and self._recent[0][0] < horizon:
+            self._recent.popleft()
+        for stamp, field, value in reversed(self._recent):
+            if stamp < since:
+                break
+            if answer.get(field) == value:
+                return True
+        return False
+
+    def forget_all(self) -> None:
+        """Revocation events may have been missed (the subscriber link was down): drops
+        every cached answer and has every look-up still in flight asked again."""
+        self._generation += 1
+        self._cache.clear()
 
 
 def _well_formed(body: dict[str, Any]) -> bool:
@@ -218,6 +242,7 @@ class CredentialChecker:
     def __init__(self, client: IntrospectionClient, *, required_scope: str) -> None:
         self._client = client
         self._scope = required_scope
+        self._unavailable = False
 
     async def identity(
         self, credential: str, *, token_type: str, source: str | None = None, offset: int = 0
@@ -234,8 +259,13 @@ class CredentialChecker:
         try:
             answer = await self._client.introspect(credential, token_type)
         except IntrospectionUnavailable as exc:
-            log.warning("introspection unavailable", extra={"error": str(exc)})
+            if not self._unavailable:  # once per outage, not once per handshake
+                log.warning("introspection unavailable", extra={"error": str(exc)})
+                self._unavailable = True
             raise auth_unavailable() from exc
+        if self._unavailable:
+            log.info("introspection available again")
+            self._unavailable = False
         if (
             answer.get("active") is not True
             or answer.get("token_type") != token_type
@@ -251,7 +281,6 @@ class CredentialChecker:
             jti=answer["jti"],
             sid=answer.get("sid"),
             source=credential if source is None else source,
-            hint=token_type,
             offset=0 if source is None else offset,
         )
 
@@ -266,13 +295,11 @@ class BearerHeaderAuthenticator:
         header = request.headers.get("Authorization")
         if header is None or header[:7].lower() != "bearer ":
             return None
-        credential = header[7:].strip()
-        if header.endswith(credential):  # so header[offset:] is the credential
-            offset = len(header) - len(credential)
-            return await self._checker.identity(
-                credential, token_type="access_token", source=header, offset=offset
-            )
-        return await self._checker.identity(credential, token_type="access_token")
+        # aiohttp strips the value's trailing whitespace, so the credential runs to its end.
+        offset = len(header) - len(header[7:].lstrip())
+        return await self._checker.identity(
+            header[offset:], token_type="access_token", source=header, offset=offset
+        )
 
 
 class SubprotocolAuthenticator:
@@ -282,15 +309,13 @@ class SubprotocolAuthenticator:
         self._checker = checker
 
     async def authenticate(self, request: web.Request) -> Identity | None:
+        # The handler has already refused an offer without chat.v1 (aiohttp would log it).
         offered = [p.strip() for p in request.headers.get("Sec-WebSocket-Protocol", "").split(",")]
         tokens = [p[len(BEARER_PREFIX) :] for p in offered if p.startswith(BEARER_PREFIX)]
         if not tokens:
             return None
         if len(tokens) > 1:
             raise invalid_token("present one bearer subprotocol, not several")
-        if SUBPROTOCOL not in offered:
-            # Without an overlap aiohttp would log the offered list, token included.
-            raise invalid_token(f"offer the {SUBPROTOCOL} subprotocol with the bearer one")
         return await self._checker.identity(tokens[0], token_type="access_token")
 
 

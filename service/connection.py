@@ -32,7 +32,6 @@ class Identity:
     # arrived in (the request holds that anyway) and where in it the credential starts: a
     # copy would cost every socket as many bytes again as the credential is long.
     source: str = field(repr=False)
-    hint: str = "access_token"
     offset: int = 0
 
     @property
@@ -87,7 +86,7 @@ class Connection:
     with 1013. Nothing per connection runs while it is idle: no task, no timer but expiry."""
 
     __slots__ = ("_backlog", "_close_timeout", "_closing", "_expiry", "_finished", "_flusher",
-                 "_frames", "_outbox_limit", "_released", "_request", "_transport",
+                 "_frames", "_outbox_limit", "_released", "_transport",
                  "_write_timeout", "close_code", "id", "identity", "rooms", "ws")  # fmt: skip
 
     def __init__(
@@ -105,7 +104,6 @@ class Connection:
         self.id = connection_id
         self.identity = identity
         self.rooms: set[str] = set()
-        self._request = request
         self._transport = request.transport
         # aiohttp's frame writer (set by prepare()). Its synchronous `_write_websocket_frame`
         # leaves flow control to the caller, which is what this class does.

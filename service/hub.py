@@ -38,7 +38,7 @@ class RoomHub:
         self._connections.discard(connection)
 
     async def remove(self, connection: Connection) -> None:
-        self._connections.discard(connection)
+        self.discard(connection)
         for room in tuple(connection.rooms):
             await self.leave(room, connection)
 

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import json
 import logging
 import secrets
 import time
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
+from common import revocation_events
 from common.backoff import Backoff
 from service import protocol
 from service.auth import AuthFailed, CredentialChecker, HandshakeAuthenticator, IntrospectionClient
@@ -24,11 +24,9 @@ from service.settings import ChatSettings
 
 log = logging.getLogger(__name__)
 
-REVOCATION_CHANNEL = "auth:revocations"
-# event kind -> the introspection answer's field it names
-REVOCATION_FIELDS = {"jti": "jti", "sid": "sid", "user": "sub"}
-RECENT_REVOCATIONS_SECONDS = 60.0  # longer than any handshake may take
-RECENT_REVOCATIONS_MAX = 10_000
+REVOCATION_CHANNEL = revocation_events.CHANNEL
+# introspection field (as revocation events name it) -> the Identity attribute holding it
+IDENTITY_ATTRIBUTES = {"jti": "jti", "sid": "sid", "sub": "user_id"}
 REVALIDATION_CONCURRENCY = 32
 
 
@@ -56,18 +54,22 @@ class ChatNode:
         self._revalidate_again = False
         self._connections_total = 0
         self._connections_per_user: Counter[str] = Counter()
-        self._recent: deque[tuple[float, str, str]] = deque(maxlen=RECENT_REVOCATIONS_MAX)
 
     def next_connection_id(self) -> str:
         return next(self._connection_ids)
 
-    def admit(self, identity: Identity) -> None:
-        """Reserves a connection slot for `identity`, or refuses: too many sockets for this
-        user (429) or for this process (503). Every admit is paired with a release."""
+    def refuse_if_full(self) -> None:
+        """503 once this process holds `max_connections` sockets: asked before a handshake
+        spends a look-up on its credential, and again by `admit`."""
         if self._connections_total >= self.settings.max_connections:
             raise AuthFailed(
                 503, "temporarily_unavailable", "this server is full", {"Retry-After": "5"}
             )
+
+    def admit(self, identity: Identity) -> None:
+        """Reserves a connection slot for `identity`, or refuses: too many sockets for this
+        user (429) or for this process (503). Every admit is paired with a release."""
+        self.refuse_if_full()
         if self._connections_per_user[identity.user_id] >= self.settings.max_connections_per_user:
             raise AuthFailed(
                 429,
@@ -92,33 +94,21 @@ class ChatNode:
     def event(self, channel: str, payload: bytes) -> None:
         if channel != REVOCATION_CHANNEL:
             return
-        try:
-            event = json.loads(payload)
-            kind, value = event["kind"], event["value"]
-        except (ValueError, KeyError, TypeError):
+        revoked = revocation_events.decode(payload)
+        if revoked is None:
             log.warning("ignored a malformed revocation event")
             return
-        field = REVOCATION_FIELDS.get(kind)
-        if field is None or not isinstance(value, str):
-            return
-        self.introspection.forget(lambda answer: answer.get(field) == value)
-        self._recent.append((time.monotonic(), kind, value))
+        field, value = revoked
+        self.introspection.revoked(field, value)
+        attribute = IDENTITY_ATTRIBUTES[field]
         for connection in self.hub.connections:
-            if _revokes(kind, value, connection.identity):
+            if getattr(connection.identity, attribute) == value:
                 connection.close_soon(CloseCode.REVOKED, "credential revoked")
 
     def revoked_since(self, identity: Identity, since: float) -> bool:
         """Whether a revocation of `identity` arrived after `since` (monotonic): closes the
         window between a handshake's check and its socket joining the hub."""
-        horizon = time.monotonic() - RECENT_REVOCATIONS_SECONDS
-        while self._recent and self._recent[0][0] < horizon:
-            self._recent.popleft()
-        for stamp, kind, value in reversed(self._recent):
-            if stamp < since:
-                break
-            if _revokes(kind, value, identity):
-                return True
-        return False
+        return self.introspection.revoked_since(_fields(identity), since)
 
     def link_restored(self) -> None:
         # Whatever was published while the link was down is lost (pub/sub is at-most-once):
@@ -148,11 +138,11 @@ class ChatNode:
         """Asks the auth service again about every live connection's credential: one request
         per distinct credential (coalesced), `REVALIDATION_CONCURRENCY` at a time (batched),
         retrying with backoff those it could not answer until it does or their sockets end."""
-        self.introspection.forget(lambda _answer: True)
+        self.introspection.forget_all()
         pending: dict[tuple[str, str], list[Connection]] = {}
         for connection in self.hub.connections:
             if not connection.closing:
-                key = (connection.identity.credential, connection.identity.hint)
+                key = (connection.identity.credential, connection.identity.token_type)
                 pending.setdefault(key, []).append(connection)
         checked = len(pending)
         slots = asyncio.Semaphore(REVALIDATION_CONCURRENCY)
@@ -265,15 +255,13 @@ class ChatNode:
     async def shutdown(self) -> None:
         if self._revalidation is not None:
             self._revalidation.cancel()
+            await asyncio.gather(self._revalidation, return_exceptions=True)
         connections = list(self.hub.connections)
         for connection in connections:
             connection.close_soon(CloseCode.GOING_AWAY, "server going away")
         await asyncio.gather(*(c.wait_closed() for c in connections))
 
 
-def _revokes(kind: str, value: str, identity: Identity) -> bool:
-    if kind == "jti":
-        return identity.jti == value
-    if kind == "sid":
-        return identity.sid == value
-    return identity.user_id == value
+def _fields(identity: Identity) -> dict[str, str | None]:
+    """An identity under the introspection field names that revocation events use."""
+    return {field: getattr(identity, name) for field, name in IDENTITY_ATTRIBUTES.items()}

@@ -53,10 +53,6 @@ class ChatSettings:
     expiry_grace: float
     log_level: str
 
-    @property
-    def production(self) -> bool:
-        return self.app_env == "production"
-
 
 def load_settings(environ: Mapping[str, str] | None = None) -> ChatSettings:
     """Read and validate the environment; raises `ConfigError` naming every bad variable."""

@@ -51,6 +51,7 @@ async def websocket(request: web.Request) -> web.StreamResponse:
     if refusal is not None:
         return refusal
     try:
+        node.refuse_if_full()
         identity = await node.authenticator.authenticate(request)
         if identity.exp <= time.time():
             raise invalid_token("the credential has expired")

@@ -29,6 +29,8 @@ from service.broker.base import BrokerListener, BrokerUnavailable
 log = logging.getLogger(__name__)
 
 ROOM_PREFIX = "chat:room:"
+# What a link torn down under a command raises (redis-py raises AttributeError then, too).
+LINK_ERRORS = (RedisError, OSError, AttributeError, TimeoutError, BrokerUnavailable)
 
 
 class RedisBroker:
@@ -42,7 +44,6 @@ class RedisBroker:
         probe_interval: float = 5.0,
         subscribe_timeout: float = 5.0,
     ) -> None:
-        self._url = url
         self._publisher = connect(url)
         # The subscriber must not retry behind our back: a drop has to surface here so that
         # rooms are resubscribed and the listener learns that messages may have been missed.
@@ -69,6 +70,7 @@ class RedisBroker:
         self._closed = False
         self._state = asyncio.Condition()  # notified on connects, disconnects, probe answers
         self._ever_connected = False
+        self._warned = False
         self.reconnects = 0
         self.probes_answered = 0
 
@@ -106,7 +108,7 @@ class RedisBroker:
         except Exception as exc:  # whatever the link did, the room is not subscribed
             self._rooms.discard(room)
             # Redis may still confirm it later; take it back so no memberless room lingers.
-            with contextlib.suppress(Exception):
+            with contextlib.suppress(*LINK_ERRORS):
                 await pubsub.unsubscribe(ROOM_PREFIX + room)
             raise BrokerUnavailable("could not subscribe") from exc
 
@@ -116,7 +118,7 @@ class RedisBroker:
         if pubsub is not None and self._connected and not self._closed:
             # On any failure (redis-py raises AttributeError when the link is torn down under
             # a command) the room is gone anyway: a reconnect resubscribes only wanted rooms.
-            with contextlib.suppress(Exception):
+            with contextlib.suppress(*LINK_ERRORS):
                 await self._confirmed("unsubscribe", ROOM_PREFIX + room, pubsub.unsubscribe)
 
     async def _confirmed(
@@ -144,8 +146,9 @@ class RedisBroker:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                if self._connected or not self._ever_connected:
+                if self._connected or not (self._ever_connected or self._warned):
                     log.warning("redis subscriber link lost", extra={"error": repr(exc)})
+                    self._warned = True  # once per outage, not once per attempt
             finally:
                 self._connected = False
                 await self._notify()

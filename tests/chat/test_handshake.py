@@ -10,6 +10,7 @@ import jwt
 import pytest
 
 from auth_service.components import COMPONENTS
+from service.views import NODE
 from tests.chat.conftest import ORIGIN, ChatFactory
 from tests.chat.helpers import ChatUser, Stack, connect, receive
 from tests.conftest import PASSWORD
@@ -221,8 +222,6 @@ async def test_no_credential_reaches_a_log_line(
 async def test_sockets_per_user_are_limited(
     make_chat: ChatFactory, alice: ChatUser, bob: ChatUser
 ) -> None:
-    from service.views import NODE
-
     chat = await make_chat(CHAT_MAX_CONNECTIONS_PER_USER="2")
     bearer = {"Authorization": f"Bearer {alice.access_token}"}
     first = await connect(chat, alice.access_token)
@@ -245,9 +244,12 @@ async def test_sockets_per_process_are_limited(
 ) -> None:
     chat = await make_chat(CHAT_MAX_CONNECTIONS="1")
     first = await connect(chat, alice.access_token)
+    introspection = chat.app[NODE].introspection
+    asked = introspection.requests
     response = await chat.get(
         "/ws", headers={**upgrade_headers(), "Authorization": f"Bearer {bob.access_token}"}
     )
     assert response.status == 503
     assert "Retry-After" in response.headers
+    assert introspection.requests == asked  # refused before spending a look-up on bob
     await first.close()
