@@ -10,13 +10,9 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
-import socket
-import time
 from typing import Any
 
 import aiohttp
-
-TCP_ESTABLISHED = 1  # the first byte of struct tcp_info is the connection state
 
 
 class BenchClient:
@@ -30,18 +26,14 @@ class BenchClient:
         self._refs = itertools.count(1)
         self._reader: asyncio.Task[None] | None = None
         self._pong: asyncio.Future[None] | None = None
-        self.closed = asyncio.Event()
 
-    async def connect(self, headers: dict[str, str] | None = None) -> float:
-        """Opens the socket and waits for the hello; returns the seconds that took."""
-        started = time.perf_counter()
+    async def connect(self, headers: dict[str, str] | None = None) -> None:
+        """Opens the socket and waits for the hello."""
         self._ws = await self._session.ws_connect(
             self._url, headers=headers or {}, autoping=True, max_msg_size=0
         )
         await self._handshake(self._ws)
-        elapsed = time.perf_counter() - started
         self._reader = asyncio.create_task(self._read())
-        return elapsed
 
     async def _handshake(self, ws: aiohttp.ClientWebSocketResponse) -> None:
         hello = json.loads(await ws.receive_str())
@@ -54,10 +46,6 @@ class BenchClient:
             async for message in self._ws:
                 if message.type == aiohttp.WSMsgType.TEXT:
                     self._frame(message.data)
-        except asyncio.CancelledError:
-            raise  # stopped reading on purpose: the socket is still open
-        else:
-            self.closed.set()
         finally:
             for waiter in self._waiters.values():
                 if not waiter.done():
@@ -95,25 +83,6 @@ class BenchClient:
         acked = self._expect(ref)
         await self._ws.send_str(json.dumps({"op": "send", "room": room, "text": text, "ref": ref}))
         return acked
-
-    def server_has_closed(self) -> bool:
-        """Read from the kernel, so it works for a client that stopped reading: the TCP
-        connection is no longer ESTABLISHED (the server sent FIN or RST)."""
-        if self._ws is None:
-            return False
-        transport = (
-            self._ws._response.connection.transport if self._ws._response.connection else None
-        )
-        sock = transport.get_extra_info("socket") if transport is not None else None
-        if sock is None:
-            return True
-        state = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 1)[0]
-        return bool(state != TCP_ESTABLISHED)
-
-    def stop_reading(self) -> None:
-        """A slow consumer: stop draining the socket (TCP backpressure builds up)."""
-        if self._reader is not None:
-            self._reader.cancel()
 
     async def close(self) -> None:
         if self._reader is not None:

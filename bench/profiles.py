@@ -67,34 +67,38 @@ async def recording(system: Running, scenario: str, wanted: set[str]) -> AsyncIt
         yield
         return
     PROFILES.mkdir(parents=True, exist_ok=True)
-    recorders = [
-        await asyncio.create_subprocess_exec(
-            py_spy(),
-            "record",
-            "--pid",
-            str(pid),
-            "--rate",
-            str(RATE),
-            "--format",
-            "raw",
-            "--output",
-            str(PROFILES / f"{system.name}-{scenario}-{pid}.txt"),
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.STDOUT,
-        )
-        for pid in system.server_pids()
-    ]
-    for recorder in recorders:  # until each says it is sampling, so the scenario is covered
-        assert recorder.stdout is not None
-        line = await asyncio.wait_for(recorder.stdout.readline(), timeout=30)
-        if b"Sampling process" not in line:
-            raise RuntimeError(f"py-spy could not attach: {line.decode(errors='replace')}")
-    try:
+    for stale in PROFILES.glob(f"{system.name}-{scenario}-*.txt"):
+        stale.unlink()  # an earlier run's processes: the summary reads this run's files only
+    recorders: list[asyncio.subprocess.Process] = []
+    try:  # every recorder started is stopped, even if a later one cannot attach
+        for pid in system.server_pids():
+            recorders.append(
+                await asyncio.create_subprocess_exec(
+                    py_spy(),
+                    "record",
+                    "--pid",
+                    str(pid),
+                    "--rate",
+                    str(RATE),
+                    "--format",
+                    "raw",
+                    "--output",
+                    str(PROFILES / f"{system.name}-{scenario}-{pid}.txt"),
+                    stdout=asyncio.subprocess.PIPE,
+                    stderr=asyncio.subprocess.STDOUT,
+                )
+            )
+        for recorder in recorders:  # until each says it is sampling, so the scenario is covered
+            assert recorder.stdout is not None
+            line = await asyncio.wait_for(recorder.stdout.readline(), timeout=30)
+            if b"Sampling process" not in line:
+                raise RuntimeError(f"py-spy could not attach: {line.decode(errors='replace')}")
         yield
     finally:
         for recorder in recorders:
             if recorder.returncode is None:
-                recorder.send_signal(signal.SIGINT)  # py-spy writes its output on SIGINT
+                with contextlib.suppress(ProcessLookupError):  # it exited on its own
+                    recorder.send_signal(signal.SIGINT)  # py-spy writes its output on SIGINT
         for recorder in recorders:
             await recorder.communicate()
 

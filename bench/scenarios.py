@@ -6,6 +6,7 @@ import asyncio
 import resource
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
@@ -16,6 +17,7 @@ from bench.systems import Running, cpu_seconds_of, rss_kib
 
 ROOM = "bench-room"
 Headers = Callable[[int], dict[str, str]]  # connection index -> handshake headers
+ACK_TIMEOUT = 30.0  # seconds, after the last send, for the outstanding acknowledgements
 
 
 def cpu_seconds() -> float:
@@ -61,34 +63,65 @@ async def handshakes(
     return result
 
 
+@dataclass
+class Published:
+    sent: int  # messages
+    seconds: float  # spent sending, acknowledgements included
+    behind_ms: float | None  # at a fixed rate: how late the last message went out
+    send_errors: int  # sends answered with an error, or not acknowledged in ACK_TIMEOUT
+
+
 async def publish(
     publisher: BenchClient, *, seconds: float, window: int, rate: float | None, padding: int
-) -> tuple[int, float]:
+) -> Published:
     """Sends for `seconds` with at most `window` unacknowledged messages, and at `rate`
-    messages per second if given; returns (messages sent, seconds spent sending). Each text is
-    "SEQ SENT_NS PADDING", SENT_NS on the monotonic clock wsload reads too."""
+    messages per second if given. Each text is "SEQ SENT_NS PADDING", SENT_NS on the
+    monotonic clock wsload reads too. At a fixed rate SENT_NS is when the message was due,
+    not when it went out, so time the publisher spent behind schedule (waiting for the window,
+    or for the event loop) counts as latency instead of being hidden (coordinated omission)."""
     in_flight = asyncio.Semaphore(window)
     pending: set[asyncio.Future[Any]] = set()
     pad = "x" * padding
+    errors = 0
 
     def settled(done: asyncio.Future[Any]) -> None:
+        nonlocal errors
         pending.discard(done)
         in_flight.release()
+        if not done.cancelled() and done.exception() is not None:
+            errors += 1
 
-    started = time.perf_counter()
+    started_ns = time.monotonic_ns()
+    span_ns = seconds * 1e9
     seq = 0
-    while (now := time.perf_counter()) - started < seconds:
+    late_ns = 0
+    while (now_ns := time.monotonic_ns()) - started_ns < span_ns:
+        stamp_ns = None
         if rate is not None:
-            due = started + seq / rate
-            if due > now:
-                await asyncio.sleep(due - now)
+            stamp_ns = started_ns + int(seq * 1e9 / rate)  # when this message is due
+            if stamp_ns > now_ns:
+                await asyncio.sleep((stamp_ns - now_ns) / 1e9)
         await in_flight.acquire()
-        acked = await publisher.send(ROOM, f"{seq} {time.monotonic_ns()} {pad}")
+        sent_ns = time.monotonic_ns()
+        if stamp_ns is None:
+            stamp_ns = sent_ns  # no schedule: the send time is the only time there is
+        else:
+            late_ns = max(0, sent_ns - stamp_ns)
+        acked = await publisher.send(ROOM, f"{seq} {stamp_ns} {pad}")
         pending.add(acked)
         acked.add_done_callback(settled)
         seq += 1
-    await asyncio.gather(*pending, return_exceptions=True)
-    return seq, time.perf_counter() - started
+    if pending:
+        _, unanswered = await asyncio.wait(set(pending), timeout=ACK_TIMEOUT)
+        errors += len(unanswered)
+        for waiter in unanswered:
+            waiter.cancel()  # counted above; `settled` does not count a cancelled one
+    return Published(
+        sent=seq,
+        seconds=(time.monotonic_ns() - started_ns) / 1e9,
+        behind_ms=round(late_ns / 1e6, 2) if rate is not None else None,
+        send_errors=errors,
+    )
 
 
 async def fan_out(
@@ -115,9 +148,10 @@ async def fan_out(
         rss_before = sum(rss_kib(system.pid(i)) for i in (0, 1))
         meter = Meter(system.server_pids())
         await audience.start()
-        sent, sending = await publish(
+        published = await publish(
             publisher, seconds=seconds, window=window, rate=rate, padding=padding
         )
+        sent, sending = published.sent, published.seconds
         received = await audience.finish(sent - 1, deadline=15)
         await publisher.close()
     rss_after = sum(rss_kib(system.pid(i)) for i in (0, 1))
@@ -133,10 +167,13 @@ async def fan_out(
         "p999_ms": received["p999_ms"],
         "lost": sent * readers - received["delivered"],
         "duplicated": received["duplicates"],
+        "send_errors": published.send_errors,
         "unparsed_frames": received["errors"],
         "readers_closed_by_server": received["readers_closed"],
         **meter.figures(received["cpu_s"]),
     }
+    if published.behind_ms is not None:
+        result["behind_ms"] = published.behind_ms
     if slow:
         closed = [(at - meter.started_ns) / 1e9 for at in received["slow_closed_ns"]]
         result.update(

@@ -1,22 +1,49 @@
-"""Diagnostic for the open slow-consumer finding in docs/performance.md.
+"""Diagnostic: a stalled subscriber of our stack, watched until the server drops it.
 
 Starts our stack as real processes, one publisher and one subscriber that stops reading,
 sends 4 KB messages at 130/s and prints, once a second, whether the server has closed the
-stalled subscriber and what the kernel holds on the server side (`ss`). In-process the same
-client is closed with 1013 after about 6 s; here it has not been. Run:
+stalled subscriber (read from the kernel's TCP state) and what the kernel holds on the server
+side (`ss`). It found why the benchmark's stalled subscribers were never closed; that is fixed
+(docs/performance.md, "Slow consumers: what the benchmark found, and the fix"), and the probe
+now shows the stalled client reset about 8 s in. Run:
 `.venv/bin/python -m bench.slow_consumer_probe`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import socket
 import time
 from pathlib import Path
 
 import aiohttp
 
+from bench.clients import BenchClient
 from bench.run import bearer, ours_tokens
 from bench.systems import redis_server, start
+
+TCP_ESTABLISHED = 1  # the first byte of struct tcp_info is the connection state
+
+
+class StalledClient(BenchClient):
+    """A slow consumer: joins, then stops draining its socket (TCP backpressure builds up)."""
+
+    def stop_reading(self) -> None:
+        if self._reader is not None:
+            self._reader.cancel()
+
+    def server_has_closed(self) -> bool:
+        """Read from the kernel, so it works for a client that stopped reading: the TCP
+        connection is no longer ESTABLISHED (the server sent FIN or RST)."""
+        if self._ws is None:
+            return False
+        connection = self._ws._response.connection
+        transport = connection.transport if connection is not None else None
+        sock = transport.get_extra_info("socket") if transport is not None else None
+        if sock is None:
+            return True
+        state = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 1)[0]
+        return bool(state != TCP_ESTABLISHED)
 
 
 async def main(logs: Path) -> None:
@@ -28,7 +55,7 @@ async def main(logs: Path) -> None:
                 publisher = system.client(session, 0)
                 await publisher.connect(headers(0))
                 await publisher.join("probe")
-                stalled = system.client(session, 0)
+                stalled = StalledClient(session, system.urls[0])
                 await stalled.connect(headers(1))
                 await stalled.join("probe")
                 stalled.stop_reading()
@@ -54,8 +81,8 @@ async def main(logs: Path) -> None:
             system.stop()
 
 
-async def await_ack(publisher: object, text: str) -> None:
-    acked = await publisher.send("probe", text)  # type: ignore[attr-defined]
+async def await_ack(publisher: BenchClient, text: str) -> None:
+    acked = await publisher.send("probe", text)
     await acked
 
 

@@ -28,8 +28,21 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def pinned(argv: list[str], core: str) -> list[str]:
-    return ["taskset", "-c", core, *argv]
+def pinned(argv: list[str], core: str | None) -> list[str]:
+    return argv if core is None else ["taskset", "-c", core, *argv]
+
+
+def stop_processes(processes: list[subprocess.Popen[bytes]], timeout: float = 10) -> None:
+    """SIGTERM to each that still runs, then SIGKILL to any not gone `timeout` s later."""
+    for process in processes:
+        if process.poll() is None:
+            process.terminate()
+    for process in processes:
+        try:
+            process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
 
 
 def cpu_seconds_of(pids: list[int]) -> float:
@@ -75,15 +88,7 @@ class Running:
         return self.client_class(session, self.urls[instance])
 
     def stop(self) -> None:
-        for process in [*self.processes, *self.helpers]:
-            if process.poll() is None:
-                process.terminate()
-        for process in [*self.processes, *self.helpers]:
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        stop_processes([*self.processes, *self.helpers])
 
 
 async def wait_listening(port: int, process: subprocess.Popen[bytes], deadline: float = 30) -> None:
@@ -131,61 +136,70 @@ def ours_env(redis_url: str, auth_port: int) -> dict[str, str]:
 
 
 async def start(name: str, redis_url: str, logs: Path) -> Running:
+    """Both instances of `name` (and ours' auth service), listening; on any failure on the way,
+    every process started so far is stopped."""
     ports = [free_port(), free_port()]
-    if name == "ours":
-        auth_port = free_port()
-        env = ours_env(redis_url, auth_port)
-        auth = _spawn([sys.executable, "-m", "auth_service"], env, logs / "ours-auth.log")
-        await wait_listening(auth_port, auth)
-        processes = [
-            _spawn(
-                [sys.executable, "-m", "service"],
-                {**env, "CHAT_PORT": str(port)},
-                logs / f"ours-{i}.log",
-            )
-            for i, port in enumerate(ports)
-        ]
-        running = Running(
-            name,
-            [f"http://127.0.0.1:{port}/ws" for port in ports],
-            processes,
-            BenchClient,
-            auth_url=f"http://127.0.0.1:{auth_port}",
-            helpers=[auth],
-        )
-    else:
-        module, path, client = {
-            "reference": ("bench.peers.reference", "/ws", BenchClient),
-            "socketio": (
-                "bench.peers.socketio_server",
-                "/socket.io/?EIO=4&transport=websocket",
-                SocketIOClient,
-            ),
-            "channels": ("bench.peers.channels_app.serve", "/ws", BenchClient),
-        }[name]
-        processes = [
-            _spawn(
-                [sys.executable, "-m", module],
-                {**os.environ, "PORT": str(port), "REDIS_URL": redis_url},
-                logs / f"{name}-{i}.log",
-            )
-            for i, port in enumerate(ports)
-        ]
-        running = Running(
-            name, [f"http://127.0.0.1:{port}{path}" for port in ports], processes, client
-        )
+    started: list[subprocess.Popen[bytes]] = []
+
+    def spawn(argv: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+        started.append(_spawn(argv, env, log))
+        return started[-1]
+
     try:
+        if name == "ours":
+            auth_port = free_port()
+            env = ours_env(redis_url, auth_port)
+            auth = spawn([sys.executable, "-m", "auth_service"], env, logs / "ours-auth.log")
+            await wait_listening(auth_port, auth)
+            processes = [
+                spawn(
+                    [sys.executable, "-m", "service"],
+                    {**env, "CHAT_PORT": str(port)},
+                    logs / f"ours-{i}.log",
+                )
+                for i, port in enumerate(ports)
+            ]
+            running = Running(
+                name,
+                [f"http://127.0.0.1:{port}/ws" for port in ports],
+                processes,
+                BenchClient,
+                auth_url=f"http://127.0.0.1:{auth_port}",
+                helpers=[auth],
+            )
+        else:
+            module, path, client = {
+                "reference": ("bench.peers.reference", "/ws", BenchClient),
+                "socketio": (
+                    "bench.peers.socketio_server",
+                    "/socket.io/?EIO=4&transport=websocket",
+                    SocketIOClient,
+                ),
+                "channels": ("bench.peers.channels_app.serve", "/ws", BenchClient),
+            }[name]
+            processes = [
+                spawn(
+                    [sys.executable, "-m", module],
+                    {**os.environ, "PORT": str(port), "REDIS_URL": redis_url},
+                    logs / f"{name}-{i}.log",
+                )
+                for i, port in enumerate(ports)
+            ]
+            running = Running(
+                name, [f"http://127.0.0.1:{port}{path}" for port in ports], processes, client
+            )
         for port, process in zip(ports, processes, strict=True):
             await wait_listening(port, process)
     except BaseException:
-        running.stop()
+        stop_processes(started)
         raise
     return running
 
 
 @contextlib.contextmanager
-def redis_server(logs: Path) -> Iterator[str]:
-    """A private redis-server on the load generator's core."""
+def redis_server(logs: Path, core: str | None = "1") -> Iterator[str]:
+    """A private redis-server, on the load generator's core unless `core` is None; its
+    log and working directory are `logs`."""
     port = free_port()
     process = subprocess.Popen(
         pinned(
@@ -204,7 +218,7 @@ def redis_server(logs: Path) -> Iterator[str]:
                 "--logfile",
                 str(logs / "redis.log"),
             ],
-            "1",
+            core,
         )
     )
     try:
@@ -220,5 +234,4 @@ def redis_server(logs: Path) -> Iterator[str]:
             time.sleep(0.05)
         yield f"redis://127.0.0.1:{port}/0"
     finally:
-        process.terminate()
-        process.wait(timeout=10)
+        stop_processes([process])

@@ -12,8 +12,9 @@
  *       COUNT subscribers of ROOM, alternating between the two ports; the last SLOW stop reading
  *       once joined. Prints "ready", then reads commands on stdin:
  *         start                  the measured span begins (CPU and wall time are counted from here)
- *         finish LAST DEADLINE   stop once every reader has message LAST or DEADLINE ms pass,
- *                                and print one JSON object
+ *         finish LAST DEADLINE   stop once every reader has message LAST or was closed by the
+ *                                server, or DEADLINE ms pass, and print one JSON object
+ *                                (percentiles are null when nothing was received)
  *
  * PROTO is "json" (ours, the reference, Channels) or "socketio" (Engine.IO 4 framing).
  * Both modes read one header line per connection on stdin first ("" for none), e.g.
@@ -41,6 +42,9 @@
 
 #define IO_TIMEOUT_S 10
 #define READ_CHUNK 65536
+#define MAX_FRAME (16u << 20) /* larger frames are a broken server, not a message */
+#define MAX_SEQ 100000000L     /* one byte per sequence number per reader: bounds that map */
+#define MAX_DIGITS 18          /* a long holds any 18-digit number */
 
 typedef struct {
     int fd;
@@ -158,7 +162,7 @@ static ssize_t fill(conn_t *c) {
 }
 
 /* The next whole frame in the buffer: 1 (and consumes it), 0 if more bytes are needed,
- * -1 if the server broke the protocol (a masked or fragmented frame). */
+ * -1 if the server broke the protocol (a masked or fragmented frame, a length over MAX_FRAME). */
 static int next_frame(conn_t *c, int *opcode, unsigned char **payload, size_t *len) {
     unsigned char *p = c->buf + c->off;
     size_t have = c->len - c->off;
@@ -171,11 +175,13 @@ static int next_frame(conn_t *c, int *opcode, unsigned char **payload, size_t *l
         h = 4;
     } else if (n == 127) {
         if (have < 10) return 0;
-        n = 0;
-        for (int i = 2; i < 10; i++) n = (n << 8) | p[i];
+        uint64_t length = 0;
+        for (int i = 2; i < 10; i++) length = (length << 8) | p[i];
+        if (length >> 63 || length > MAX_FRAME) return -1;
+        n = (size_t)length;
         h = 10;
     }
-    if (have < h + n) return 0;
+    if (n > have - h) return 0; /* have >= h here, so nothing overflows */
     *opcode = p[0] & 0x0f;
     *payload = p + h;
     *len = n;
@@ -234,7 +240,8 @@ static int ws_open(conn_t *c, int port, const char *header) {
     if (n <= 0 || (size_t)n >= sizeof request) return -1;
     if (write_all(c->fd, (unsigned char *)request, (size_t)n) < 0) return -1;
     unsigned char *end;
-    while (!(end = memmem(c->buf, c->len, "\r\n\r\n", 4))) {
+    for (;;) { /* the buffer is NULL until the first fill */
+        if (c->len > 0 && (end = memmem(c->buf, c->len, "\r\n\r\n", 4))) break;
         if (c->len > 16384 || fill(c) <= 0) return -1;
     }
     if (!starts_with(c->buf, c->len, "HTTP/1.1 101")) return -1;
@@ -273,11 +280,12 @@ static int ws_join(conn_t *c, const char *room) {
     return 0;
 }
 
-/* A polite close: our close frame, then the server's (or EOF). */
-static void ws_close(conn_t *c) {
+/* With `polite` (only after a successful ws_open): our close frame, then the server's (or
+ * EOF). Otherwise the socket is just closed: a failed open has no WebSocket to close. */
+static void ws_close(conn_t *c, int polite) {
     if (c->fd >= 0) {
         static const char normal[2] = {0x03, (char)0xe8}; /* 1000 */
-        if (ws_send(c->fd, 8, normal, 2) == 0) {
+        if (polite && ws_send(c->fd, 8, normal, 2) == 0) {
             int opcode = 0, r;
             unsigned char *p;
             size_t len;
@@ -297,12 +305,14 @@ static int cmp_i64(const void *a, const void *b) {
     return (x > y) - (x < y);
 }
 
-/* The same rule as bench/scenarios.py: the value at index int(q * n) of the sorted values. */
-static double percentile_ms(const int64_t *sorted, size_t n, double q) {
-    if (n == 0) return -1;
+/* The same rule as bench/scenarios.py: the value at index int(q * n) of the sorted values,
+ * as JSON: milliseconds, or null when there are no values (no figure, never a good one). */
+static const char *percentile_ms(char out[32], const int64_t *sorted, size_t n, double q) {
+    if (n == 0) return "null";
     size_t i = (size_t)(q * (double)n);
     if (i >= n) i = n - 1;
-    return sorted[i] / 1e6;
+    snprintf(out, 32, "%.2f", sorted[i] / 1e6);
+    return out;
 }
 
 /* --- handshakes ------------------------------------------------------------------------- */
@@ -320,7 +330,8 @@ static void *hs_worker(void *unused) {
         conn_t c = {.fd = -1};
         errno = 0;
         int64_t started = now_ns();
-        if (ws_open(&c, hs_port, header_for(i)) == 0) {
+        int opened = ws_open(&c, hs_port, header_for(i)) == 0;
+        if (opened) {
             hs_times[i] = now_ns() - started;
         } else {
             hs_times[i] = -1;
@@ -328,7 +339,7 @@ static void *hs_worker(void *unused) {
                 snprintf(hs_first_error, sizeof hs_first_error, "%s",
                          errno ? strerror(errno) : "protocol");
         }
-        ws_close(&c);
+        ws_close(&c, opened);
     }
 }
 
@@ -358,11 +369,13 @@ static int handshakes(int argc, char **argv) {
     for (int i = 0; i < hs_count; i++)
         if (hs_times[i] >= 0) hs_times[ok++] = hs_times[i];
     qsort(hs_times, ok, sizeof *hs_times, cmp_i64);
+    char p50[32], p99[32];
     printf("{\"connections\": %d, \"failures\": %d, \"first_failure\": \"%s\", "
-           "\"conn_per_s\": %.1f, \"hello_p50_ms\": %.2f, \"hello_p99_ms\": %.2f, "
+           "\"conn_per_s\": %.1f, \"hello_p50_ms\": %s, \"hello_p99_ms\": %s, "
            "\"loadgen_cpu\": %.2f}\n",
-           hs_count, hs_failures, hs_first_error, ok / wall, percentile_ms(hs_times, ok, 0.50),
-           percentile_ms(hs_times, ok, 0.99), (cpu_s() - cpu0) / wall);
+           hs_count, hs_failures, hs_first_error, ok / wall,
+           percentile_ms(p50, hs_times, ok, 0.50), percentile_ms(p99, hs_times, ok, 0.99),
+           (cpu_s() - cpu0) / wall);
     return 0;
 }
 
@@ -375,10 +388,16 @@ static size_t lat_len, lat_cap;
 static long duplicates, errors, reads, wakeups;
 static int64_t last_receive;
 static long finish_seq = -1;
-static int readers_done, readers_closed;
+static int finishing; /* "finish" was read */
+/* After "finish": readers that have message LAST, and readers the server closed before it. */
+static int readers_done, readers_gone, readers_closed;
+
+static int has_seq(const conn_t *c, long seq) {
+    return seq >= 0 && (size_t)seq < c->seen_cap && c->seen[seq];
+}
 
 static void record(conn_t *c, long seq, int64_t sent, int64_t received) {
-    if (seq < 0) {
+    if (seq < 0 || seq > MAX_SEQ) {
         errors++;
         return;
     }
@@ -406,11 +425,16 @@ static void record(conn_t *c, long seq, int64_t sent, int64_t received) {
     last_receive = received;
 }
 
+/* A non-negative decimal of at most MAX_DIGITS digits, or -1. */
 static long parse_number(const unsigned char **p, const unsigned char *end) {
     long value = 0;
+    int digits = 0;
     const unsigned char *q = *p;
     if (q >= end || *q < '0' || *q > '9') return -1;
-    while (q < end && *q >= '0' && *q <= '9') value = value * 10 + (*q++ - '0');
+    while (q < end && *q >= '0' && *q <= '9') {
+        if (++digits > MAX_DIGITS) return -1;
+        value = value * 10 + (*q++ - '0');
+    }
     *p = q;
     return value;
 }
@@ -467,6 +491,7 @@ static void on_readable(conn_t *c, int epoll_fd) {
     if (n <= 0 || r < 0) {
         c->closed = 1;
         readers_closed++;
+        if (finishing && !has_seq(c, finish_seq)) readers_gone++; /* LAST never comes */
         epoll_ctl(epoll_fd, EPOLL_CTL_DEL, c->fd, NULL);
     }
 }
@@ -487,14 +512,16 @@ static void report(double cpu0, int64_t wall0, int readers) {
     long delivered = 0;
     for (int i = 0; i < sub_count; i++) delivered += subs[i].delivered;
     qsort(latencies, lat_len, sizeof *latencies, cmp_i64);
+    char p50[32], p99[32], p999[32];
     printf("{\"subscribers\": %d, \"readers\": %d, \"delivered\": %ld, \"duplicates\": %ld, "
            "\"errors\": %ld, \"readers_closed\": %d, \"last_receive_ns\": %lld, "
-           "\"p50_ms\": %.2f, \"p99_ms\": %.2f, \"p999_ms\": %.2f, \"cpu_s\": %.3f, "
+           "\"p50_ms\": %s, \"p99_ms\": %s, \"p999_ms\": %s, \"cpu_s\": %.3f, "
            "\"wall_s\": %.3f, \"reads\": %ld, \"wakeups\": %ld, \"slow_closed_ns\": [",
            sub_count, readers, delivered, duplicates, errors, readers_closed,
-           (long long)last_receive, percentile_ms(latencies, lat_len, 0.50),
-           percentile_ms(latencies, lat_len, 0.99), percentile_ms(latencies, lat_len, 0.999),
-           cpu_s() - cpu0, (now_ns() - wall0) / 1e9, reads, wakeups);
+           (long long)last_receive, percentile_ms(p50, latencies, lat_len, 0.50),
+           percentile_ms(p99, latencies, lat_len, 0.99),
+           percentile_ms(p999, latencies, lat_len, 0.999), cpu_s() - cpu0,
+           (now_ns() - wall0) / 1e9, reads, wakeups);
     const char *sep = "";
     for (int i = 0; i < sub_count; i++) {
         if (subs[i].slow && subs[i].closed_at) {
@@ -565,10 +592,15 @@ static int subscribe(int argc, char **argv) {
                     wall0 = now_ns();
                 } else if (sscanf(line, "finish %ld %ld", &last, &deadline_ms) == 2) {
                     finish_seq = last;
-                    readers_done = 0;
-                    for (int i = 0; i < sub_count; i++)
-                        if (!subs[i].slow && (size_t)last < subs[i].seen_cap && subs[i].seen[last])
+                    finishing = 1;
+                    readers_done = readers_gone = 0;
+                    for (int i = 0; i < sub_count; i++) {
+                        if (subs[i].slow) continue;
+                        if (has_seq(&subs[i], last))
                             readers_done++;
+                        else if (subs[i].closed)
+                            readers_gone++;
+                    }
                     deadline = now_ns() + deadline_ms * 1000000LL;
                 }
                 size_t rest = line_len - (size_t)(nl + 1 - line);
@@ -581,7 +613,8 @@ static int subscribe(int argc, char **argv) {
             check_slow(now);
             last_check = now;
         }
-        if (finish_seq >= 0 && (readers_done >= readers || now > deadline)) {
+        /* every reader has LAST, or never will (closed by the server), or time is up */
+        if (finishing && (readers_done + readers_gone >= readers || now > deadline)) {
             report(cpu0, wall0, readers);
             return 0;
         }

@@ -10,18 +10,17 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
-import socket
+import subprocess
 import sys
 import tempfile
-import time
-from asyncio.subprocess import Process
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import aiohttp
-import redis.asyncio as aioredis
 import socketio
+
+from bench.systems import free_port, redis_server, stop_processes, wait_listening
 
 REPO = Path(__file__).resolve().parents[2]
 ROOM = "bench-room"
@@ -32,75 +31,15 @@ class SmokeFailure(Exception):
     """A peer did not behave as bench/README.md says."""
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def require(condition: bool, what: str) -> None:
     if not condition:
         raise SmokeFailure(what)
 
 
-async def start_redis(directory: str) -> tuple[Process, str]:
-    executable = shutil.which("redis-server")
-    if executable is None:
-        raise SmokeFailure("redis-server is not on PATH (apt-get install redis-server)")
-    port = free_port()
-    process = await asyncio.create_subprocess_exec(
-        *(executable, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--dir", directory),
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.DEVNULL,
-    )
-    url = f"redis://127.0.0.1:{port}/0"
-    client = aioredis.Redis.from_url(url)
-    deadline = time.monotonic() + DEADLINE
-    try:
-        while True:
-            try:
-                await client.ping()
-                return process, url
-            except aioredis.ConnectionError:
-                if time.monotonic() > deadline or process.returncode is not None:
-                    await stop(process)
-                    raise SmokeFailure(f"redis-server did not start on {port}") from None
-                await asyncio.sleep(0.02)  # polling a process we just spawned
-    finally:
-        await client.aclose()
-
-
-async def start_peer(module: str, port: int, url: str) -> Process:
+def start_peer(module: str, port: int, url: str) -> subprocess.Popen[bytes]:
     """One peer process; its stderr is ours, so a traceback shows in the smoke output."""
     env = {**os.environ, "PORT": str(port), "REDIS_URL": url}
-    return await asyncio.create_subprocess_exec(sys.executable, "-m", module, cwd=REPO, env=env)
-
-
-async def wait_listening(process: Process, port: int) -> None:
-    deadline = time.monotonic() + DEADLINE
-    while True:
-        try:
-            _, writer = await asyncio.open_connection("127.0.0.1", port)
-        except OSError:
-            if process.returncode is not None:
-                raise SmokeFailure(f"exited with {process.returncode} before listening") from None
-            if time.monotonic() > deadline:
-                raise SmokeFailure(f"not listening on {port} after {DEADLINE}s") from None
-            await asyncio.sleep(0.05)  # polling a process we just spawned
-        else:
-            writer.close()
-            await writer.wait_closed()
-            return
-
-
-async def stop(process: Process) -> None:
-    if process.returncode is None:
-        process.terminate()
-        try:
-            await asyncio.wait_for(process.wait(), timeout=5)
-        except TimeoutError:
-            process.kill()
-            await process.wait()
+    return subprocess.Popen([sys.executable, "-m", module], cwd=REPO, env=env)
 
 
 async def receive_type(ws: aiohttp.ClientWebSocketResponse, kind: str) -> dict[str, Any]:
@@ -181,37 +120,41 @@ PEERS: dict[str, tuple[str, Callable[[int, int], Awaitable[None]]]] = {
 
 async def check_peer(module: str, check: Callable[[int, int], Awaitable[None]], url: str) -> None:
     ports = (free_port(), free_port())
-    processes = [await start_peer(module, port, url) for port in ports]
+    processes: list[subprocess.Popen[bytes]] = []
     try:
+        for port in ports:
+            processes.append(start_peer(module, port, url))
         for process, port in zip(processes, ports, strict=True):
-            await wait_listening(process, port)
+            await wait_listening(port, process, deadline=DEADLINE)
         async with asyncio.timeout(DEADLINE):
             await check(*ports)
     finally:
-        for process in processes:
-            await stop(process)
+        stop_processes(processes, timeout=5)
 
 
 async def main() -> int:
+    if shutil.which("redis-server") is None:
+        print("redis-server is not on PATH (apt-get install redis-server)")
+        return 1
     directory = tempfile.mkdtemp(prefix="bench-smoke-redis-")
-    redis_process, url = await start_redis(directory)
     try:
-        for name, (module, check) in PEERS.items():
-            try:
-                await check_peer(module, check, url)
-            except (
-                SmokeFailure,
-                TimeoutError,
-                OSError,
-                aiohttp.ClientError,
-                socketio.exceptions.SocketIOError,
-            ) as error:
-                print(f"peer {name}: FAILED: {type(error).__name__}: {error}")
-                return 1
-            print(f"peer {name}: ok")
+        with redis_server(Path(directory), core=None) as url:  # unpinned: any machine will do
+            for name, (module, check) in PEERS.items():
+                try:
+                    await check_peer(module, check, url)
+                except (
+                    SmokeFailure,
+                    RuntimeError,  # a peer exited or never listened (bench.systems)
+                    TimeoutError,
+                    OSError,
+                    aiohttp.ClientError,
+                    socketio.exceptions.SocketIOError,
+                ) as error:
+                    print(f"peer {name}: FAILED: {type(error).__name__}: {error}")
+                    return 1
+                print(f"peer {name}: ok")
         return 0
     finally:
-        await stop(redis_process)
         shutil.rmtree(directory, ignore_errors=True)
 
 
