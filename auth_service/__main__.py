@@ -10,7 +10,8 @@ from auth_service import keys
 from auth_service.app import create_app
 from auth_service.components import AuthComponents
 from auth_service.settings import AuthSettings, load_settings
-from common.entrypoint import serve, settings_or_exit
+from common.entrypoint import settings_or_exit
+from common.http_server import serve
 from common.redis import connect
 
 
@@ -82,7 +83,7 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(asyncio.run(_keys_command(settings, args)))
     if args.command == "users":
         raise SystemExit(asyncio.run(_users_command(settings, args)))
-    serve("auth-service", create_app(settings), settings.host, settings.port)
+    serve("auth-service", create_app(settings), settings.host, settings.port, settings.http)
 
 
 if __name__ == "__main__":

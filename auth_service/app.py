@@ -14,6 +14,7 @@ from auth_service import openapi, views
 from auth_service.components import COMPONENTS, AuthComponents
 from auth_service.errors import error_middleware
 from auth_service.settings import AuthSettings
+from common.http_limits import body_deadline
 from common.redis import REDIS_ERRORS
 
 log = logging.getLogger(__name__)
@@ -38,7 +39,11 @@ def create_app(settings: AuthSettings) -> web.Application:
     warnings.filterwarnings("ignore", category=NotAppKeyWarning, module="aiohttp_session")
     parts = AuthComponents.build(settings)
     app = web.Application(
-        middlewares=[error_middleware, session_middleware(parts.sessions)],
+        middlewares=[
+            error_middleware,
+            body_deadline(settings.http),
+            session_middleware(parts.sessions),
+        ],
         client_max_size=MAX_BODY,
     )
     app[COMPONENTS] = parts

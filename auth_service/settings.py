@@ -11,6 +11,7 @@ from types import MappingProxyType
 
 from auth_service.keys import load_private_key
 from common.config import EnvReader
+from common.http_limits import HttpLimits, read_http_limits
 
 DEV_CLIENTS = "chat:dev-chat-secret"
 PUBLIC_CLIENT = "public"  # the client id of callers that present no client credentials
@@ -48,6 +49,7 @@ class AuthSettings:
     argon2_parallelism: int
     hash_workers: int
     max_pending_hashes: int
+    http: HttpLimits
     log_level: str
 
 
@@ -127,6 +129,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> AuthSettings:
         argon2_parallelism=env.integer("AUTH_ARGON2_PARALLELISM", 4, minimum=1, maximum=64),
         hash_workers=env.integer("AUTH_HASH_WORKERS", 2, minimum=1, maximum=64),
         max_pending_hashes=env.integer("AUTH_MAX_PENDING_HASHES", 64, minimum=1),
+        http=read_http_limits(env, "AUTH", default_connections=4096),
         log_level=env.choice("LOG_LEVEL", "INFO", ("DEBUG", "INFO", "WARNING", "ERROR")),
     )
     _check_key_files(env, settings.signing_key_files)

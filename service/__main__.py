@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from common.entrypoint import serve, settings_or_exit
+from common.entrypoint import settings_or_exit
+from common.http_server import serve
 from service.app import create_app
 from service.settings import load_settings
 
@@ -14,6 +15,7 @@ def main() -> None:
         create_app(settings),
         settings.host,
         settings.port,
+        settings.http,
         shutdown_timeout=settings.close_timeout + 3,
         backlog=settings.backlog,  # a reconnect storm arrives all at once
     )

@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 import aiohttp
 from aiohttp import web
 
+from common.http_limits import body_deadline
 from service import views
 from service.auth import CredentialChecker, IntrospectionClient, build_authenticator
 from service.broker.base import Broker
@@ -15,10 +16,12 @@ from service.node import REVOCATION_CHANNEL, ChatNode
 from service.settings import ChatSettings
 from service.views import HTTP_SESSION, NODE
 
+MAX_BODY = 64 * 1024  # the chat service reads no body yet; keep whatever comes small
+
 
 def create_app(settings: ChatSettings, broker: Broker | None = None) -> web.Application:
     """The app; `broker` replaces the Redis broker (unit tests use the in-memory one)."""
-    app = web.Application()
+    app = web.Application(middlewares=[body_deadline(settings.http)], client_max_size=MAX_BODY)
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         session = aiohttp.ClientSession(

@@ -9,6 +9,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from common.config import EnvReader
+from common.http_limits import HttpLimits, read_http_limits
 
 DEV_CLIENT_SECRET = "dev-chat-secret"  # development only; production refuses it
 ORIGIN = re.compile(r"^https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?$")
@@ -51,6 +52,7 @@ class ChatSettings:
     heartbeat: float
     close_timeout: float
     expiry_grace: float
+    http: HttpLimits
     log_level: str
 
 
@@ -67,6 +69,10 @@ def read_settings(environ: Mapping[str, str] | None = None) -> tuple[ChatSetting
     for origin in origins:
         if not ORIGIN.fullmatch(origin):
             env.fail(f"CHAT_ALLOWED_ORIGINS entry {origin!r} must be scheme://host[:port]")
+    max_connections = env.integer("CHAT_MAX_CONNECTIONS", 20_000, minimum=1)
+    http = read_http_limits(env, "CHAT", default_connections=max_connections + 1024)
+    if http.max_open_connections <= max_connections:
+        env.fail("CHAT_MAX_OPEN_CONNECTIONS must exceed CHAT_MAX_CONNECTIONS")
     settings = ChatSettings(
         app_env=env.app_env,
         redis_url=env.url("REDIS_URL", "redis://127.0.0.1:6379/0", schemes=("redis", "rediss")),
@@ -87,7 +93,7 @@ def read_settings(environ: Mapping[str, str] | None = None) -> tuple[ChatSetting
         max_text=env.integer("CHAT_MAX_TEXT", 4096, minimum=1, maximum=1_000_000),
         max_frame=env.integer("CHAT_MAX_FRAME", 65536, minimum=1024, maximum=16 * 1024 * 1024),
         max_rooms=env.integer("CHAT_MAX_ROOMS", 100, minimum=1, maximum=100_000),
-        max_connections=env.integer("CHAT_MAX_CONNECTIONS", 20_000, minimum=1),
+        max_connections=max_connections,
         backlog=env.integer("CHAT_BACKLOG", 1024, minimum=1, maximum=65535),
         max_connections_per_user=env.integer("CHAT_MAX_CONNECTIONS_PER_USER", 32, minimum=1),
         outbox_frames=env.integer("CHAT_OUTBOX_FRAMES", 1024, minimum=1, maximum=1_000_000),
@@ -102,6 +108,7 @@ def read_settings(environ: Mapping[str, str] | None = None) -> tuple[ChatSetting
         heartbeat=env.number("CHAT_HEARTBEAT", 30.0, minimum=0.1),
         close_timeout=env.number("CHAT_CLOSE_TIMEOUT", 2.0, minimum=0.01),
         expiry_grace=env.number("CHAT_EXPIRY_GRACE", 5.0),
+        http=http,
         log_level=env.choice("LOG_LEVEL", "INFO", ("DEBUG", "INFO", "WARNING", "ERROR")),
     )
     if settings.max_text * 6 + 1024 > settings.max_frame:

@@ -13,6 +13,7 @@ from aiohttp.test_utils import TestClient
 from auth_service.app import create_app
 from auth_service.settings import AuthSettings, load_settings
 from tests.redis_server import RedisServer
+from tests.servers import HardenedTestServer
 
 CHAT_CLIENT = ("chat", "chat-secret-for-tests-only")
 OTHER_CLIENT = ("reports", "reports-secret-for-tests")
@@ -73,7 +74,8 @@ def make_auth_client(
     """Starts another auth service instance on the test Redis, with optional overrides."""
 
     async def make(**overrides: str) -> TestClient[Any, Any]:
-        return await aiohttp_client(create_app(load_settings(auth_environ(redis_url, **overrides))))
+        settings = load_settings(auth_environ(redis_url, **overrides))
+        return await aiohttp_client(HardenedTestServer(create_app(settings), settings.http))
 
     return make
 

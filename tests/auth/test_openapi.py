@@ -43,6 +43,7 @@ from schemathesis.specs.openapi.checks import (
 from auth_service import openapi
 from auth_service.app import create_app
 from auth_service.settings import load_settings
+from common.http_server import start_site
 from tests.conftest import CHAT_CLIENT, PASSWORD, auth_environ
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -121,9 +122,9 @@ class LiveAuthService:
 
     async def _start(self) -> str:
         app = create_app(self._settings)
-        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1)
-        await self._runner.setup()
-        await web.TCPSite(self._runner, "127.0.0.1", 0).start()
+        self._runner, _site = await start_site(
+            app, self._settings.http, shutdown_timeout=1, host="127.0.0.1", port=0
+        )
         host, port = self._runner.addresses[0][:2]
         return f"http://{host}:{port}"
 

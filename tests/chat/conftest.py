@@ -7,7 +7,6 @@ from typing import Any
 
 import aiohttp
 import pytest
-from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from auth_service.app import create_app as create_auth_app
@@ -16,6 +15,7 @@ from service.app import create_app as create_chat_app
 from service.settings import load_settings as load_chat_settings
 from tests.chat.helpers import ChatUser, Stack
 from tests.conftest import CHAT_CLIENT, PASSWORD, auth_environ
+from tests.servers import HardenedTestServer
 
 ChatFactory = Callable[..., Awaitable[TestClient[Any, Any]]]
 ORIGIN = "https://chat.example"
@@ -35,10 +35,12 @@ def chat_environ(redis_url: str, auth_url: str, **overrides: str) -> dict[str, s
 
 
 @pytest.fixture
-async def auth_server(
-    aiohttp_server: Callable[[web.Application], Awaitable[TestServer]], redis_url: str
-) -> TestServer:
-    return await aiohttp_server(create_auth_app(load_auth_settings(auth_environ(redis_url))))
+async def auth_server(redis_url: str) -> AsyncIterator[HardenedTestServer]:
+    settings = load_auth_settings(auth_environ(redis_url))
+    server = HardenedTestServer(create_auth_app(settings), settings.http)
+    await server.start_server()
+    yield server
+    await server.close()
 
 
 @pytest.fixture
@@ -52,7 +54,7 @@ def make_chat(
     async def make(**overrides: str) -> TestClient[Any, Any]:
         auth_url = str(auth_server.make_url("")).rstrip("/")
         settings = load_chat_settings(chat_environ(redis_url, auth_url, **overrides))
-        return await aiohttp_client(create_chat_app(settings))
+        return await aiohttp_client(HardenedTestServer(create_chat_app(settings), settings.http))
 
     return make
 
