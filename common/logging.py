@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 from typing import Any
 
@@ -28,6 +29,15 @@ SENSITIVE_FIELDS = frozenset(
 )
 
 
+# Credential shapes, wherever they appear in a line (a library's message or traceback quoting
+# a request): JWTs, refresh tokens, and 43-character ids after "=" (session cookies).
+CREDENTIAL_PATTERN = re.compile(
+    r"eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*"
+    r"|rt_[A-Za-z0-9_-]{43}"
+    r"|(?<==)[A-Za-z0-9_-]{43}(?![A-Za-z0-9_-])"
+)
+
+
 class JsonFormatter(logging.Formatter):
     """Formats each record as one JSON object: time, level, logger, message and extras."""
 
@@ -44,7 +54,7 @@ class JsonFormatter(logging.Formatter):
             entry[key] = "[redacted]" if key.lower() in SENSITIVE_FIELDS else value
         if record.exc_info:
             entry["exc"] = self.formatException(record.exc_info)
-        return json.dumps(entry, default=str)
+        return CREDENTIAL_PATTERN.sub("[redacted]", json.dumps(entry, default=str))
 
 
 def configure_logging(level: str = "INFO") -> None:

@@ -2,6 +2,7 @@
 
 import json
 import logging
+import sys
 
 import pytest
 from aiohttp import web
@@ -67,3 +68,20 @@ def test_access_log_is_skipped_below_info() -> None:
     assert AccessLogger(logger, "").enabled is False
     logger.setLevel(logging.INFO)
     assert AccessLogger(logger, "").enabled is True
+
+
+def test_credential_shapes_are_redacted_wherever_they_appear() -> None:
+    jwt = "eyJhbGciOiJFZERTQSJ9.eyJzdWIiOiJhIn0.c2lnbmF0dXJl"
+    refresh = "rt_" + "A" * 43
+    session = "B" * 43
+    try:
+        raise ValueError(f"line {jwt!r} and Cookie: chat_session={session}")
+    except ValueError:
+        record = logging.LogRecord(
+            "x", logging.ERROR, __file__, 1, "quoted %s", (refresh,), sys.exc_info()
+        )
+    line = JsonFormatter().format(record)
+    for secret in (jwt, refresh, session):
+        assert secret not in line
+    assert line.count("[redacted]") == 3  # the message, and twice in the exception line
+    assert json.loads(line)["level"] == "error"

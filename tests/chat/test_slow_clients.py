@@ -1,0 +1,225 @@
+"""Slow and numerous clients (finding 1 of the attack on 326b726): both services cut off a
+request head or body that does not arrive in time, answer connections past their cap with
+503 instead of failing accept(), and treat a client that hangs up mid-body as a client error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import resource
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient
+
+from tests.conftest import AuthClientFactory, auth_environ
+from tests.redis_server import free_port
+
+Client = TestClient[Any, Any]
+SLACK = 2.0  # seconds a cut-off may come after its deadline (timer granularity, busy CI)
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@asynccontextmanager
+async def raw(client: Client) -> AsyncIterator[tuple[asyncio.StreamReader, asyncio.StreamWriter]]:
+    reader, writer = await asyncio.open_connection(client.server.host, client.server.port)
+    try:
+        yield reader, writer
+    finally:
+        writer.close()
+
+
+async def read_all(reader: asyncio.StreamReader, deadline: float) -> bytes:
+    """Everything the server sends until it closes the connection, within `deadline`."""
+    async with asyncio.timeout(deadline):
+        chunks = []
+        try:
+            while chunk := await reader.read(65536):
+                chunks.append(chunk)
+        except ConnectionResetError:
+            pass
+        return b"".join(chunks)
+
+
+@pytest.fixture(params=["auth", "chat"])
+async def server(
+    request: pytest.FixtureRequest,
+    make_auth_client: AuthClientFactory,
+    make_chat: Callable[..., Awaitable[Client]],
+) -> Client:
+    """Each service with a 1 s header and body deadline."""
+    if request.param == "auth":
+        return await make_auth_client(AUTH_HEADER_TIMEOUT="1", AUTH_BODY_TIMEOUT="1")
+    return await make_chat(CHAT_HEADER_TIMEOUT="1", CHAT_BODY_TIMEOUT="1")
+
+
+async def test_a_request_head_that_never_completes_is_cut_off(server: Client) -> None:
+    async with raw(server) as (reader, writer):
+        started = time.monotonic()
+        writer.write(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+        assert await read_all(reader, 1 + SLACK) == b""
+        assert time.monotonic() - started >= 0.9
+
+
+async def test_a_head_trickled_byte_by_byte_is_cut_off_all_the_same(server: Client) -> None:
+    async with raw(server) as (reader, writer):
+        writer.write(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+
+        async def trickle() -> None:
+            while not writer.is_closing():
+                writer.write(b"X")
+                await asyncio.sleep(0.1)  # the attacker's pace, not synchronisation
+
+        dripping = asyncio.create_task(trickle())
+        try:
+            assert await read_all(reader, 1 + SLACK) == b""
+        finally:
+            dripping.cancel()
+
+
+async def test_an_idle_connection_is_closed_after_the_header_deadline(server: Client) -> None:
+    async with raw(server) as (reader, _writer):
+        assert await read_all(reader, 1 + SLACK) == b""
+
+
+async def test_a_body_that_stalls_is_answered_408_and_closed(server: Client) -> None:
+    async with raw(server) as (reader, writer):
+        writer.write(
+            b"POST /token HTTP/1.1\r\nHost: x\r\n"
+            b"Content-Type: application/x-www-form-urlencoded\r\n"
+            b"Content-Length: 100000\r\n\r\ngrant_type"
+        )
+        answer = await read_all(reader, 1 + 2 + SLACK)  # deadline, then lingering at most 2 s
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 408"), answer
+    assert b"Connection: close" in head
+    assert json.loads(body)["error"] == "request_timeout"
+
+
+async def test_a_client_hanging_up_mid_body_is_a_client_error(
+    make_auth_client: AuthClientFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    auth = await make_auth_client()
+    caplog.set_level(logging.INFO)
+    for _ in range(20):
+        async with raw(auth) as (_reader, writer):
+            writer.write(
+                b"POST /token HTTP/1.1\r\nHost: x\r\n"
+                b"Content-Type: application/x-www-form-urlencoded\r\n"
+                b"Content-Length: 100000\r\n\r\ngrant_type=password"
+            )
+            await writer.drain()
+    # The service notices each hang-up; wait until it has answered every one of them.
+    async with asyncio.timeout(10):
+        while sum(r.getMessage() == "request" for r in caplog.records) < 20:
+            await asyncio.sleep(0.05)  # polling the log for records of the server's own pace
+    statuses = [r.__dict__["status"] for r in caplog.records if r.getMessage() == "request"]
+    assert statuses == [400] * 20
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+    hung_up = [r for r in caplog.records if "hung up" in r.getMessage()]
+    assert len(hung_up) == 1  # one line for the condition, not one per connection
+    response = await auth.get("/healthz")
+    assert response.status == 200
+
+
+async def test_connections_past_the_cap_are_answered_503_then_admitted_again(
+    make_auth_client: AuthClientFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    auth = await make_auth_client(AUTH_MAX_OPEN_CONNECTIONS="16", AUTH_HEADER_TIMEOUT="30")
+    held = [await asyncio.open_connection(auth.server.host, auth.server.port) for _ in range(16)]
+    try:
+        for _ in range(5):
+            async with raw(auth) as (reader, writer):
+                writer.write(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+                answer = await read_all(reader, 5)
+            head, _, body = answer.partition(b"\r\n\r\n")
+            assert head.startswith(b"HTTP/1.1 503"), answer
+            assert b"Retry-After: 1" in head
+            assert json.loads(body)["error"] == "temporarily_unavailable"
+        assert len([r for r in caplog.records if "cap reached" in r.getMessage()]) == 1
+    finally:
+        for _reader, writer in held:
+            writer.close()
+    async with asyncio.timeout(5):
+        while True:  # the held connections' closes reach the server at its own pace
+            response = await auth.get("/healthz")
+            if response.status == 200:
+                break
+            await asyncio.sleep(0.05)
+
+
+@pytest.mark.timeout(90)
+def test_a_flood_of_slow_connections_leaves_the_process_answering(
+    redis_url: str, tmp_path: Path
+) -> None:
+    """As a real process whose descriptor limit is 300: 600 connections that never finish
+    their request. The cap (lowered to fit the limit) answers the excess 503; nothing logs
+    per connection; once the head deadline has passed, requests are served again."""
+    port = free_port()
+    env = auth_environ(
+        redis_url, AUTH_HOST="127.0.0.1", AUTH_PORT=str(port), AUTH_HEADER_TIMEOUT="2"
+    )
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("AUTH_")}, **env}
+    log_path = tmp_path / "auth.log"
+
+    def small_fd_limit() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (300, 300))
+
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "auth_service"],
+            cwd=ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            preexec_fn=small_fd_limit,  # noqa: PLW1509 - a single-threaded test process
+        )
+    try:
+        asyncio.run(_flood(port, log_path))
+    finally:
+        process.terminate()
+        process.wait(timeout=20)
+    records = [json.loads(line) for line in log_path.read_text().splitlines()]
+    messages = [r["msg"] for r in records]
+    assert "the file-descriptor limit cannot fit the connection cap; lowering the cap" in messages
+    assert messages.count("connection cap reached; new connections answered 503") == 1
+    assert not [r for r in records if r["level"] in ("error", "critical")]
+
+
+async def _flood(port: int, log_path: Path) -> None:
+    async with asyncio.timeout(30):
+        while b'"msg": "serving"' not in log_path.read_bytes():
+            await asyncio.sleep(0.05)  # polling a starting process's log
+    held = []
+    statuses = []
+    for _ in range(600):
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"POST /token HTTP/1.1\r\nHost: x\r\nContent-Le")
+        held.append((reader, writer))
+    probe_reader, probe_writer = await asyncio.open_connection("127.0.0.1", port)
+    probe_writer.write(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+    refused = await read_all(probe_reader, 5)
+    probe_writer.close()
+    assert refused.startswith(b"HTTP/1.1 503"), refused
+    try:
+        for reader, _writer in held:
+            statuses.append((await read_all(reader, 10))[:12])
+    finally:
+        for _reader, writer in held:
+            writer.close()
+    assert statuses.count(b"HTTP/1.1 503") >= 500  # the cap is 300 - 256 = 44
+    assert set(statuses) <= {b"HTTP/1.1 503", b""}  # the rest were cut off silently
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    answer = await read_all(reader, 5)
+    writer.close()
+    assert answer.startswith(b"HTTP/1.1 200"), answer
