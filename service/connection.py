@@ -42,6 +42,18 @@ class Identity:
         return {"id": self.user_id, "username": self.username}
 
 
+@dataclass(frozen=True, slots=True)
+class RateLimit:
+    """Frames per second per socket, the burst allowed, and the refusals tolerated in 10 s."""
+
+    rate: float
+    burst: int
+    strikes: int
+
+    def guard(self) -> RateGuard:
+        return RateGuard(self.rate, self.burst, self.strikes)
+
+
 class RateGuard:
     """A token bucket of `rate` frames per second with bursts of `burst`, and a count of
     refusals: more than `strikes` refused frames within `window` seconds is persistent abuse."""
@@ -86,7 +98,7 @@ class Connection:
     with 1013. Nothing per connection runs while it is idle: no task, no timer but expiry."""
 
     __slots__ = ("_backlog", "_close_timeout", "_closing", "_expiry", "_finished", "_flusher",
-                 "_frames", "_outbox_limit", "_released", "_transport",
+                 "_frames", "_guard", "_outbox_limit", "_rate_limit", "_released", "_transport",
                  "_write_timeout", "close_code", "id", "identity", "rooms", "ws")  # fmt: skip
 
     def __init__(
@@ -99,6 +111,7 @@ class Connection:
         outbox_limit: int,
         close_timeout: float,
         write_timeout: float = 5.0,
+        rate_limit: RateLimit | None = None,
     ) -> None:
         self.ws = ws
         self.id = connection_id
@@ -118,6 +131,25 @@ class Connection:
         self.close_code: int | None = None
         self._finished: asyncio.Event | None = None
         self._released = False
+        self._rate_limit = rate_limit
+        self._guard: RateGuard | None = None  # made at the first frame: most sockets listen
+
+    def rate_check(self) -> str:
+        """Takes one frame from this socket's budget: `RateGuard.ALLOWED`, `LIMITED` (refused)
+        or `ABUSIVE` (refused too often lately: the socket is being closed with 1008)."""
+        if self._rate_limit is None:
+            return RateGuard.ALLOWED
+        if self._guard is None:
+            self._guard = self._rate_limit.guard()
+        verdict = self._guard.check()
+        if verdict == RateGuard.ABUSIVE:
+            self.close_soon(CloseCode.POLICY_VIOLATION, "rate limit exceeded")
+        return verdict
+
+    def frame_seen(self) -> bool:
+        """A frame the message loop will not see (a control frame, or a fragment that does
+        not end a message) came in; False once the socket is closed for abuse."""
+        return self.rate_check() != RateGuard.ABUSIVE
 
     @property
     def finished(self) -> asyncio.Event:

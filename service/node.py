@@ -16,7 +16,7 @@ from common.backoff import Backoff
 from service import protocol
 from service.auth import AuthFailed, CredentialChecker, HandshakeAuthenticator, IntrospectionClient
 from service.broker.base import Broker, BrokerUnavailable
-from service.connection import Connection, Identity
+from service.connection import Connection, Identity, RateLimit
 from service.errors import CloseCode
 from service.hub import RoomHub
 from service.protocol import Command, ProtocolError
@@ -52,6 +52,9 @@ class ChatNode:
         self._connection_ids = (f"{settings.instance_id}-{boot}-c{n}" for n in itertools.count(1))
         self._revalidation: asyncio.Task[None] | None = None
         self._revalidate_again = False
+        self.rate_limit = RateLimit(
+            settings.rate_per_second, settings.rate_burst, settings.rate_strikes
+        )
         self._connections_total = 0
         self._connections_per_user: Counter[str] = Counter()
 

@@ -11,6 +11,7 @@ from aiohttp import WSMsgType, web
 
 from service import protocol
 from service.auth import SUBPROTOCOL, AuthFailed, invalid_token
+from common.aiohttp_adapter import frame_meter_of
 from service.connection import Connection, Identity, RateGuard
 from service.errors import CloseCode
 from service.node import ChatNode
@@ -88,7 +89,12 @@ async def _serve(
         outbox_limit=settings.outbox_frames,
         close_timeout=settings.close_timeout,
         write_timeout=settings.write_timeout,
+        rate_limit=node.rate_limit,
     )
+    meter = frame_meter_of(request)
+    if meter is not None:
+        # Pings, pongs and fragments never reach the loop below; they count all the same.
+        meter.attach(connection.frame_seen)
     node.hub.add(connection)
     if node.revoked_since(identity, started):
         connection.close_soon(CloseCode.REVOKED, "credential revoked")
@@ -103,18 +109,12 @@ async def _serve(
             }
         )
     )
-    guard: RateGuard | None = None  # made at the first frame: most sockets mostly listen
     try:
         async for message in ws:
             if connection.closing:
                 break
-            if guard is None:
-                guard = RateGuard(
-                    settings.rate_per_second, settings.rate_burst, settings.rate_strikes
-                )
-            verdict = guard.check()
+            verdict = connection.rate_check()
             if verdict == RateGuard.ABUSIVE:
-                connection.close_soon(CloseCode.POLICY_VIOLATION, "rate limit exceeded")
                 break
             if verdict == RateGuard.LIMITED:
                 connection.send(protocol.error("rate_limited", "slow down"))
