@@ -9,9 +9,9 @@ import time
 import aiohttp
 from aiohttp import WSMsgType, web
 
+from common.aiohttp_adapter import frame_meter_of
 from service import protocol
 from service.auth import SUBPROTOCOL, AuthFailed, invalid_token
-from common.aiohttp_adapter import frame_meter_of
 from service.connection import Connection, Identity, RateGuard
 from service.errors import CloseCode
 from service.node import ChatNode

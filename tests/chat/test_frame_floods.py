@@ -57,7 +57,8 @@ async def raw_socket(stack: Stack, user: ChatUser) -> AsyncIterator[tuple[Reader
         head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
         assert head.startswith(b"HTTP/1.1 101"), head
         opcode, payload = await asyncio.wait_for(read_frame(reader), 5)
-        assert opcode == TEXT and json.loads(payload)["type"] == "hello"
+        assert opcode == TEXT
+        assert json.loads(payload)["type"] == "hello"
         yield reader, writer
     finally:
         writer.close()

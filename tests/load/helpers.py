@@ -12,7 +12,7 @@ from typing import Any
 import aiohttp
 
 from tests.conftest import PASSWORD
-from tests.load.conftest import ServiceProcess
+from tests.processes import ServiceProcess
 
 FRAME_DEADLINE = 30.0  # generous: 2,000 sockets share two cores with the server
 HANDSHAKE_DEADLINE = 30.0
