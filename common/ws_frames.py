@@ -4,8 +4,9 @@ aiohttp answers pings itself and assembles fragments before the application sees
 so a per-message rate limit never sees a flood of pings or of empty continuation frames.
 `FrameMeter` sits in front of aiohttp's frame reader, reads each frame's header as the bytes
 arrive (skipping payloads without looking at them) and reports the frames the message loop
-will never see: control frames, and fragments that do not complete a message. The frame that
-completes a message is left to the message loop, so every frame is counted exactly once.
+will never see: pings and pongs, and fragments that do not complete a message. The frame that
+completes a message is left to the message loop, so every frame is counted exactly once (a
+close frame never: it ends the socket anyway, and must not be dropped).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ FrameListener = Callable[[], bool]  # called per counted frame; False: stop read
 _FIN = 0x80
 _MASKED = 0x80
 _MESSAGE_OPCODES = (0x0, 0x1, 0x2)  # continuation, text, binary
+_CLOSE = 0x8
 
 
 class FrameReader(Protocol):
@@ -92,7 +94,9 @@ class FrameMeter:
                 size = int.from_bytes(data[pos + 2 : pos + 4], "big")
             elif size == 127:
                 size = int.from_bytes(data[pos + 2 : pos + 10], "big")
-            if not ((first & _FIN) and (first & 0x0F) in _MESSAGE_OPCODES):
+            opcode = first & 0x0F
+            # A close frame ends the socket whatever the budget: it must reach aiohttp.
+            if opcode != _CLOSE and not ((first & _FIN) and opcode in _MESSAGE_OPCODES):
                 self._counted()
             pos += header + size
         if pos > end:

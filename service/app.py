@@ -9,9 +9,10 @@ from aiohttp import web
 
 from common.http_limits import body_deadline
 from service import views
-from service.auth import CredentialChecker, IntrospectionClient, build_authenticator
+from service.auth import CredentialChecker, build_authenticator
 from service.broker.base import Broker
 from service.broker.redis import RedisBroker
+from service.introspection import IntrospectionClient
 from service.node import REVOCATION_CHANNEL, ChatNode
 from service.settings import ChatSettings
 from service.views import HTTP_SESSION, NODE

@@ -33,10 +33,15 @@ class Identity:
     # copy would cost every socket as many bytes again as the credential is long.
     source: str = field(repr=False)
     offset: int = 0
+    kid: str | None = None  # the signing key of an access token
 
     @property
     def credential(self) -> str:
         return self.source[self.offset :]
+
+    def names(self) -> dict[str, str | None]:
+        """This identity under the introspection field names that revocation events use."""
+        return {"jti": self.jti, "sid": self.sid, "sub": self.user_id, "kid": self.kid}
 
     def public(self) -> dict[str, str]:
         return {"id": self.user_id, "username": self.username}

@@ -1,4 +1,5 @@
-"""The local registry: which connections this process holds, and which rooms they are in."""
+"""The local registry: which connections this process holds, whose credentials they hold,
+and which rooms they are in."""
 
 from __future__ import annotations
 
@@ -7,17 +8,20 @@ from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 
 from service.broker.base import Broker
-from service.connection import Connection
+from service.connection import Connection, Identity
 
 
 class RoomHub:
     """room -> local members. The broker is subscribed to a room exactly while the room has
-    at least one member here: on the first join and until the last leave."""
+    at least one member here: on the first join and until the last leave. Connections are
+    also indexed by what revocation events name (`holding`), so an event finds its sockets
+    without a scan of every socket."""
 
     def __init__(self, broker: Broker) -> None:
         self._broker = broker
         self._rooms: dict[str, set[Connection]] = {}
         self._connections: set[Connection] = set()
+        self._holders: dict[tuple[str, str], set[Connection]] = {}
         self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
 
     @property
@@ -30,12 +34,41 @@ class RoomHub:
     def members(self, room: str) -> frozenset[Connection]:
         return frozenset(self._rooms.get(room, ()))
 
+    def holding(self, field: str, value: str) -> frozenset[Connection]:
+        """The connections whose identity has `value` in introspection field `field`."""
+        return frozenset(self._holders.get((field, value), ()))
+
     def add(self, connection: Connection) -> None:
         self._connections.add(connection)
+        self._index(connection, connection.identity)
 
     def discard(self, connection: Connection) -> None:
         """Forgets a connection that is in no room (`remove` also leaves its rooms)."""
-        self._connections.discard(connection)
+        if connection in self._connections:
+            self._connections.discard(connection)
+            self._unindex(connection, connection.identity)
+
+    def reidentify(self, connection: Connection, identity: Identity) -> None:
+        """The connection now holds `identity` (a refreshed credential of the same user)."""
+        if connection in self._connections:
+            self._unindex(connection, connection.identity)
+            self._index(connection, identity)
+        connection.identity = identity
+
+    def _index(self, connection: Connection, identity: Identity) -> None:
+        for field, value in identity.names().items():
+            if value is not None:
+                self._holders.setdefault((field, value), set()).add(connection)
+
+    def _unindex(self, connection: Connection, identity: Identity) -> None:
+        for field, value in identity.names().items():
+            if value is None:
+                continue
+            holders = self._holders.get((field, value))
+            if holders is not None:
+                holders.discard(connection)
+                if not holders:
+                    del self._holders[(field, value)]
 
     async def remove(self, connection: Connection) -> None:
         self.discard(connection)

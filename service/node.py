@@ -14,19 +14,18 @@ from typing import Any
 from common import revocation_events
 from common.backoff import Backoff
 from service import protocol
-from service.auth import AuthFailed, CredentialChecker, HandshakeAuthenticator, IntrospectionClient
+from service.auth import AuthFailed, CredentialChecker, HandshakeAuthenticator
 from service.broker.base import Broker, BrokerUnavailable
 from service.connection import Connection, Identity, RateLimit
 from service.errors import CloseCode
 from service.hub import RoomHub
+from service.introspection import IntrospectionClient
 from service.protocol import Command, ProtocolError
 from service.settings import ChatSettings
 
 log = logging.getLogger(__name__)
 
 REVOCATION_CHANNEL = revocation_events.CHANNEL
-# introspection field (as revocation events name it) -> the Identity attribute holding it
-IDENTITY_ATTRIBUTES = {"jti": "jti", "sid": "sid", "sub": "user_id"}
 REVALIDATION_CONCURRENCY = 32
 
 
@@ -103,15 +102,13 @@ class ChatNode:
             return
         field, value = revoked
         self.introspection.revoked(field, value)
-        attribute = IDENTITY_ATTRIBUTES[field]
-        for connection in self.hub.connections:
-            if getattr(connection.identity, attribute) == value:
-                connection.close_soon(CloseCode.REVOKED, "credential revoked")
+        for connection in self.hub.holding(field, value):
+            connection.close_soon(CloseCode.REVOKED, "credential revoked")
 
     def revoked_since(self, identity: Identity, since: float) -> bool:
         """Whether a revocation of `identity` arrived after `since` (monotonic): closes the
         window between a handshake's check and its socket joining the hub."""
-        return self.introspection.revoked_since(_fields(identity), since)
+        return self.introspection.revoked_since(identity.names(), since)
 
     def link_restored(self) -> None:
         # Whatever was published while the link was down is lost (pub/sub is at-most-once):
@@ -249,7 +246,7 @@ class ChatNode:
             ) from None
         if identity.user_id != connection.identity.user_id:
             raise ProtocolError("wrong_user", "the token belongs to another user", command.ref)
-        connection.identity = identity
+        self.hub.reidentify(connection, identity)
         connection.expire_at(identity.exp + self.settings.expiry_grace)
         connection.send(
             protocol.reply({"type": "refreshed", "expires_at": identity.exp}, command.ref)
@@ -263,8 +260,3 @@ class ChatNode:
         for connection in connections:
             connection.close_soon(CloseCode.GOING_AWAY, "server going away")
         await asyncio.gather(*(c.wait_closed() for c in connections))
-
-
-def _fields(identity: Identity) -> dict[str, str | None]:
-    """An identity under the introspection field names that revocation events use."""
-    return {field: getattr(identity, name) for field, name in IDENTITY_ATTRIBUTES.items()}

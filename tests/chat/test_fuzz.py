@@ -818,10 +818,15 @@ async def limited_chat(make_chat: ChatFactory) -> Client:
     )
 
 
+whole_binary_actions = binary_payloads.map(
+    lambda payload: Action("binary", frames=fragments(BINARY, payload, ()))
+)
+
+
 @settings(FUZZ_SETTINGS, max_examples=60)
 @given(
     actions=st.lists(
-        st.one_of(st.builds(Action, st.just("text"), messages, cuts=cuts), binary_actions),
+        st.one_of(st.builds(Action, st.just("text"), messages), whole_binary_actions),
         min_size=BURST + STRIKES + 1,
         max_size=BURST + STRIKES + 4,
     )
@@ -829,8 +834,9 @@ async def limited_chat(make_chat: ChatFactory) -> Client:
 async def test_over_the_rate_frames_get_rate_limited_then_1008(
     arena: Arena, limited_chat: Client, actions: list[Action]
 ) -> None:
-    """Frames written at once, over the rate: the first `BURST` are answered as usual, the
-    next `STRIKES` get `rate_limited` (no ref), the one after closes 1008; the rest go unread."""
+    """Whole messages written at once, over the rate: the first `BURST` are answered as
+    usual, the next `STRIKES` get `rate_limited` (no ref), the one after closes 1008; the
+    rest go unread."""
     show(actions)
     start = len(arena.log.records)
     sock, handler = await arena.connect(limited_chat)
@@ -846,6 +852,36 @@ async def test_over_the_rate_frames_get_rate_limited_then_1008(
         check_reply(action, Reply(answers=[answer]), rooms, arena.tokens)
     for answer in reply.answers[BURST:]:
         check_error(answer, {"rate_limited"})
+    await finished([handler])
+    await arena.canary()
+    arena.check_logs(start)
+
+
+@settings(FUZZ_SETTINGS, max_examples=60)
+@given(
+    actions=st.lists(
+        st.one_of(text_actions, binary_actions, ping_actions, pong_actions),
+        min_size=BURST + STRIKES + 1,  # at least a frame each: over the rate
+        max_size=BURST + STRIKES + 4,
+    )
+)
+async def test_every_frame_counts_against_the_rate(
+    arena: Arena, limited_chat: Client, actions: list[Action]
+) -> None:
+    """Fragments and control frames, written at once, over the rate: each frame takes from
+    the budget, so the socket is closed with 1008, having acted on no more than `BURST`
+    frames' worth of messages and pings."""
+    show(actions)
+    start = len(arena.log.records)
+    sock, handler = await arena.connect(limited_chat)
+    try:
+        await sock.write(*(frame for action in actions for frame in action.wire(arena.tokens)))
+        reply = await collect(sock, sentinel=None)
+    finally:
+        await sock.close()
+    assert reply.close == POLICY_VIOLATION, reply
+    served = [a for a in reply.answers if a.get("code") != "rate_limited"]
+    assert len(served) + len(reply.pongs) <= BURST, reply
     await finished([handler])
     await arena.canary()
     arena.check_logs(start)

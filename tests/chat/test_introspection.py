@@ -9,12 +9,8 @@ from typing import Any
 import aiohttp
 import pytest
 
-from service.auth import (
-    AuthFailed,
-    CredentialChecker,
-    IntrospectionClient,
-    IntrospectionUnavailable,
-)
+from service.auth import AuthFailed, CredentialChecker
+from service.introspection import IntrospectionClient, IntrospectionUnavailable
 
 
 class HeldAnswers:

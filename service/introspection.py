@@ -1,0 +1,163 @@
+"""Asking the auth service who holds a credential (RFC 7662), with a short cache."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import hashlib
+import logging
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import aiohttp
+
+from service.introspection_cache import AnswerCache, RecentRevocations
+
+log = logging.getLogger(__name__)
+
+MAX_REASKS = 3
+RECENT_REVOCATIONS_SECONDS = 60.0  # longer than any look-up or handshake may take
+RECENT_REVOCATIONS_MAX = 100_000
+INACTIVE: dict[str, Any] = {"active": False}
+
+_Lookup = tuple[int, float, "asyncio.Task[dict[str, Any]]"]
+
+
+class IntrospectionUnavailable(Exception):
+    """The auth service could not answer (down, slow, or refusing our client credentials)."""
+
+
+def _cache_key(token: str, hint: str) -> str:
+    return hashlib.sha256(f"{hint}\0{token}".encode()).hexdigest()
+
+
+class IntrospectionClient:
+    """Asks the auth service's `/introspect` who holds a credential, with a short cache.
+
+    Active answers are kept for `min(ttl, exp - now)`, inactive ones for `negative_ttl`;
+    entries are keyed by a hash of the credential, never the credential itself. Concurrent
+    look-ups of one credential share one request. Each revocation event (`revoked()`) drops
+    the answers it names and is remembered for a minute, so that an answer computed before
+    it but received after it is not believed (`revoked_since()`).
+    """
+
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        *,
+        url: str,
+        client_id: str,
+        client_secret: str,
+        timeout: float,
+        ttl: float,
+        negative_ttl: float,
+        max_entries: int,
+    ) -> None:
+        self._session = session
+        self._url = f"{url}/introspect"
+        self._authorization = aiohttp.encode_basic_auth(client_id, client_secret)
+        self._timeout = aiohttp.ClientTimeout(total=timeout)
+        self._ttl = ttl
+        self._negative_ttl = negative_ttl
+        self.cache = AnswerCache(max_entries)
+        # key -> (generation when asked, monotonic time when asked, the request)
+        self._inflight: dict[str, _Lookup] = {}
+        self._generation = 0  # see forget_all()
+        self._recent = RecentRevocations(RECENT_REVOCATIONS_SECONDS, RECENT_REVOCATIONS_MAX)
+        self.requests = 0  # calls actually made to the auth service
+
+    async def introspect(self, token: str, hint: str) -> dict[str, Any]:
+        key = _cache_key(token, hint)
+        cached = self.cache.get(key)
+        if cached is not None:
+            return cached
+        for _ in range(MAX_REASKS):
+            entry = self._inflight.get(key)
+            if entry is None:
+                task = asyncio.create_task(self._fetch(token, hint))
+                entry = (self._generation, time.monotonic(), task)
+                self._inflight[key] = entry
+                task.add_done_callback(functools.partial(self._settle, key, entry))
+            asked_at, started, task = entry
+            # Shielded: one caller giving up (its client hung up) must not cancel the others'.
+            answer = await asyncio.shield(task)
+            if asked_at == self._generation:
+                # A revocation that arrived while the answer was on its way may be newer.
+                return INACTIVE if self.revoked_since(answer, started) else answer
+            # Revocations may have been missed meanwhile (see forget_all): ask again. The
+            # auth service records a revocation before announcing it.
+            if self._inflight.get(key) is entry:
+                del self._inflight[key]
+        raise IntrospectionUnavailable("the revocation feed kept dropping during the look-up")
+
+    def _settle(self, key: str, entry: _Lookup, _done: object) -> None:
+        asked_at, started, task = entry
+        if self._inflight.get(key) is entry:
+            del self._inflight[key]
+        if task.cancelled() or task.exception() is not None:
+            return
+        result = task.result()
+        if asked_at != self._generation or self.revoked_since(result, started):
+            return  # possibly older than a revocation: not worth keeping
+        if result.get("active") is True:
+            ttl = min(self._ttl, float(result["exp"]) - time.time())
+        else:
+            ttl = self._negative_ttl
+        if ttl > 0:
+            self.cache.put(key, result, ttl)
+
+    async def _fetch(self, token: str, hint: str) -> dict[str, Any]:
+        self.requests += 1
+        try:
+            try:
+                return await self._post(token, hint)
+            except aiohttp.ServerDisconnectedError:
+                # A pooled connection the auth service closed as idle just as it was reused:
+                # introspection changes nothing, so asking once more is safe.
+                return await self._post(token, hint)
+        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+            raise IntrospectionUnavailable(type(exc).__name__) from exc
+
+    async def _post(self, token: str, hint: str) -> dict[str, Any]:
+        async with self._session.post(
+            self._url,
+            data={"token": token, "token_type_hint": hint},
+            headers={"Authorization": self._authorization},
+            timeout=self._timeout,
+        ) as response:
+            if response.status != 200:
+                if response.status == 401:
+                    log.error("the auth service refused our client credentials")
+                raise IntrospectionUnavailable(f"introspection answered {response.status}")
+            body = await response.json()
+        if not isinstance(body, dict) or not isinstance(body.get("active"), bool):
+            raise IntrospectionUnavailable("introspection answered something unexpected")
+        if body["active"] and not _well_formed(body):
+            raise IntrospectionUnavailable("introspection answered an incomplete identity")
+        return body
+
+    def revoked(self, field: str, value: str) -> None:
+        """A revocation event: whatever has `value` in its introspection `field` is dead."""
+        self._recent.note(field, value)
+        self.cache.drop_matching(field, value)
+
+    def revoked_since(self, answer: Mapping[str, Any], since: float) -> bool:
+        """Whether a revocation event naming `answer` arrived after `since` (monotonic)."""
+        return self._recent.names_since(answer, since)
+
+    def forget_all(self) -> None:
+        """Revocation events may have been missed (the subscriber link was down): drops
+        every cached answer and has every look-up still in flight asked again."""
+        self._generation += 1
+        self.cache.clear()
+
+
+def _well_formed(body: dict[str, Any]) -> bool:
+    return (
+        isinstance(body.get("sub"), str)
+        and isinstance(body.get("exp"), int | float)
+        and isinstance(body.get("jti"), str)
+        and isinstance(body.get("token_type"), str)
+        and isinstance(body.get("kid", ""), str | None)
+    )
