@@ -36,6 +36,7 @@ class AuthComponents:
     clients: ClientRegistry
     throttle: LoginThrottle
     registrations: AddressQuota
+    revocation_quota: AddressQuota
     grants: GrantIndex
     revocations: Revocations
     introspector: Introspector
@@ -88,6 +89,12 @@ class AuthComponents:
                 redis,
                 name="register",
                 limit=settings.register_max_per_address,
+                window=settings.login_window,
+            ),
+            revocation_quota=AddressQuota(
+                redis,
+                name="revoke",
+                limit=settings.revoke_max_per_address,
                 window=settings.login_window,
             ),
             grants=grants,

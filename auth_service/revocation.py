@@ -49,14 +49,17 @@ class Revocations:
         log.info("revoked", extra={"kind": kind, "id": value, "reason": reason})
 
     async def revoke_access_token(self, jti: str, exp: int) -> None:
-        # Kept until the token would have expired anyway (plus the verification leeway).
+        """Deny-lists a token until it would have expired anyway (plus the verification
+        leeway); announced only by the call that deny-listed it, so revoking again costs
+        the chat instances nothing."""
         ttl = max(int(exp - time.time()) + self._leeway, 1)
-        await self._redis.set(jti_key(jti), "1", ex=ttl)
-        await self.announce("jti", jti, "revoked")
+        if await self._redis.set(jti_key(jti), "1", ex=ttl, nx=True):
+            await self.announce("jti", jti, "revoked")
 
     async def revoke_family(self, family: str, reason: str) -> None:
-        await self._refresh.revoke_family(family)
-        await self.announce("sid", family, reason)
+        """Revokes a token family; announced only when it was live until now."""
+        if await self._refresh.revoke_family(family):
+            await self.announce("sid", family, reason)
 
     async def end_session(self, sid: str) -> None:
         await self.announce("sid", sid, "logout")

@@ -44,6 +44,7 @@ class AuthSettings:
     login_max_failures_per_address: int
     login_window: int
     register_max_per_address: int
+    revoke_max_per_address: int
     argon2_time_cost: int
     argon2_memory_kib: int
     argon2_parallelism: int
@@ -122,6 +123,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> AuthSettings:
         ),
         login_window=env.integer("AUTH_LOGIN_WINDOW", 300, minimum=1, maximum=86400),
         register_max_per_address=env.integer("AUTH_REGISTER_MAX_PER_ADDRESS", 30, minimum=1),
+        revoke_max_per_address=env.integer("AUTH_REVOKE_MAX_PER_ADDRESS", 60, minimum=1),
         argon2_time_cost=env.integer("AUTH_ARGON2_TIME_COST", 3, minimum=1, maximum=20),
         argon2_memory_kib=env.integer(
             "AUTH_ARGON2_MEMORY_KIB", 65536, minimum=64, maximum=4 * 1024 * 1024

@@ -164,10 +164,10 @@ redis.call('EXPIREAT', grants, ARGV[3], 'GT')
 return {'ok', t['user_id'], t['family'], t['scope']}
 """
 
-# EXISTS and HSET in one step: a family that expires in between must not come back as a
-# hash without a TTL.
+# Read and HSET in one step: a family that expires in between must not come back as a hash
+# without a TTL. Returns 1 only when this call revoked it (so only that call announces it).
 _REVOKE_FAMILY = """
-if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+if redis.call('HGET', KEYS[1], 'revoked') ~= '0' then return 0 end
 redis.call('HSET', KEYS[1], 'revoked', '1')
 return 1
 """
@@ -283,17 +283,21 @@ class RefreshTokens:
             jti=record["jti"],
         )
 
-    async def family_of(self, token: str) -> str | None:
+    async def owner_of(self, token: str) -> tuple[str, str] | None:
+        """(family, client id) of a refresh token we issued, spent or not; None if unknown."""
         if not looks_like_refresh_token(token):
             return None
-        return cast(str | None, await self._redis.hget(_token_key(token), "family"))
+        family, client_id = await self._redis.hmget(_token_key(token), ["family", "client_id"])
+        if family is None or client_id is None:
+            return None
+        return str(family), str(client_id)
 
     async def family_active(self, family: str) -> bool:
         return bool(await self._redis.hget(family_key(family), "revoked") == "0")
 
-    async def revoke_family(self, family: str) -> None:
-        # HSET only where the family still exists, so a revoke cannot resurrect an expired one.
-        await self._revoke_family(keys=[family_key(family)])
+    async def revoke_family(self, family: str) -> bool:
+        """Revokes a live family; False when it was already revoked or is gone."""
+        return bool(await self._revoke_family(keys=[family_key(family)]))
 
 
 class ReusedRefreshToken(OAuthError):

@@ -259,22 +259,33 @@ async def introspect(request: web.Request) -> web.Response:
 
 @routes.post("/revoke")
 async def revoke(request: web.Request) -> web.Response:
-    """RFC 7009: holding a token is the authority to revoke it; unknown tokens are a no-op."""
+    """RFC 7009. A token issued to a confidential client may be revoked by that client only
+    (authenticated, §2.1); one issued to the public client, by whoever holds it. Unknown,
+    expired and already revoked tokens are a no-op: only a revocation that changes something
+    is announced, so repeating one costs the chat instances nothing."""
     parts = _parts(request)
+    await parts.revocation_quota.take(_address(request))
     form = await read_form(request)
-    parts.clients.authenticate(request.headers.get("Authorization"), form)
+    caller = parts.clients.authenticate(request.headers.get("Authorization"), form)
     token, _hint = _token_param(form)
     if looks_like_jwt(token):
-        # Signature and expiry only, not "still active": revoking again must announce again,
-        # in case the first announcement was lost.
+        # Signature and expiry only, not "still active": a revoked token is a no-op below.
         claims = await parts.introspector.genuine_access_token(token)
         if claims is not None:
+            _check_issued_to(claims["client_id"], caller)
             await parts.revocations.revoke_access_token(claims["jti"], claims["exp"])
     else:
-        family = await parts.refresh.family_of(token)
-        if family is not None:
+        owner = await parts.refresh.owner_of(token)
+        if owner is not None:
+            family, client_id = owner
+            _check_issued_to(client_id, caller)
             await parts.revocations.revoke_family(family, "revoked")
     return web.Response(status=200, headers=NO_STORE)
+
+
+def _check_issued_to(client_id: str, caller: str | None) -> None:
+    if client_id != PUBLIC_CLIENT and caller != client_id:
+        raise OAuthError("unauthorized_client", "the token was not issued to this client")
 
 
 # -- browser sessions ----------------------------------------------------------------------

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import heapq
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from common import revocation_events
@@ -32,8 +32,9 @@ class AnswerCache:
     """Introspection answers by credential hash, each with its own expiry, at most
     `max_entries` (the oldest goes first), indexed by the fields revocations name."""
 
-    def __init__(self, max_entries: int) -> None:
+    def __init__(self, max_entries: int, clock: Callable[[], float] = time.monotonic) -> None:
         self._max_entries = max_entries
+        self._clock = clock
         self._entries: dict[str, tuple[float, Answer]] = {}
         self._expiry: list[tuple[float, str]] = []  # a heap; stale items are skipped
         self._index: dict[tuple[str, str], set[str]] = {}
@@ -45,13 +46,13 @@ class AnswerCache:
         entry = self._entries.get(key)
         if entry is None:
             return None
-        if entry[0] <= time.monotonic():
+        if entry[0] <= self._clock():
             self._drop(key)
             return None
         return entry[1]
 
     def put(self, key: str, answer: Answer, ttl: float) -> None:
-        now = time.monotonic()
+        now = self._clock()
         self._purge(now)
         self._drop(key)
         if len(self._entries) >= self._max_entries:
@@ -100,16 +101,19 @@ class AnswerCache:
 class RecentRevocations:
     """When each recently revoked (field, value) was announced, for `window` seconds."""
 
-    def __init__(self, window: float, max_entries: int) -> None:
+    def __init__(
+        self, window: float, max_entries: int, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self._window = window
         self._max_entries = max_entries
+        self._clock = clock
         self._stamps: dict[tuple[str, str], float] = {}  # in announcement order
 
     def __len__(self) -> int:
         return len(self._stamps)
 
     def note(self, field: str, value: str) -> None:
-        now = time.monotonic()
+        now = self._clock()
         self._forget_before(now - self._window)
         self._stamps.pop((field, value), None)  # re-announced: move to the end
         if len(self._stamps) >= self._max_entries:

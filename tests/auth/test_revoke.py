@@ -4,11 +4,13 @@ import asyncio
 import json
 from collections.abc import AsyncIterator
 
+import aiohttp
 import pytest
 import redis.asyncio as aioredis
 
 from auth_service.revocation import CHANNEL
-from tests.auth.helpers import Client, introspect, refresh_grant, user_with_tokens
+from tests.auth.helpers import CHAT_AUTH, Client, introspect, refresh_grant, user_with_tokens
+from tests.conftest import OTHER_CLIENT, AuthClientFactory
 
 
 @pytest.fixture
@@ -105,3 +107,64 @@ async def test_unknown_revocation_hint_is_unsupported_token_type(auth: Client) -
     body = await response.json()
     assert body["error"] == "unsupported_token_type"
     assert body["error_description"] == "token_type_hint must be one of access_token, refresh_token"
+
+
+async def test_revoking_again_announces_nothing(
+    auth: Client, revocation_events: asyncio.Queue[dict[str, str]]
+) -> None:
+    """Finding 2: each event makes every chat instance look up what it names, so a loop of
+    /revoke on one token must cost one event, not one per call."""
+    tokens = await user_with_tokens(auth)
+    for token in (tokens["access_token"], tokens["refresh_token"]):
+        for _ in range(10):
+            assert (await auth.post("/revoke", data={"token": token})).status == 200
+    sentinel = await user_with_tokens(auth, "bob")
+    await auth.post("/revoke", data={"token": sentinel["access_token"]})
+    kinds = [(await asyncio.wait_for(revocation_events.get(), 5))["kind"] for _ in range(3)]
+    assert kinds == ["jti", "sid", "jti"]  # one each, then the sentinel: nothing in between
+    assert revocation_events.empty()
+
+
+async def test_a_replayed_refresh_token_is_announced_once(
+    auth: Client, revocation_events: asyncio.Queue[dict[str, str]]
+) -> None:
+    tokens = await user_with_tokens(auth)
+    await refresh_grant(auth, tokens["refresh_token"])
+    for _ in range(5):  # the first reuse kills the family; the rest, and /revoke, find it dead
+        await refresh_grant(auth, tokens["refresh_token"])
+        await auth.post("/revoke", data={"token": tokens["refresh_token"]})
+    sentinel = await user_with_tokens(auth, "bob")
+    await auth.post("/revoke", data={"token": sentinel["access_token"]})
+    first = await asyncio.wait_for(revocation_events.get(), 5)
+    assert first["reason"] == "refresh_token_reuse"
+    assert (await asyncio.wait_for(revocation_events.get(), 5))["kind"] == "jti"
+
+
+async def test_revocations_per_address_are_limited(make_auth_client: AuthClientFactory) -> None:
+    auth = await make_auth_client(AUTH_REVOKE_MAX_PER_ADDRESS="3")
+    for _ in range(3):
+        assert (await auth.post("/revoke", data={"token": "garbage"})).status == 200
+    response = await auth.post("/revoke", data={"token": "garbage"})
+    assert response.status == 429
+    assert int(response.headers["Retry-After"]) > 0
+    assert (await response.json())["error"] == "too_many_requests"
+
+
+async def test_a_confidential_clients_token_is_revoked_by_that_client_only(
+    auth: Client, revocation_events: asyncio.Queue[dict[str, str]]
+) -> None:
+    """RFC 7009 §2.1: the token must have been issued to the client revoking it."""
+    response = await auth.post(
+        "/token", data={"grant_type": "client_credentials"}, headers=CHAT_AUTH
+    )
+    service_token = (await response.json())["access_token"]
+    other = {"Authorization": aiohttp.encode_basic_auth(*OTHER_CLIENT)}
+    for headers in ({}, other):
+        response = await auth.post("/revoke", data={"token": service_token}, headers=headers)
+        assert response.status == 400
+        assert (await response.json())["error"] == "unauthorized_client"
+    assert (await introspect(auth, service_token))["active"] is True
+    response = await auth.post("/revoke", data={"token": service_token}, headers=CHAT_AUTH)
+    assert response.status == 200
+    assert (await asyncio.wait_for(revocation_events.get(), 5))["kind"] == "jti"
+    assert await introspect(auth, service_token) == {"active": False}

@@ -5,18 +5,15 @@ hold each step at the worst moment and check the revoked credential gets no sock
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
 import pytest
-import redis.asyncio as aioredis
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from auth_service.components import COMPONENTS
-from auth_service.revocation import CHANNEL
 from service.broker.redis import RedisBroker
 from service.node import ChatNode
 from service.views import NODE
@@ -181,22 +178,3 @@ async def test_a_password_grant_racing_a_password_change_is_undone(
         assert response.status == 400
         assert (await response.json())["error"] == "invalid_grant"
     parts.refresh.start_family = original  # type: ignore[method-assign]
-
-
-async def test_revoking_again_announces_again(
-    stack: Stack, alice: ChatUser, redis_url: str
-) -> None:
-    client = aioredis.Redis.from_url(redis_url, decode_responses=True)
-    pubsub = client.pubsub()
-    await pubsub.subscribe(CHANNEL)
-    confirmation = await pubsub.get_message(timeout=5)
-    assert confirmation is not None
-    assert confirmation["type"] == "subscribe"
-    for _ in range(2):
-        async with stack.auth.post("/revoke", data={"token": alice.access_token}) as response:
-            assert response.status == 200
-        message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=5)
-        assert message is not None
-        assert json.loads(message["data"])["kind"] == "jti"
-    await pubsub.aclose()
-    await client.aclose()
