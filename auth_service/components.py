@@ -12,7 +12,7 @@ from auth_service.grants import GrantIndex
 from auth_service.introspection import Introspector
 from auth_service.keys import KeyRing
 from auth_service.passwords import PasswordService
-from auth_service.ratelimit import AddressQuota, LoginThrottle
+from auth_service.ratelimit import AddressQuota, Limits, LoginThrottle
 from auth_service.revocation import Revocations
 from auth_service.sessions import RedisSessionStorage
 from auth_service.settings import AuthSettings
@@ -81,8 +81,11 @@ class AuthComponents:
             clients=clients,
             throttle=LoginThrottle(
                 redis,
-                per_user=settings.login_max_failures,
-                per_address=settings.login_max_failures_per_address,
+                per_user=Limits(settings.login_max_failures, settings.login_max_attempts),
+                per_address=Limits(
+                    settings.login_max_failures_per_address,
+                    settings.login_max_attempts_per_address,
+                ),
                 window=settings.login_window,
             ),
             registrations=AddressQuota(
@@ -98,7 +101,14 @@ class AuthComponents:
                 window=settings.login_window,
             ),
             grants=grants,
-            revocations=Revocations(redis, refresh, sessions, grants, leeway=settings.leeway),
+            revocations=Revocations(
+                redis,
+                refresh,
+                sessions,
+                grants,
+                leeway=settings.leeway,
+                max_grants=settings.max_grants_per_user,
+            ),
             introspector=Introspector(
                 redis,
                 access=access,

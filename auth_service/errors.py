@@ -67,6 +67,16 @@ def unauthenticated() -> OAuthError:
     )
 
 
+def too_many(retry_after: int) -> OAuthError:
+    """429: this caller (an account, an address) has done this too often lately."""
+    return OAuthError(
+        "too_many_requests",
+        "too many attempts; retry later",
+        status=429,
+        headers={"Retry-After": str(max(retry_after, 1))},
+    )
+
+
 class Unavailable(OAuthError):
     """A dependency (Redis, the hashing pool) cannot serve now; the client should retry."""
 

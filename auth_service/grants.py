@@ -1,8 +1,10 @@
 """Each user's live grants (token families and browser sessions), so that all of them can be
-revoked at once: password change, "revoke all my sessions", disabling the user.
+revoked at once (password change, "revoke all my sessions", disabling the user) and so that
+a user holds at most `AUTH_MAX_GRANTS_PER_USER` of them.
 
 `auth:user:<id>:grants` is a sorted set scored by expiry, with members `f:<family>` and
-`s:<sid>:<session id>`; expired members are pruned whenever a grant is added.
+`s:<sid>:<session id>`; expired members are pruned whenever a grant is added. A family's
+score moves with each rotation, so the lowest scores are the grants least recently used.
 """
 
 from __future__ import annotations
@@ -18,8 +20,27 @@ def grants_key(user_id: str) -> str:
     return f"auth:user:{user_id}:grants"
 
 
-def _session_member(sid: str, session_id: str) -> str:
+def session_member(sid: str, session_id: str) -> str:
     return f"s:{sid}:{session_id}"
+
+
+def family_member(family: str) -> str:
+    return f"f:{family}"
+
+
+# KEYS: the grants set. ARGV: now, the most grants to keep, a member never to evict (the
+# grant being made). Drops expired grants, then evicts the lowest-scored beyond the limit.
+_TRIM = """
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
+local excess = redis.call('ZCARD', KEYS[1]) - tonumber(ARGV[2])
+if excess <= 0 then return {} end
+local evicted = {}
+for _, member in ipairs(redis.call('ZRANGE', KEYS[1], 0, excess)) do
+  if member ~= ARGV[3] and #evicted < excess then evicted[#evicted + 1] = member end
+end
+redis.call('ZREM', KEYS[1], unpack(evicted))
+return evicted
+"""
 
 
 @dataclass(frozen=True)
@@ -44,6 +65,7 @@ class GrantIndex:
 
     def __init__(self, redis: aioredis.Redis) -> None:
         self._redis = redis
+        self._trim = redis.register_script(_TRIM)
 
     async def _add(self, user_id: str, member: str, exp: int) -> None:
         key = grants_key(user_id)
@@ -55,13 +77,19 @@ class GrantIndex:
             await pipe.execute()
 
     async def add_family(self, user_id: str, family: str, exp: int) -> None:
-        await self._add(user_id, f"f:{family}", exp)
+        await self._add(user_id, family_member(family), exp)
 
     async def add_session(self, user_id: str, sid: str, session_id: str, exp: int) -> None:
-        await self._add(user_id, _session_member(sid, session_id), exp)
+        await self._add(user_id, session_member(sid, session_id), exp)
 
     async def remove_session(self, user_id: str, sid: str, session_id: str) -> None:
-        await self.remove(user_id, _session_member(sid, session_id))
+        await self.remove(user_id, session_member(sid, session_id))
+
+    async def trim(self, user_id: str, limit: int, *, keep: str) -> list[Grant]:
+        """Takes out of the index, and returns, the grants beyond `limit` (the lowest-scored
+        first, never `keep`); revoking them is the caller's business."""
+        evicted = await self._trim(keys=[grants_key(user_id)], args=[int(time.time()), limit, keep])
+        return [Grant.parse(member) for member in evicted]
 
     async def remove(self, user_id: str, member: str) -> None:
         await self._redis.zrem(grants_key(user_id), member)

@@ -12,7 +12,7 @@ import time
 
 import redis.asyncio as aioredis
 
-from auth_service.grants import GrantIndex
+from auth_service.grants import Grant, GrantIndex
 from auth_service.sessions import RedisSessionStorage
 from auth_service.tokens import RefreshTokens
 from common import revocation_events
@@ -37,12 +37,14 @@ class Revocations:
         grants: GrantIndex,
         *,
         leeway: int,
+        max_grants: int,
     ) -> None:
         self._redis = redis
         self._refresh = refresh
         self._sessions = sessions
         self._grants = grants
         self._leeway = leeway
+        self._max_grants = max_grants
 
     async def announce(self, kind: str, value: str, reason: str) -> None:
         await self._redis.publish(CHANNEL, revocation_events.encode(kind, value, reason))
@@ -64,6 +66,19 @@ class Revocations:
     async def end_session(self, sid: str) -> None:
         await self.announce("sid", sid, "logout")
 
+    async def enforce_grant_limit(self, user_id: str, keep: str) -> None:
+        """Revokes the user's grants beyond `AUTH_MAX_GRANTS_PER_USER`, least recently used
+        first, never `keep` (the grant member just made)."""
+        for grant in await self._grants.trim(user_id, self._max_grants, keep=keep):
+            await self._revoke(grant, "grant_limit")
+
+    async def _revoke(self, grant: Grant, reason: str) -> None:
+        if grant.session_id is not None:
+            await self._sessions.delete(grant.session_id)
+            await self.announce("sid", grant.sid, reason)
+        else:
+            await self.revoke_family(grant.sid, reason)
+
     async def revoke_user_grants(
         self, user_id: str, reason: str, *, keep: str | None = None
     ) -> int:
@@ -73,11 +88,7 @@ class Revocations:
         for grant in await self._grants.live(user_id):
             if grant.sid == keep:
                 continue
-            if grant.session_id is not None:
-                await self._sessions.delete(grant.session_id)
-                await self.announce("sid", grant.sid, reason)
-            else:
-                await self.revoke_family(grant.sid, reason)
+            await self._revoke(grant, reason)
             await self._grants.remove(user_id, grant.member)
             revoked += 1
         return revoked

@@ -42,6 +42,9 @@ class AuthSettings:
     cookie_samesite: str
     login_max_failures: int
     login_max_failures_per_address: int
+    login_max_attempts: int
+    login_max_attempts_per_address: int
+    max_grants_per_user: int
     login_window: int
     register_max_per_address: int
     revoke_max_per_address: int
@@ -121,6 +124,11 @@ def load_settings(environ: Mapping[str, str] | None = None) -> AuthSettings:
         login_max_failures_per_address=env.integer(
             "AUTH_LOGIN_MAX_FAILURES_PER_ADDRESS", 50, minimum=1
         ),
+        login_max_attempts=env.integer("AUTH_LOGIN_MAX_ATTEMPTS", 20, minimum=1),
+        login_max_attempts_per_address=env.integer(
+            "AUTH_LOGIN_MAX_ATTEMPTS_PER_ADDRESS", 300, minimum=1
+        ),
+        max_grants_per_user=env.integer("AUTH_MAX_GRANTS_PER_USER", 50, minimum=1),
         login_window=env.integer("AUTH_LOGIN_WINDOW", 300, minimum=1, maximum=86400),
         register_max_per_address=env.integer("AUTH_REGISTER_MAX_PER_ADDRESS", 30, minimum=1),
         revoke_max_per_address=env.integer("AUTH_REVOKE_MAX_PER_ADDRESS", 60, minimum=1),

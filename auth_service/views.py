@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -19,6 +20,7 @@ from auth_service.errors import (
     invalid_token,
     unauthenticated,
 )
+from auth_service.grants import family_member, session_member
 from auth_service.sessions import new_session_id, session_info, start_session
 from auth_service.tokens import ReusedRefreshToken, looks_like_jwt
 from auth_service.users import PASSWORD_MAX, User, validate_password, validate_username
@@ -96,22 +98,33 @@ def _token_param(form: MultiDictProxy[str]) -> tuple[str, str | None]:
     return token, hint
 
 
+def _owners(username: str, address: str) -> tuple[str, str]:
+    """Who a password check is done for, to share the hashing pool fairly."""
+    return f"user:{username.lower()}", f"addr:{address}"
+
+
 async def _check_password(
     parts: AuthComponents, request: web.Request, username: str, password: str
 ) -> User | None:
-    """The user if the password is right; throttled per account and per address."""
+    """The user if the password is right; throttled per account and per address (the check
+    is reserved before it runs, so concurrent guesses count before any is answered)."""
     address = _address(request)
-    await parts.throttle.check(username, address)
-    user = await parts.users.by_username(username)
-    ok = len(password) <= PASSWORD_MAX and await parts.passwords.verify(
-        user.password_hash if user else None, password
-    )
-    if not ok or user is None or user.disabled:
-        await parts.throttle.failed(username, address)
+    reservation = await parts.throttle.reserve(username, address)
+    owners = _owners(username, address)
+    try:
+        user = await parts.users.by_username(username)
+        ok = len(password) <= PASSWORD_MAX and await parts.passwords.verify(
+            user.password_hash if user else None, password, owners=owners
+        )
+    except BaseException:
+        await asyncio.shield(parts.throttle.release(reservation))
+        raise
+    ok = ok and user is not None and not user.disabled
+    await parts.throttle.finish(reservation, succeeded=ok)
+    if not ok or user is None:
         return None
-    await parts.throttle.succeeded(username)
     if parts.passwords.needs_rehash(user.password_hash):
-        rehashed = await parts.passwords.hash(password)
+        rehashed = await parts.passwords.hash(password, owners=owners)
         await parts.users.set_password_hash(user.id, rehashed)
         user = replace(user, password_hash=rehashed)
     return user
@@ -139,7 +152,8 @@ async def register(request: web.Request) -> web.Response:
     body = await read_json(request)
     username = validate_username(body.get("username"))
     password = validate_password(body.get("password"))
-    user = await parts.users.create(username, await parts.passwords.hash(password))
+    password_hash = await parts.passwords.hash(password, owners=(f"addr:{_address(request)}",))
+    user = await parts.users.create(username, password_hash)
     if user is None:
         raise OAuthError("username_taken", "that username is already registered", status=409)
     return web.json_response(user.public(), status=201)
@@ -175,6 +189,7 @@ async def _password_grant(
     if not await _still_valid(parts, user):
         await parts.revocations.revoke_family(family, "password_changed")
         raise invalid_grant("invalid username or password")
+    await parts.revocations.enforce_grant_limit(user.id, keep=family_member(family))
     access, claims = await parts.access.issue(
         sub=user.id, username=user.username, scope=scope, client_id=client, sid=family
     )
@@ -334,6 +349,8 @@ async def login(request: web.Request) -> web.Response:
         session.invalidate()
         await parts.grants.remove_session(user.id, info.sid, str(session.identity))
         raise _login_refused()
+    member = session_member(info.sid, str(session.identity))
+    await parts.revocations.enforce_grant_limit(user.id, keep=member)
     return web.json_response({**user.public(), "expires_at": info.exp}, headers=NO_STORE)
 
 
@@ -420,7 +437,10 @@ async def change_password(request: web.Request) -> web.Response:
     new = validate_password(new)
     if await _check_password(parts, request, caller.username, current) is None:
         raise OAuthError("invalid_grant", "the current password is wrong", status=403)
-    await parts.users.set_password_hash(caller.user_id, await parts.passwords.hash(new))
+    owners = _owners(caller.username, _address(request))
+    await parts.users.set_password_hash(
+        caller.user_id, await parts.passwords.hash(new, owners=owners)
+    )
     await parts.revocations.revoke_user_grants(caller.user_id, "password_changed", keep=caller.sid)
     return web.Response(status=204, headers=NO_STORE)
 

@@ -124,6 +124,12 @@ def ours_env(redis_url: str, auth_port: int) -> dict[str, str]:
         "AUTH_ARGON2_PARALLELISM": "1",
         "AUTH_REGISTER_MAX_PER_ADDRESS": "1000000",
         "AUTH_LOGIN_MAX_FAILURES_PER_ADDRESS": "1000000",
+        # It also logs in many times, concurrently, as a few users from one address.
+        "AUTH_LOGIN_MAX_FAILURES": "1000000",
+        "AUTH_LOGIN_MAX_ATTEMPTS": "1000000",
+        "AUTH_LOGIN_MAX_ATTEMPTS_PER_ADDRESS": "1000000",
+        "AUTH_MAX_GRANTS_PER_USER": "1000000",
+        "AUTH_MAX_PENDING_HASHES": "1000",
         "AUTH_URL": f"http://127.0.0.1:{auth_port}",
         "CHAT_CLIENT_ID": CLIENT_ID,
         "CHAT_CLIENT_SECRET": CLIENT_SECRET,

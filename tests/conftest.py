@@ -57,6 +57,8 @@ def auth_environ(redis_url: str, **overrides: str) -> dict[str, str]:
         "AUTH_ARGON2_PARALLELISM": "1",
         "AUTH_REGISTER_MAX_PER_ADDRESS": "1000",
         "AUTH_LOGIN_MAX_FAILURES_PER_ADDRESS": "1000",
+        "AUTH_LOGIN_MAX_ATTEMPTS": "1000",
+        "AUTH_LOGIN_MAX_ATTEMPTS_PER_ADDRESS": "100000",
     }
     env.update(overrides)
     return env

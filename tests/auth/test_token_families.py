@@ -1,10 +1,23 @@
 """Refresh token families in Redis: rotation keeps the user's grant index, revocation never
 brings an expired family back."""
 
+import json
+
+import redis.asyncio as aioredis
+
 from auth_service.components import COMPONENTS
 from auth_service.grants import grants_key
+from auth_service.revocation import CHANNEL
 from auth_service.tokens import family_key
-from tests.auth.helpers import Client, introspect, refresh_grant, user_with_tokens
+from tests.auth.helpers import (
+    Client,
+    introspect,
+    password_grant,
+    refresh_grant,
+    register,
+    user_with_tokens,
+)
+from tests.conftest import PASSWORD, AuthClientFactory
 
 
 async def test_rotation_extends_the_familys_entry_in_the_grant_index(auth: Client) -> None:
@@ -33,3 +46,41 @@ async def test_revoking_an_expired_family_does_not_recreate_it(auth: Client) -> 
     parts = auth.app[COMPONENTS]
     await parts.refresh.revoke_family("0" * 32)
     assert await parts.redis.exists(family_key("0" * 32)) == 0
+
+
+async def test_a_user_holds_at_most_the_grant_limit(
+    make_auth_client: AuthClientFactory, redis_url: str
+) -> None:
+    """Finding 5: every login leaves a grant for 14 days; past AUTH_MAX_GRANTS_PER_USER the
+    least recently used are revoked (and announced), never the one just made."""
+    auth = await make_auth_client(AUTH_MAX_GRANTS_PER_USER="3")
+    await register(auth)
+    grants = [await password_grant(auth) for _ in range(3)]
+    parts = auth.app[COMPONENTS]
+    first = await introspect(auth, grants[0]["access_token"])
+    # Scores are expiry seconds: made within one second, the grants tie. Spread them as if
+    # grant 0 had been refreshed last and grant 1 used least recently.
+    families = [(await introspect(auth, g["access_token"]))["sid"] for g in grants]
+    scores = (first["exp"], first["exp"] - 20, first["exp"] - 10)
+    for family, score in zip(families, scores, strict=True):
+        await parts.redis.zadd(grants_key(first["sub"]), {f"f:{family}": score})
+    events = aioredis.Redis.from_url(redis_url, decode_responses=True).pubsub()
+    await events.subscribe(CHANNEL)
+    assert (await events.get_message(timeout=5) or {}).get("type") == "subscribe"
+    newest = await password_grant(auth)
+    login = await auth.post("/login", json={"username": "alice", "password": PASSWORD})
+    assert login.status == 200
+    revoked = []
+    for _ in range(2):
+        message = await events.get_message(ignore_subscribe_messages=True, timeout=5)
+        assert message is not None
+        revoked.append(json.loads(message["data"]))
+    await events.aclose()
+    sids = [(await introspect(auth, g["access_token"])).get("sid") for g in grants]
+    assert sids[1] is None  # grants 1 and 2 were the least recently used: both gone
+    assert sids[2] is None
+    assert [event["reason"] for event in revoked] == ["grant_limit"] * 2
+    assert [event["value"] for event in revoked] == families[1:]
+    assert (await introspect(auth, newest["access_token"]))["active"] is True
+    assert (await introspect(auth, grants[0]["access_token"]))["active"] is True
+    assert await parts.redis.zcard(grants_key(first["sub"])) == 3

@@ -46,6 +46,7 @@ def load_stack(tmp_path: Path) -> Iterator[LoadStack]:
             AUTH_PORT=str(auth_port),
             AUTH_REGISTER_MAX_PER_ADDRESS="100000",
             AUTH_LOGIN_MAX_FAILURES_PER_ADDRESS="100000",
+            AUTH_MAX_PENDING_HASHES="1000",  # logins from one address, many at once
             AUTH_HASH_WORKERS="2",
         )
         auth = start_service("auth", "auth_service", auth_port, auth_env, tmp_path)
