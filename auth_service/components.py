@@ -111,6 +111,7 @@ class AuthComponents:
             ),
             introspector=Introspector(
                 redis,
+                keys_in_redis=not settings.signing_key_files,
                 access=access,
                 refresh=refresh,
                 sessions=sessions,

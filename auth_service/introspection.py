@@ -11,6 +11,7 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from auth_service.clients import ClientRegistry
+from auth_service.keys import KEYS_HASH
 from auth_service.revocation import jti_key
 from auth_service.sessions import RedisSessionStorage, SessionInfo, looks_like_session_id
 from auth_service.tokens import (
@@ -33,6 +34,7 @@ class Introspector:
         self,
         redis: aioredis.Redis,
         *,
+        keys_in_redis: bool,
         access: AccessTokens,
         refresh: RefreshTokens,
         sessions: RedisSessionStorage,
@@ -47,6 +49,7 @@ class Introspector:
         self._users = users
         self._clients = clients
         self._session_scope = session_scope
+        self._keys_in_redis = keys_in_redis
 
     async def introspect(self, token: str) -> dict[str, Any]:
         """The RFC 7662 response for `token`: its claims if active, else exactly INACTIVE.
@@ -111,8 +114,12 @@ class Introspector:
             pipe.exists(jti_key(claims["jti"]))
             pipe.hget(family_key(str(sid)), "revoked")
             pipe.hmget(UserStore.key(claims["sub"]), ["username", "disabled"])
-            revoked, family_revoked, (username, disabled) = await pipe.execute()
-        if revoked:
+            if self._keys_in_redis:
+                # This replica's copy of the ring may be 30 s old: a key retired on another
+                # replica, or from the command line, must end its tokens now.
+                pipe.hexists(KEYS_HASH, claims["kid"])
+            revoked, family_revoked, (username, disabled), *key_kept = await pipe.execute()
+        if revoked or key_kept == [False]:
             return None
         if user_token:
             # A user's token must come from a live family and a present, enabled user.
@@ -137,7 +144,7 @@ class Introspector:
 
 
 def _response(claims: dict[str, Any], token_type: str) -> dict[str, Any]:
-    return {
+    answer = {
         "active": True,
         "sub": claims["sub"],
         "username": claims.get("username"),
@@ -149,3 +156,6 @@ def _response(claims: dict[str, Any], token_type: str) -> dict[str, Any]:
         "jti": claims["jti"],
         "sid": claims.get("sid"),
     }
+    if "kid" in claims:
+        answer["kid"] = claims["kid"]  # an access token's signing key (RFC 7662 §2.2 allows more)
+    return answer

@@ -1,7 +1,7 @@
 """Revocation: the deny-list for access tokens, and the events other services listen to.
 
 Every revocation is published on the Redis channel `auth:revocations` as JSON
-`{"kind": "jti" | "sid" | "user", "value": ..., "reason": ...}` so chat instances can drop
+`{"kind": "jti" | "sid" | "user" | "kid", "value": ..., "reason": ...}` so chat instances can drop
 cached introspection results and close live sockets holding what died.
 """
 
@@ -26,6 +26,12 @@ def jti_key(jti: str) -> str:
     return f"auth:revoked:jti:{jti}"
 
 
+async def announce(redis: aioredis.Redis, kind: str, value: str, reason: str) -> None:
+    """Publishes a revocation event (`kind` one of `revocation_events.FIELDS`)."""
+    await redis.publish(CHANNEL, revocation_events.encode(kind, value, reason))
+    log.info("revoked", extra={"kind": kind, "id": value, "reason": reason})
+
+
 class Revocations:
     """Records what was revoked and announces it."""
 
@@ -47,8 +53,7 @@ class Revocations:
         self._max_grants = max_grants
 
     async def announce(self, kind: str, value: str, reason: str) -> None:
-        await self._redis.publish(CHANNEL, revocation_events.encode(kind, value, reason))
-        log.info("revoked", extra={"kind": kind, "id": value, "reason": reason})
+        await announce(self._redis, kind, value, reason)
 
     async def revoke_access_token(self, jti: str, exp: int) -> None:
         """Deny-lists a token until it would have expired anyway (plus the verification

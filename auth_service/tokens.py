@@ -113,6 +113,11 @@ class AccessTokens:
         # pyjwt compares times through int(), which accepts "9999999999": insist on numbers.
         if not all(_is_number(claims[name]) for name in ("exp", "iat", "nbf") if name in claims):
             raise InvalidToken("non-numeric time claim")
+        # We never issue a longer lifetime: a token that claims one was not made by us, or
+        # was made with a leaked key; either way it must not live until its own `exp`.
+        if claims["exp"] - claims["iat"] > self.ttl + self.leeway:
+            raise InvalidToken("lifetime longer than the service issues")
+        claims["kid"] = kid  # which key signed it: retiring that key ends the token
         return claims
 
 

@@ -2,7 +2,7 @@
 
 Defined once for both: a chat service listening on another channel, or reading another
 shape, would keep revoked sockets open without a single error. An event is JSON
-`{"kind": "jti" | "sid" | "user", "value": ..., "reason": ...}` on `CHANNEL`.
+`{"kind": "jti" | "sid" | "user" | "kid", "value": ..., "reason": ...}` on `CHANNEL`.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import json
 
 CHANNEL = "auth:revocations"
 # event kind -> the introspection answer's field that names what was revoked
-FIELDS = {"jti": "jti", "sid": "sid", "user": "sub"}
+FIELDS = {"jti": "jti", "sid": "sid", "user": "sub", "kid": "kid"}
 
 
 def encode(kind: str, value: str, reason: str) -> str:

@@ -17,7 +17,8 @@ async def test_active_access_token_answer(auth: Client) -> None:
     user = await register(auth)
     tokens = await user_with_tokens_for(auth)
     result = await introspect(auth, tokens["access_token"], token_type_hint="access_token")
-    assert set(result) == ACTIVE_KEYS
+    assert set(result) == {*ACTIVE_KEYS, "kid"}  # an access token names its signing key
+    assert result["kid"] == jwt.get_unverified_header(tokens["access_token"])["kid"]
     assert result["active"] is True
     assert result["sub"] == user["id"]
     assert result["username"] == "alice"

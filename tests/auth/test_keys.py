@@ -1,14 +1,20 @@
 """Signing keys: shared through Redis, rotated without breaking issued tokens, or from files."""
 
+import argparse
+import json
 from pathlib import Path
 
 import jwt
 import pytest
+import redis.asyncio as aioredis
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from auth_service import keys
+from auth_service.__main__ import _keys_command
 from auth_service.components import COMPONENTS
+from auth_service.revocation import CHANNEL
+from auth_service.settings import AuthSettings
 from tests.auth.helpers import Client, introspect, password_grant, user_with_tokens
 from tests.conftest import AuthClientFactory
 
@@ -97,3 +103,47 @@ async def test_a_lost_active_key_is_replaced_not_fatal(make_auth_client: AuthCli
     await auth.app[COMPONENTS].keyring.load()
     tokens = await user_with_tokens(auth)
     assert (await introspect(auth, tokens["access_token"]))["active"] is True
+
+
+async def test_a_key_retired_elsewhere_ends_its_tokens_on_every_replica_at_once(
+    make_auth_client: AuthClientFactory, auth_settings: AuthSettings, redis_url: str
+) -> None:
+    """Finding 6: retiring a key must end what it signed now, not when each replica next
+    re-reads the ring, and the retirement is announced so chat instances act on it."""
+    first = await make_auth_client()
+    second = await make_auth_client()
+    old = await user_with_tokens(first)
+    old_kid = await kid(old["access_token"])
+    assert (await introspect(second, old["access_token"]))["active"] is True  # ring loaded
+    events = aioredis.Redis.from_url(redis_url, decode_responses=True).pubsub()
+    await events.subscribe(CHANNEL)
+    assert (await events.get_message(timeout=5) or {}).get("type") == "subscribe"
+    rotate = argparse.Namespace(command="keys", action="rotate", kid=None)
+    assert await _keys_command(auth_settings, rotate) == 0
+    retire = argparse.Namespace(command="keys", action="retire", kid=old_kid)
+    assert await _keys_command(auth_settings, retire) == 0
+    message = await events.get_message(ignore_subscribe_messages=True, timeout=5)
+    await events.aclose()
+    assert message is not None
+    assert json.loads(message["data"]) == {
+        "kind": "kid",
+        "value": old_kid,
+        "reason": "key_retired",
+    }
+    for replica in (first, second):  # neither has re-read the ring
+        assert await introspect(replica, old["access_token"]) == {"active": False}
+
+
+async def test_a_token_living_longer_than_the_service_issues_is_rejected(auth: Client) -> None:
+    """Finding 6: a token signed with the real key (a leaked key) but with a lifetime the
+    service never issues is refused, so it cannot outlive a rotation by years."""
+    tokens = await user_with_tokens(auth)
+    claims = jwt.decode(tokens["access_token"], options={"verify_signature": False})
+    access = auth.app[COMPONENTS].access
+    lifetime = access.ttl + access.leeway
+    same = await access.sign({**claims, "exp": claims["iat"] + lifetime})
+    assert (await introspect(auth, same))["active"] is True  # the control: at the bound
+    for exp in (claims["iat"] + lifetime + 1, claims["iat"] + 10 * 365 * 86400):
+        assert await introspect(auth, await access.sign({**claims, "exp": exp})) == {
+            "active": False
+        }

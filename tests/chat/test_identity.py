@@ -7,6 +7,7 @@ travel through Redis to reach it.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import json
 import time
@@ -18,7 +19,9 @@ import jwt
 import pytest
 import redis.asyncio as aioredis
 
+from auth_service.__main__ import _keys_command
 from auth_service.components import COMPONENTS
+from auth_service.settings import load_settings as load_auth_settings
 from tests.chat.conftest import ORIGIN, ChatFactory
 from tests.chat.helpers import ChatUser, Stack, closed_with, connect, receive
 from tests.conftest import PASSWORD, auth_environ
@@ -311,3 +314,25 @@ async def test_a_revocation_missed_while_the_link_was_down_still_closes_the_sock
         await keeper.send_json({"op": "ping"})
         assert await receive(keeper) == {"type": "pong"}
         await keeper.close()
+
+
+async def test_retiring_a_signing_key_closes_the_sockets_it_signed_for(
+    stack: Stack, alice: ChatUser, bob: ChatUser, redis_url: str
+) -> None:
+    """Finding 6: a socket opened with a token whose key is then retired closes with 4003,
+    and the instance's cached answer for that token goes with it."""
+    old_kid = jwt.get_unverified_header(alice.access_token)["kid"]
+    doomed = await connect(stack.b, alice.access_token)
+    settings = load_auth_settings(auth_environ(redis_url))
+    rotate = argparse.Namespace(command="keys", action="rotate", kid=None)
+    assert await _keys_command(settings, rotate) == 0
+    await stack.auth_server.app[COMPONENTS].keyring.load()
+    fresh = (await stack.token("bob", PASSWORD))["access_token"]
+    survivor = await connect(stack.b, fresh)
+    retire = argparse.Namespace(command="keys", action="retire", kid=old_kid)
+    assert await _keys_command(settings, retire) == 0
+    assert await closed_with(doomed, REVOCATION_DEADLINE) == 4003
+    await assert_refused_now(stack, {"Authorization": f"Bearer {alice.access_token}"})
+    await survivor.send_json({"op": "ping"})
+    assert await receive(survivor) == {"type": "pong"}
+    await survivor.close()
