@@ -13,16 +13,15 @@ import redis.asyncio as aioredis
 from auth_service.clients import ClientRegistry
 from auth_service.keys import KEYS_HASH
 from auth_service.revocation import jti_key
-from auth_service.sessions import RedisSessionStorage, SessionInfo, looks_like_session_id
+from auth_service.sessions import RedisSessionStorage, SessionInfo
 from auth_service.tokens import (
     AccessTokens,
     InvalidToken,
     RefreshTokens,
     family_key,
-    looks_like_jwt,
-    looks_like_refresh_token,
 )
 from auth_service.users import User, UserStore
+from common.credentials import looks_like_jwt, looks_like_refresh_token, looks_like_session_id
 
 INACTIVE: dict[str, Any] = {"active": False}
 

@@ -10,7 +10,6 @@ in logs, introspection answers and revocation events.
 from __future__ import annotations
 
 import json
-import re
 import secrets
 import time
 from dataclasses import dataclass
@@ -19,7 +18,8 @@ import redis.asyncio as aioredis
 from aiohttp import web
 from aiohttp_session import AbstractStorage, Session
 
-SESSION_ID = re.compile(r"^[A-Za-z0-9_-]{43}$")
+from common.credentials import looks_like_session_id
+
 PREFIX = "auth:session:"
 
 
@@ -36,10 +36,6 @@ class SessionInfo:
 
 def new_session_id() -> str:
     return secrets.token_urlsafe(32)
-
-
-def looks_like_session_id(value: str) -> bool:
-    return SESSION_ID.fullmatch(value) is not None
 
 
 class RedisSessionStorage(AbstractStorage):

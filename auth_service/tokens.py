@@ -13,7 +13,6 @@ claim of every access token issued from it, so revoking the family also kills th
 from __future__ import annotations
 
 import hashlib
-import re
 import secrets
 import time
 from dataclasses import dataclass
@@ -25,25 +24,15 @@ import redis.asyncio as aioredis
 from auth_service.errors import OAuthError, invalid_grant
 from auth_service.grants import GrantIndex, grants_key
 from auth_service.keys import KeyRing
+from common.credentials import looks_like_jwt, looks_like_refresh_token
 
 ACCESS_TYP = "at+jwt"
 ALGORITHM = "EdDSA"
-MAX_TOKEN_LENGTH = 4096
-JWT_SHAPE = re.compile(r"^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*$")
-REFRESH_SHAPE = re.compile(r"^rt_[A-Za-z0-9_-]{43}$")
 REQUIRED_CLAIMS = ["iss", "aud", "sub", "scope", "iat", "exp", "jti", "client_id"]
 
 
 class InvalidToken(Exception):
     """The presented access token is not one this service issued and still honours."""
-
-
-def looks_like_jwt(token: str) -> bool:
-    return len(token) <= MAX_TOKEN_LENGTH and JWT_SHAPE.fullmatch(token) is not None
-
-
-def looks_like_refresh_token(token: str) -> bool:
-    return REFRESH_SHAPE.fullmatch(token) is not None
 
 
 class AccessTokens:

@@ -22,8 +22,9 @@ from auth_service.errors import (
 )
 from auth_service.grants import family_member, session_member
 from auth_service.sessions import new_session_id, session_info, start_session
-from auth_service.tokens import ReusedRefreshToken, looks_like_jwt
+from auth_service.tokens import ReusedRefreshToken
 from auth_service.users import PASSWORD_MAX, User, validate_password, validate_username
+from common.credentials import bearer_offset, looks_like_jwt
 from common.redis import REDIS_ERRORS
 
 REVOCABLE = ("access_token", "refresh_token")
@@ -388,9 +389,10 @@ class Caller:
 
 async def _bearer_user(parts: AuthComponents, request: web.Request) -> Caller | None:
     header = request.headers.get("Authorization")
-    if header is None or header[:7].lower() != "bearer ":
+    offset = bearer_offset(header)
+    if header is None or offset is None:
         return None  # not this scheme: the next authenticator decides
-    claims = await parts.introspector.active_access_token(header[7:].strip())
+    claims = await parts.introspector.active_access_token(header[offset:].strip())
     if claims is None or claims.get("username") is None:
         raise invalid_token()
     return Caller(claims["sub"], claims["username"], claims.get("sid"))

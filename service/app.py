@@ -15,6 +15,7 @@ from service.broker.redis import RedisBroker
 from service.introspection import IntrospectionClient
 from service.node import REVOCATION_CHANNEL, ChatNode
 from service.settings import ChatSettings
+from service.signing_keys import SigningKeys
 from service.views import HTTP_SESSION, NODE
 
 MAX_BODY = 64 * 1024  # the chat service reads no body yet; keep whatever comes small
@@ -26,7 +27,11 @@ def create_app(settings: ChatSettings, broker: Broker | None = None) -> web.Appl
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=100), raise_for_status=False
+            # Idle pooled connections are given up before the auth service's own idle limit
+            # (AUTH_HEADER_TIMEOUT, 5 s by default) closes them; a request that meets one
+            # closed anyway is asked once more (see IntrospectionClient).
+            connector=aiohttp.TCPConnector(limit=100, keepalive_timeout=3.0),
+            raise_for_status=False,
         )
         introspection = IntrospectionClient(
             session,
@@ -38,7 +43,11 @@ def create_app(settings: ChatSettings, broker: Broker | None = None) -> web.Appl
             negative_ttl=settings.introspection_negative_ttl,
             max_entries=settings.introspection_cache_size,
         )
-        checker = CredentialChecker(introspection, required_scope=settings.required_scope)
+        keys = SigningKeys(
+            session, auth_url=settings.auth_url, timeout=settings.introspection_timeout
+        )
+        await keys.start()  # if the auth service is down, nothing is refused locally until it is up
+        checker = CredentialChecker(introspection, keys, required_scope=settings.required_scope)
         chosen = broker or RedisBroker(
             settings.redis_url,
             event_channels=(REVOCATION_CHANNEL,),

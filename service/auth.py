@@ -8,67 +8,29 @@ Like Django REST framework's authentication classes, each authenticator returns 
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Sequence
 from typing import Protocol
 
 from aiohttp import web
 
+from common.credentials import bearer_offset, looks_like
 from service.connection import Identity
+from service.errors import (
+    AuthFailed,
+    auth_unavailable,
+    forbidden_origin,
+    invalid_token,
+    no_credentials,
+)
+from service.handshake_failures import FailedHandshakes
 from service.introspection import IntrospectionClient, IntrospectionUnavailable
 from service.settings import ChatSettings
+from service.signing_keys import SigningKeys
 
 log = logging.getLogger(__name__)
 
-MAX_CREDENTIAL_LENGTH = 4096
-# What each kind of credential the auth service issues looks like (see auth_service/tokens.py
-# and sessions.py); anything else is refused without spending a request on it.
-CREDENTIAL_SHAPES = {
-    "access_token": re.compile(r"^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$"),
-    "session": re.compile(r"^[A-Za-z0-9_-]{43}$"),
-}
 SUBPROTOCOL = "chat.v1"
 BEARER_PREFIX = "bearer."
-
-
-class AuthFailed(Exception):
-    """The handshake is refused before the upgrade with this status and headers."""
-
-    def __init__(self, status: int, error: str, description: str, headers: dict[str, str]) -> None:
-        super().__init__(description)
-        self.status = status
-        self.error = error
-        self.description = description
-        self.headers = headers
-
-    def response(self) -> web.Response:
-        return web.json_response(
-            {"error": self.error, "error_description": self.description},
-            status=self.status,
-            headers=self.headers,
-        )
-
-
-def invalid_token(description: str = "the credential is invalid or expired") -> AuthFailed:
-    return AuthFailed(
-        401, "invalid_token", description, {"WWW-Authenticate": 'Bearer error="invalid_token"'}
-    )
-
-
-def no_credentials() -> AuthFailed:
-    return AuthFailed(
-        401, "unauthorized", "a credential is required", {"WWW-Authenticate": 'Bearer realm="chat"'}
-    )
-
-
-def forbidden_origin() -> AuthFailed:
-    return AuthFailed(403, "forbidden_origin", "this Origin may not open /ws", {})
-
-
-def auth_unavailable() -> AuthFailed:
-    return AuthFailed(
-        503, "temporarily_unavailable", "the auth service is unavailable", {"Retry-After": "2"}
-    )
 
 
 class Authenticator(Protocol):
@@ -78,25 +40,36 @@ class Authenticator(Protocol):
 
 
 class CredentialChecker:
-    """Turns a credential into an `Identity` via introspection, or refuses it."""
+    """Turns a credential into an `Identity` via introspection, or refuses it.
 
-    def __init__(self, client: IntrospectionClient, *, required_scope: str) -> None:
+    What can be refused without asking anyone is: a credential of the wrong shape, and (when
+    its answer is not cached) an access token that `SigningKeys` proves forged or expired.
+    """
+
+    def __init__(
+        self, client: IntrospectionClient, keys: SigningKeys, *, required_scope: str
+    ) -> None:
         self._client = client
+        self._keys = keys
         self._scope = required_scope
         self._unavailable = False
+
+    def key_retired(self, kid: str) -> None:
+        self._keys.retire(kid)
 
     async def identity(
         self, credential: str, *, token_type: str, source: str | None = None, offset: int = 0
     ) -> Identity:
         """`source` and `offset`: the string the credential is a part of, and where in it the
         credential starts, if the caller keeps that string anyway (see `Identity.source`)."""
-        shape = CREDENTIAL_SHAPES.get(token_type)
-        if (
-            shape is None
-            or len(credential) > MAX_CREDENTIAL_LENGTH
-            or not shape.fullmatch(credential)
-        ):
+        if token_type not in ("access_token", "session") or not looks_like(token_type, credential):
             raise invalid_token()  # not even the right shape: no need to ask anyone
+        if (
+            token_type == "access_token"
+            and self._client.cached(credential, token_type) is None
+            and await self._keys.check(credential) is False
+        ):
+            raise invalid_token()  # forged, or signed by no key of ours, or expired
         try:
             answer = await self._client.introspect(credential, token_type)
         except IntrospectionUnavailable as exc:
@@ -135,10 +108,10 @@ class BearerHeaderAuthenticator:
 
     async def authenticate(self, request: web.Request) -> Identity | None:
         header = request.headers.get("Authorization")
-        if header is None or header[:7].lower() != "bearer ":
+        offset = bearer_offset(header)
+        if header is None or offset is None:
             return None
         # aiohttp strips the value's trailing whitespace, so the credential runs to its end.
-        offset = len(header) - len(header[7:].lstrip())
         return await self._checker.identity(
             header[offset:], token_type="access_token", source=header, offset=offset
         )
@@ -180,14 +153,28 @@ class SessionCookieAuthenticator:
 
 
 class HandshakeAuthenticator:
-    """Runs the chain in order and applies the Origin policy; the first identity wins."""
+    """Runs the chain in order and applies the Origin policy; the first identity wins. An
+    address whose credentials keep being refused is refused before any is looked at."""
 
     def __init__(self, chain: Sequence[Authenticator], settings: ChatSettings) -> None:
         self._chain = chain
         self._origins = settings.allowed_origins
         self._check_every_origin = settings.origin_policy == "always"
+        self._failures = FailedHandshakes(
+            settings.handshake_failures, settings.handshake_failure_window
+        )
 
     async def authenticate(self, request: web.Request) -> Identity:
+        address = request.remote or "unknown"
+        self._failures.refuse_if_blocked(address)
+        try:
+            return await self._identity(request)
+        except AuthFailed as failed:
+            if failed.error == "invalid_token":
+                self._failures.failed(address)
+            raise
+
+    async def _identity(self, request: web.Request) -> Identity:
         origin = request.headers.get("Origin")
         if self._check_every_origin and origin is not None and origin not in self._origins:
             raise forbidden_origin()

@@ -1,8 +1,11 @@
-"""Close codes of `/ws` (the table in docs/protocol.md)."""
+"""Why `/ws` refuses a handshake (HTTP, before the upgrade) or closes a socket (close codes,
+the table in docs/protocol.md)."""
 
 from __future__ import annotations
 
 from enum import IntEnum
+
+from aiohttp import web
 
 
 class CloseCode(IntEnum):
@@ -15,3 +18,43 @@ class CloseCode(IntEnum):
     TRY_AGAIN_LATER = 1013  # overloaded or a slow consumer: reconnect later, read faster
     TOKEN_EXPIRED = 4001  # credential expired: refresh it and reconnect
     REVOKED = 4003  # credential revoked or user disabled: do not retry with it
+
+
+class AuthFailed(Exception):
+    """The handshake is refused before the upgrade with this status and headers."""
+
+    def __init__(self, status: int, error: str, description: str, headers: dict[str, str]) -> None:
+        super().__init__(description)
+        self.status = status
+        self.error = error
+        self.description = description
+        self.headers = headers
+
+    def response(self) -> web.Response:
+        return web.json_response(
+            {"error": self.error, "error_description": self.description},
+            status=self.status,
+            headers=self.headers,
+        )
+
+
+def invalid_token(description: str = "the credential is invalid or expired") -> AuthFailed:
+    return AuthFailed(
+        401, "invalid_token", description, {"WWW-Authenticate": 'Bearer error="invalid_token"'}
+    )
+
+
+def no_credentials() -> AuthFailed:
+    return AuthFailed(
+        401, "unauthorized", "a credential is required", {"WWW-Authenticate": 'Bearer realm="chat"'}
+    )
+
+
+def forbidden_origin() -> AuthFailed:
+    return AuthFailed(403, "forbidden_origin", "this Origin may not open /ws", {})
+
+
+def auth_unavailable() -> AuthFailed:
+    return AuthFailed(
+        503, "temporarily_unavailable", "the auth service is unavailable", {"Retry-After": "2"}
+    )

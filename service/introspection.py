@@ -67,6 +67,10 @@ class IntrospectionClient:
         self._recent = RecentRevocations(RECENT_REVOCATIONS_SECONDS, RECENT_REVOCATIONS_MAX)
         self.requests = 0  # calls actually made to the auth service
 
+    def cached(self, token: str, hint: str) -> dict[str, Any] | None:
+        """The cached answer for a credential, if there is one (no request is made)."""
+        return self.cache.get(_cache_key(token, hint))
+
     async def introspect(self, token: str, hint: str) -> dict[str, Any]:
         key = _cache_key(token, hint)
         cached = self.cache.get(key)

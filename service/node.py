@@ -14,10 +14,10 @@ from typing import Any
 from common import revocation_events
 from common.backoff import Backoff
 from service import protocol
-from service.auth import AuthFailed, CredentialChecker, HandshakeAuthenticator
+from service.auth import CredentialChecker, HandshakeAuthenticator
 from service.broker.base import Broker, BrokerUnavailable
 from service.connection import Connection, Identity, RateLimit
-from service.errors import CloseCode
+from service.errors import AuthFailed, CloseCode
 from service.hub import RoomHub
 from service.introspection import IntrospectionClient
 from service.protocol import Command, ProtocolError
@@ -102,6 +102,8 @@ class ChatNode:
             return
         field, value = revoked
         self.introspection.revoked(field, value)
+        if field == "kid":
+            self.checker.key_retired(value)
         for connection in self.hub.holding(field, value):
             connection.close_soon(CloseCode.REVOKED, "credential revoked")
 

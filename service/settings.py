@@ -52,6 +52,8 @@ class ChatSettings:
     heartbeat: float
     close_timeout: float
     expiry_grace: float
+    handshake_failures: int
+    handshake_failure_window: float
     http: HttpLimits
     log_level: str
 
@@ -108,6 +110,8 @@ def read_settings(environ: Mapping[str, str] | None = None) -> tuple[ChatSetting
         heartbeat=env.number("CHAT_HEARTBEAT", 30.0, minimum=0.1),
         close_timeout=env.number("CHAT_CLOSE_TIMEOUT", 2.0, minimum=0.01),
         expiry_grace=env.number("CHAT_EXPIRY_GRACE", 5.0),
+        handshake_failures=env.integer("CHAT_HANDSHAKE_FAILURES", 20, minimum=1),
+        handshake_failure_window=env.number("CHAT_HANDSHAKE_FAILURE_WINDOW", 60.0, minimum=1.0),
         http=http,
         log_level=env.choice("LOG_LEVEL", "INFO", ("DEBUG", "INFO", "WARNING", "ERROR")),
     )

@@ -11,9 +11,9 @@ from aiohttp import WSMsgType, web
 
 from common.aiohttp_adapter import frame_meter_of
 from service import protocol
-from service.auth import SUBPROTOCOL, AuthFailed, invalid_token
+from service.auth import SUBPROTOCOL
 from service.connection import Connection, Identity, RateGuard
-from service.errors import CloseCode
+from service.errors import AuthFailed, CloseCode, invalid_token
 from service.node import ChatNode
 
 NODE = web.AppKey("chat_node", ChatNode)

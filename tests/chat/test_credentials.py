@@ -11,7 +11,10 @@ TOKEN = "eyJhbGciOiJFZERTQSJ9.eyJzdWIiOiJ1MSJ9.c2lnbmF0dXJl"
 
 
 class Answers:
-    """An introspection client that knows one active access token."""
+    """An introspection client that knows one active access token, and caches nothing."""
+
+    def cached(self, token: str, hint: str) -> None:
+        return None
 
     async def introspect(self, token: str, hint: str) -> dict[str, Any]:
         assert token == TOKEN
@@ -19,8 +22,15 @@ class Answers:
                 "scope": "chat", "sub": "u1", "exp": time.time() + 60, "jti": "j1"}  # fmt: skip
 
 
+class NoKeys:
+    """Signing keys that cannot tell (as before the auth service's keys were read)."""
+
+    async def check(self, token: str) -> None:
+        return None
+
+
 async def authenticate(header: str) -> Any:
-    checker = CredentialChecker(Answers(), required_scope="chat")  # type: ignore[arg-type]
+    checker = CredentialChecker(Answers(), NoKeys(), required_scope="chat")  # type: ignore[arg-type]
     request = make_mocked_request("GET", "/ws", headers={"Authorization": header})
     identity = await BearerHeaderAuthenticator(checker).authenticate(request)
     return request, identity

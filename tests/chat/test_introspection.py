@@ -9,7 +9,8 @@ from typing import Any
 import aiohttp
 import pytest
 
-from service.auth import AuthFailed, CredentialChecker
+from service.auth import CredentialChecker
+from service.errors import AuthFailed
 from service.introspection import IntrospectionClient, IntrospectionUnavailable
 
 
@@ -89,6 +90,12 @@ class Flaky:
     def __init__(self) -> None:
         self.up = False
 
+    def cached(self, token: str, hint: str) -> None:
+        return None
+
+    async def check(self, token: str) -> None:  # as signing keys that cannot tell
+        return None
+
     async def introspect(self, token: str, hint: str) -> dict[str, Any]:
         if not self.up:
             raise IntrospectionUnavailable("down")
@@ -99,7 +106,7 @@ async def test_an_auth_outage_is_logged_once_not_once_per_handshake(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     flaky = Flaky()
-    checker = CredentialChecker(flaky, required_scope="chat")  # type: ignore[arg-type]
+    checker = CredentialChecker(flaky, flaky, required_scope="chat")  # type: ignore[arg-type]
 
     async def attempt() -> int:
         try:

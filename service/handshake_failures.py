@@ -1,0 +1,68 @@
+"""Failed handshakes per client address: an address that keeps presenting bad credentials is
+refused (429) for the rest of its window, before any of its credentials costs anything."""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable
+
+from common.log_throttle import ConditionLog
+from service.errors import AuthFailed
+
+log = logging.getLogger(__name__)
+
+
+class FailedHandshakes:
+    """At most `limit` refused credentials per address per `window` seconds (fixed windows,
+    one process; behind a reverse proxy every client shares the proxy's address). At most
+    `max_addresses` are tracked: past that the oldest window is forgotten first."""
+
+    def __init__(
+        self,
+        limit: int,
+        window: float,
+        *,
+        max_addresses: int = 100_000,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._limit = limit
+        self._window = window
+        self._max_addresses = max_addresses
+        self._clock = clock
+        self._windows: dict[str, tuple[float, int]] = {}  # address -> (start, failures)
+        self._refusals = ConditionLog(log, "handshakes refused: too many failures from one address")
+
+    def refuse_if_blocked(self, address: str) -> None:
+        entry = self._windows.get(address)
+        if entry is None:
+            return
+        start, failures = entry
+        left = start + self._window - self._clock()
+        if left > 0 and failures >= self._limit:
+            self._refusals.hit(remote=address)
+            raise AuthFailed(
+                429,
+                "too_many_requests",
+                "too many failed handshakes from this address; retry later",
+                {"Retry-After": str(math.ceil(left))},
+            )
+
+    def failed(self, address: str) -> None:
+        now = self._clock()
+        self._forget_before(now - self._window)
+        start, failures = self._windows.pop(address, (now, 0))
+        if now - start >= self._window:
+            start, failures = now, 0
+        if len(self._windows) >= self._max_addresses:
+            del self._windows[next(iter(self._windows))]
+        self._windows[address] = (start, failures + 1)
+
+    def _forget_before(self, horizon: float) -> None:
+        windows = self._windows
+        while windows:
+            oldest = next(iter(windows))
+            if windows[oldest][0] >= horizon:
+                return
+            del windows[oldest]

@@ -1,0 +1,112 @@
+"""Handshakes with made-up credentials (finding 8 of the attack on 326b726): refused without
+asking the auth service when the token cannot be ours, and an address that keeps failing is
+refused outright for a while; real tokens, including those of a key published later, pass."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import time
+from typing import Any
+
+import aiohttp
+import jwt
+
+from auth_service import keys
+from auth_service.components import COMPONENTS
+from service.views import NODE
+from tests.chat.conftest import ChatFactory
+from tests.chat.helpers import ChatUser, Client, Stack, connect
+from tests.conftest import PASSWORD
+
+UPGRADE = {
+    "Connection": "Upgrade",
+    "Upgrade": "websocket",
+    "Sec-WebSocket-Version": "13",
+    "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==",
+}
+
+
+def b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def segment(value: dict[str, Any]) -> str:
+    return b64(json.dumps(value).encode())
+
+
+async def status(chat: Client, token: str) -> int:
+    response = await chat.get("/ws", headers={**UPGRADE, "Authorization": f"Bearer {token}"})
+    return response.status
+
+
+async def made_up_tokens(stack: Stack, alice: ChatUser) -> list[str]:
+    """JWT-shaped values an attacker can make without the signing key, and one it cannot
+    use although the service signed it (expired)."""
+    real_header = alice.access_token.split(".")[0]
+    claims = jwt.decode(alice.access_token, options={"verify_signature": False})
+    access = stack.auth_server.app[COMPONENTS].access
+    return [
+        *(f"{b64(os.urandom(30))}.{b64(os.urandom(60))}.{b64(os.urandom(64))}" for _ in range(40)),
+        # The real header (alg, typ, kid) and claims, with a made-up signature.
+        *(f"{real_header}.{segment(claims)}.{b64(os.urandom(64))}" for _ in range(20)),
+        # A key id the service never published, claiming to be old.
+        *(
+            f"{segment({'alg': 'EdDSA', 'typ': 'at+jwt', 'kid': os.urandom(8).hex()})}."
+            f"{segment({**claims, 'iat': int(time.time()) - 3600})}.{b64(os.urandom(64))}"
+            for _ in range(20)
+        ),
+        await access.sign({**claims, "iat": int(time.time()) - 900, "exp": int(time.time()) - 1}),
+    ]
+
+
+async def test_made_up_bearer_values_never_reach_the_auth_service(
+    make_chat: ChatFactory, stack: Stack, alice: ChatUser
+) -> None:
+    chat = await make_chat(CHAT_HANDSHAKE_FAILURES="1000")
+    node = chat.app[NODE]
+    before = node.introspection.requests
+    for token in await made_up_tokens(stack, alice):
+        assert await status(chat, token) == 401
+    assert node.introspection.requests == before  # each was refused on the spot
+    ws = await connect(chat, alice.access_token)  # the real one still goes through
+    assert node.introspection.requests == before + 1
+    await ws.close()
+
+
+async def test_an_address_that_keeps_failing_is_refused_for_a_while(
+    make_chat: ChatFactory, alice: ChatUser
+) -> None:
+    chat = await make_chat(CHAT_HANDSHAKE_FAILURES="5", CHAT_HANDSHAKE_FAILURE_WINDOW="60")
+    bad = f"{b64(os.urandom(30))}.{b64(os.urandom(60))}.{b64(os.urandom(64))}"
+    assert [await status(chat, bad) for _ in range(5)] == [401] * 5
+    response = await chat.get(
+        "/ws", headers={**UPGRADE, "Authorization": f"Bearer {alice.access_token}"}
+    )
+    assert response.status == 429  # the address, not the credential, is refused now
+    assert 0 < int(response.headers["Retry-After"]) <= 60
+    assert (await response.json())["error"] == "too_many_requests"
+    # Another address is not: 127.0.0.0/8 all reaches the server.
+    connector = aiohttp.TCPConnector(local_addr=("127.0.0.2", 0))
+    async with aiohttp.ClientSession(connector=connector) as session:
+        ws = await session.ws_connect(
+            chat.make_url("/ws"), headers={"Authorization": f"Bearer {alice.access_token}"}
+        )
+        assert (await ws.receive_json())["type"] == "hello"
+        await ws.close()
+
+
+async def test_a_token_signed_by_a_key_published_later_is_accepted(
+    make_chat: ChatFactory, stack: Stack, alice: ChatUser
+) -> None:
+    chat = await make_chat()
+    ws = await connect(chat, alice.access_token)  # the chat instance has read the keys
+    await ws.close()
+    parts = stack.auth_server.app[COMPONENTS]
+    new_kid = await keys.rotate(parts.redis)
+    await parts.keyring.load()
+    fresh = (await stack.token("alice", PASSWORD))["access_token"]
+    assert jwt.get_unverified_header(fresh)["kid"] == new_kid
+    ws = await connect(chat, fresh)
+    await ws.close()
