@@ -27,6 +27,9 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
     parts = app[COMPONENTS]
     try:
         await parts.keyring.load()
+        claimed = await parts.users.backfill_skeletons()
+        if claimed:
+            log.info("recorded the look-alike skeletons of earlier users", extra={"users": claimed})
     except REDIS_ERRORS:
         # Start anyway: /readyz says 503 and the ring loads on first use once Redis is back.
         log.warning("redis unavailable at start-up; signing keys will load when it returns")

@@ -156,7 +156,11 @@ async def register(request: web.Request) -> web.Response:
     password_hash = await parts.passwords.hash(password, owners=(f"addr:{_address(request)}",))
     user = await parts.users.create(username, password_hash)
     if user is None:
-        raise OAuthError("username_taken", "that username is already registered", status=409)
+        raise OAuthError(
+            "username_taken",
+            "that username, or one that looks like it, is already registered",
+            status=409,
+        )
     return web.json_response(user.public(), status=201)
 
 

@@ -5,6 +5,7 @@ import asyncio
 import pytest
 import redis.asyncio as aioredis
 
+from auth_service.users import SKELETONS_BACKFILLED, skeletons
 from tests.auth.helpers import Client, register
 from tests.conftest import PASSWORD, AuthClientFactory
 
@@ -89,3 +90,59 @@ async def test_registrations_per_address_are_limited(make_auth_client: AuthClien
     response = await auth.post("/users", json={"username": "user3", "password": PASSWORD})
     assert response.status == 429
     assert int(response.headers["Retry-After"]) > 0
+
+
+@pytest.mark.parametrize(
+    "look_alike",
+    ["aIice", "a1ice", "alice.", "al.ice", "a_lice", "-alice", "ALICE", "AIice", "A1ice"],
+)
+@pytest.mark.parametrize("registered", ["alice", "ALICE"])
+async def test_a_look_alike_of_a_registered_name_is_409(
+    auth: Client, registered: str, look_alike: str
+) -> None:
+    """Finding 10: names that read the same as `alice` (capital I or 1 for l, separators
+    added) are refused like the name itself, whatever the letter case it was registered in."""
+    await register(auth, registered)
+    response = await auth.post("/users", json={"username": look_alike, "password": PASSWORD})
+    assert response.status == 409
+    assert (await response.json())["error"] == "username_taken"
+
+
+@pytest.mark.parametrize(
+    ("first", "second"), [("rnary", "mary"), ("vvalter", "walter"), ("b0b", "bob")]
+)
+async def test_look_alike_sequences_and_digits_are_refused_both_ways(
+    auth: Client, first: str, second: str
+) -> None:
+    await register(auth, first)
+    response = await auth.post("/users", json={"username": second, "password": PASSWORD})
+    assert response.status == 409
+
+
+@pytest.mark.parametrize("name", ["alicia", "alice2", "malice", "ilice"])
+async def test_names_that_merely_resemble_one_are_allowed(auth: Client, name: str) -> None:
+    await register(auth, "alice")
+    await register(auth, name)
+
+
+async def test_users_registered_before_skeletons_are_protected_after_a_restart(
+    make_auth_client: AuthClientFactory, redis_url: str
+) -> None:
+    auth = await make_auth_client()
+    await register(auth, "alice")
+    client = aioredis.Redis.from_url(redis_url, decode_responses=True)
+    try:  # as a database written by a version that kept no skeletons
+        await client.delete(*(f"auth:skeleton:{s}" for s in skeletons("alice")))
+        await client.delete(SKELETONS_BACKFILLED)
+    finally:
+        await client.aclose()
+    restarted = await make_auth_client()
+    response = await restarted.post("/users", json={"username": "a1ice", "password": PASSWORD})
+    assert response.status == 409
+
+
+def test_skeletons() -> None:
+    for name in ("alice", "aIice", "a1ice", "alice.", "A.L.I.C.E", "ALICE"):
+        assert "alice" in skeletons(name)
+    assert set(skeletons("IAN")) & set(skeletons("lan"))  # refused: reads alike in many fonts
+    assert not set(skeletons("ian")) & set(skeletons("lan"))
