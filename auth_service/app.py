@@ -13,6 +13,7 @@ from aiohttp_session import session_middleware
 from auth_service import openapi, views
 from auth_service.components import COMPONENTS, AuthComponents
 from auth_service.errors import error_middleware
+from auth_service.sessions import one_session_cookie
 from auth_service.settings import AuthSettings
 from common.http_limits import body_deadline
 from common.redis import REDIS_ERRORS
@@ -45,6 +46,7 @@ def create_app(settings: AuthSettings) -> web.Application:
         middlewares=[
             error_middleware,
             body_deadline(settings.http),
+            one_session_cookie(settings.cookie_name),
             session_middleware(parts.sessions),
         ],
         client_max_size=MAX_BODY,

@@ -16,9 +16,11 @@ from dataclasses import dataclass
 
 import redis.asyncio as aioredis
 from aiohttp import web
+from aiohttp.typedefs import Handler, Middleware
 from aiohttp_session import AbstractStorage, Session
 
-from common.credentials import looks_like_session_id
+from auth_service.errors import invalid_request
+from common.credentials import cookie_values, looks_like_session_id
 
 PREFIX = "auth:session:"
 
@@ -101,6 +103,20 @@ class RedisSessionStorage(AbstractStorage):
         if raw is None:
             return None
         return session_info(json.loads(raw).get("session") or {})
+
+
+def one_session_cookie(cookie_name: str) -> Middleware:
+    """Refuses (400) a request carrying the session cookie more than once. Cookies are not
+    port-scoped, so another application on this host can plant a second one; which copy a
+    parser keeps is an accident, and neither should be trusted."""
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if len(cookie_values(request.headers.getall("Cookie", ()), cookie_name)) > 1:
+            raise invalid_request("the session cookie appears more than once")
+        return await handler(request)
+
+    return middleware
 
 
 def session_info(data: object) -> SessionInfo | None:

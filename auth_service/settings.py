@@ -10,12 +10,13 @@ from pathlib import Path
 from types import MappingProxyType
 
 from auth_service.keys import load_private_key
-from common.config import EnvReader
+from common.config import EnvReader, default_cookie_name
 from common.http_limits import HttpLimits, read_http_limits
 
 DEV_CLIENTS = "chat:dev-chat-secret"
 PUBLIC_CLIENT = "public"  # the client id of callers that present no client credentials
 CLIENT_ID = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+COOKIE_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 SCOPE_TOKEN = re.compile(r"^[\x21\x23-\x5B\x5D-\x7E]+$")  # RFC 6749 §3.3 scope-token
 
 
@@ -117,7 +118,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> AuthSettings:
         scopes=scopes,
         default_scope=scopes[0] if scopes else "chat",
         signing_key_files=env.csv("AUTH_SIGNING_KEY_FILES"),
-        cookie_name=env.string("AUTH_COOKIE_NAME", "chat_session"),
+        cookie_name=env.string("AUTH_COOKIE_NAME", default_cookie_name(env)),
         cookie_secure=env.boolean("AUTH_COOKIE_SECURE", env.production),
         cookie_samesite=samesite,
         login_max_failures=env.integer("AUTH_LOGIN_MAX_FAILURES", 5, minimum=1),
@@ -145,5 +146,9 @@ def load_settings(environ: Mapping[str, str] | None = None) -> AuthSettings:
     _check_key_files(env, settings.signing_key_files)
     if env.production and not settings.cookie_secure:
         env.fail("AUTH_COOKIE_SECURE must be true when APP_ENV=production")
+    if settings.cookie_name.startswith(("__Host-", "__Secure-")) and not settings.cookie_secure:
+        env.fail("AUTH_COOKIE_NAME with a __Host- or __Secure- prefix needs AUTH_COOKIE_SECURE")
+    if not COOKIE_NAME.fullmatch(settings.cookie_name):
+        env.fail("AUTH_COOKIE_NAME must be a cookie name (letters, digits, _ and -)")
     env.raise_if_invalid()
     return settings

@@ -361,7 +361,10 @@ async def login(request: web.Request) -> web.Response:
 
 @routes.post("/logout")
 async def logout(request: web.Request) -> web.Response:
+    """Ends the caller's session. JSON only (`{}`): a cross-site form cannot post it, so no
+    other site can sign a user out."""
     parts = _parts(request)
+    await read_json(request)
     session = await get_session(request)
     info = session_info(dict(session))
     identity = session.identity

@@ -153,3 +153,10 @@ class EnvReader:
                 "in production",
                 extra={"variable": name},
             )
+
+
+def default_cookie_name(env: EnvReader) -> str:
+    """`AUTH_COOKIE_NAME`'s default, shared by both services. In production a `__Host-`
+    cookie: browsers keep it only if it is Secure, for Path=/ and without a Domain, so a
+    page on another port or subdomain of the host cannot set or replace it."""
+    return "__Host-chat_session" if env.production else "chat_session"

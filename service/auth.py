@@ -13,11 +13,12 @@ from typing import Protocol
 
 from aiohttp import web
 
-from common.credentials import bearer_offset, looks_like
+from common.credentials import bearer_offset, cookie_values, looks_like
 from service.connection import Identity
 from service.errors import (
     AuthFailed,
     auth_unavailable,
+    duplicate_cookie,
     forbidden_origin,
     invalid_token,
     no_credentials,
@@ -144,12 +145,16 @@ class SessionCookieAuthenticator:
         self._origins = origins
 
     async def authenticate(self, request: web.Request) -> Identity | None:
-        session_id = request.cookies.get(self._cookie)
-        if session_id is None:
+        values = cookie_values(request.headers.getall("Cookie", ()), self._cookie)
+        if not values:
             return None
         if request.headers.get("Origin") not in self._origins:
             raise forbidden_origin()
-        return await self._checker.identity(session_id, token_type="session")
+        if len(values) > 1:
+            # Another application on this host may have planted one (cookies are not
+            # port-scoped): which is ours cannot be told, so neither is used.
+            raise duplicate_cookie()
+        return await self._checker.identity(values[0], token_type="session")
 
 
 class HandshakeAuthenticator:

@@ -54,6 +54,10 @@ def forbidden_origin() -> AuthFailed:
     return AuthFailed(403, "forbidden_origin", "this Origin may not open /ws", {})
 
 
+def duplicate_cookie() -> AuthFailed:
+    return AuthFailed(400, "invalid_request", "the session cookie appears more than once", {})
+
+
 def auth_unavailable() -> AuthFailed:
     return AuthFailed(
         503, "temporarily_unavailable", "the auth service is unavailable", {"Retry-After": "2"}

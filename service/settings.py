@@ -8,7 +8,7 @@ import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from common.config import EnvReader
+from common.config import EnvReader, default_cookie_name
 from common.http_limits import HttpLimits, read_http_limits
 
 DEV_CLIENT_SECRET = "dev-chat-secret"  # development only; production refuses it
@@ -86,7 +86,7 @@ def read_settings(environ: Mapping[str, str] | None = None) -> tuple[ChatSetting
         client_secret=env.secret("CHAT_CLIENT_SECRET", DEV_CLIENT_SECRET),
         allowed_origins=frozenset(origins),
         origin_policy=env.choice("CHAT_ORIGIN_POLICY", "cookie", ORIGIN_POLICIES),
-        session_cookie=env.string("AUTH_COOKIE_NAME", "chat_session"),
+        session_cookie=env.string("AUTH_COOKIE_NAME", default_cookie_name(env)),
         required_scope=env.string("CHAT_REQUIRED_SCOPE", "chat"),
         introspection_timeout=env.number("CHAT_INTROSPECTION_TIMEOUT", 2.0, minimum=0.05),
         introspection_cache_ttl=env.number("CHAT_INTROSPECTION_CACHE_TTL", 60.0),

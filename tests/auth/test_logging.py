@@ -26,7 +26,7 @@ async def test_a_full_flow_logs_no_secret(auth: Client, caplog: pytest.LogCaptur
     await refresh_grant(auth, tokens["refresh_token"])  # a reuse, which is logged as revocation
     login = await auth.post("/login", json={"username": "alice", "password": PASSWORD})
     cookie = login.cookies["chat_session"].value
-    await auth.post("/logout")
+    await auth.post("/logout", json={})
     await auth.post("/revoke", data={"token": tokens["access_token"]}, headers=CHAT_AUTH)
 
     formatter = JsonFormatter()

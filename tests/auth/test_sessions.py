@@ -3,11 +3,14 @@
 import json
 from http.cookies import SimpleCookie
 
+import pytest
 import redis.asyncio as aioredis
 
 from auth_service.revocation import CHANNEL
+from auth_service.settings import load_settings
+from common.config import ConfigError
 from tests.auth.helpers import CHAT_AUTH, Client, introspect, password_grant, register
-from tests.conftest import PASSWORD, AuthClientFactory
+from tests.conftest import PASSWORD, AuthClientFactory, auth_environ
 
 COOKIE = "chat_session"
 
@@ -95,7 +98,7 @@ async def test_session_introspects_as_session(auth: Client) -> None:
 async def test_cookie_from_before_logout_no_longer_works(auth: Client) -> None:
     await register(auth)
     session_id = await login(auth)
-    response = await auth.post("/logout")
+    response = await auth.post("/logout", json={})
     assert response.status == 204
     assert await introspect(auth, session_id, token_type_hint="session") == {"active": False}
     # Replaying the old cookie value by hand is refused, not treated as anonymous.
@@ -105,7 +108,7 @@ async def test_cookie_from_before_logout_no_longer_works(auth: Client) -> None:
 
 
 async def test_logout_without_a_session_is_harmless(auth: Client) -> None:
-    assert (await auth.post("/logout")).status == 204
+    assert (await auth.post("/logout", json={})).status == 204
 
 
 async def test_login_with_bad_credentials(auth: Client) -> None:
@@ -188,3 +191,61 @@ async def test_failed_login_says_how_to_authenticate(auth: Client) -> None:
     response = await auth.post("/login", json={"username": "ghost", "password": "whatever1"})
     assert response.status == 401
     assert "WWW-Authenticate" in response.headers
+
+
+async def test_logout_accepts_json_only(auth: Client) -> None:
+    """Finding 9: a cross-site form (no JSON) cannot sign a user out."""
+    await register(auth)
+    login = await auth.post("/login", json={"username": "alice", "password": PASSWORD})
+    cookie = login.cookies["chat_session"].value
+    for kwargs in ({}, {"data": {"a": "b"}}):
+        response = await auth.post("/logout", **kwargs)
+        assert response.status == 400
+    me = await auth.get("/me", headers={"Cookie": f"chat_session={cookie}"})
+    assert me.status == 200  # still signed in
+    assert (await auth.post("/logout", json={})).status == 204
+
+
+async def test_a_request_carrying_the_session_cookie_twice_is_refused(auth: Client) -> None:
+    """Finding 9: a second copy planted by another application on this host (cookies are not
+    port-scoped) must not be chosen between; neither is used."""
+    await register(auth)
+    login = await auth.post("/login", json={"username": "alice", "password": PASSWORD})
+    cookie = login.cookies["chat_session"].value
+    auth.session.cookie_jar.clear()
+    planted = "P" * 43
+    for header in (
+        f"chat_session={cookie}; chat_session={planted}",
+        f"chat_session={planted}; other=1; chat_session={cookie}",
+    ):
+        response = await auth.get("/me", headers={"Cookie": header})
+        assert response.status == 400
+        assert (await response.json())["error"] == "invalid_request"
+    assert (await auth.get("/me", headers={"Cookie": f"chat_session={cookie}"})).status == 200
+
+
+def test_production_cookies_are_host_only_by_default(redis_url: str) -> None:
+    settings = load_settings(
+        auth_environ(
+            redis_url,
+            APP_ENV="production",
+            AUTH_CLIENTS="chat:a-production-secret-0123",
+        )
+    )
+    assert settings.cookie_name == "__Host-chat_session"
+    assert settings.cookie_secure is True
+    with pytest.raises(ConfigError, match="__Host- or __Secure- prefix needs AUTH_COOKIE_SECURE"):
+        load_settings(auth_environ(redis_url, AUTH_COOKIE_NAME="__Host-x", AUTH_COOKIE_SECURE="0"))
+
+
+async def test_a_host_only_cookie_is_set_for_the_whole_host_and_secure(
+    make_auth_client: AuthClientFactory,
+) -> None:
+    auth = await make_auth_client(AUTH_COOKIE_NAME="__Host-chat_session", AUTH_COOKIE_SECURE="1")
+    await register(auth)
+    login = await auth.post("/login", json={"username": "alice", "password": PASSWORD})
+    header = login.headers["Set-Cookie"]
+    assert header.startswith("__Host-chat_session=")
+    assert "Secure" in header
+    assert "Path=/" in header
+    assert "Domain" not in header

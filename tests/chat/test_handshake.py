@@ -253,3 +253,18 @@ async def test_sockets_per_process_are_limited(
     assert "Retry-After" in response.headers
     assert introspection.requests == asked  # refused before spending a look-up on bob
     await first.close()
+
+
+async def test_a_session_cookie_sent_twice_is_refused(stack: Stack, alice: ChatUser) -> None:
+    """Finding 9: a second session cookie planted by another application on this host is
+    not chosen between; the handshake is refused before anyone is asked about either."""
+    cookie = await stack.session_cookie("alice", PASSWORD)
+    requests = stack.a.app[NODE].introspection.requests
+    response = await handshake_status(
+        stack, {"Cookie": f"chat_session={cookie}; chat_session={'P' * 43}", "Origin": ORIGIN}
+    )
+    assert response.status == 400
+    assert (await response.json())["error"] == "invalid_request"
+    assert stack.a.app[NODE].introspection.requests == requests
+    ws = await connect(stack.a, headers={"Cookie": f"chat_session={cookie}", "Origin": ORIGIN})
+    await ws.close()

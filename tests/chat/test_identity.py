@@ -92,7 +92,7 @@ async def test_logout_closes_the_sessions_sockets(stack: Stack, alice: ChatUser)
             cookie = r.cookies["chat_session"].value
         headers = {"Cookie": f"chat_session={cookie}", "Origin": ORIGIN}
         ws = await connect(stack.b, headers=headers)
-        async with browser.post("/logout") as r:
+        async with browser.post("/logout", json={}) as r:
             assert r.status == 204
     assert await closed_with(ws, REVOCATION_DEADLINE) == 4003
     await assert_refused_now(stack, headers)

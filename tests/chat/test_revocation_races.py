@@ -105,7 +105,9 @@ async def test_logout_deletes_the_session_before_announcing_it(
         await original(kind, value, reason)
 
     parts.revocations.announce = announce  # type: ignore[method-assign]
-    async with stack.auth.post("/logout", headers={"Cookie": f"chat_session={cookie}"}) as r:
+    async with stack.auth.post(
+        "/logout", json={}, headers={"Cookie": f"chat_session={cookie}"}
+    ) as r:
         assert r.status == 204
     assert alive_when_announced == [False]
 
