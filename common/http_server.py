@@ -221,27 +221,6 @@ async def start_site(
     return runner, site
 
 
-async def _serve(
-    program: str,
-    app: web.Application,
-    host: str,
-    port: int,
-    limits: HttpLimits,
-    **options: Any,
-) -> None:
-    loop = asyncio.get_running_loop()
-    loop.set_exception_handler(_exception_handler)
-    stop = asyncio.Event()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stop.set)
-    runner, _site = await start_site(app, limits, host=host, port=port, **options)
-    try:
-        logging.getLogger(program).info("serving", extra={"url": f"http://{host}:{port}"})
-        await stop.wait()
-    finally:
-        await runner.cleanup()
-
-
 def serve(
     program: str,
     app: web.Application,
@@ -252,4 +231,18 @@ def serve(
 ) -> None:
     """Runs `app` until SIGINT/SIGTERM; logs one `serving` line once it listens. `options`:
     `backlog` and `shutdown_timeout` (see `start_site`)."""
-    asyncio.run(_serve(program, app, host, port, limits, **options))
+
+    async def run() -> None:
+        loop = asyncio.get_running_loop()
+        loop.set_exception_handler(_exception_handler)
+        stop = asyncio.Event()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, stop.set)
+        runner, _site = await start_site(app, limits, host=host, port=port, **options)
+        try:
+            logging.getLogger(program).info("serving", extra={"url": f"http://{host}:{port}"})
+            await stop.wait()
+        finally:
+            await runner.cleanup()
+
+    asyncio.run(run())

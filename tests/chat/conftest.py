@@ -59,6 +59,20 @@ def make_chat(
     return make
 
 
+@pytest.fixture(params=["auth", "chat"])
+def make_either(
+    request: pytest.FixtureRequest, make_auth_client: ChatFactory, make_chat: ChatFactory
+) -> ChatFactory:
+    """Starts the auth service, or a chat instance: a test using this runs once for each.
+    Keyword arguments are settings without their service prefix (`HEADER_TIMEOUT="1"`)."""
+    prefix, make = ("AUTH", make_auth_client) if request.param == "auth" else ("CHAT", make_chat)
+
+    async def start(**settings: str) -> TestClient[Any, Any]:
+        return await make(**{f"{prefix}_{name}": value for name, value in settings.items()})
+
+    return start
+
+
 @pytest.fixture
 async def stack(make_chat: ChatFactory, auth_server: TestServer) -> AsyncIterator[Stack]:
     """The auth service and two chat instances, A and B, sharing one Redis."""

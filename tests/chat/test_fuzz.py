@@ -818,6 +818,22 @@ async def limited_chat(make_chat: ChatFactory) -> Client:
     )
 
 
+async def all_at_once(
+    arena: Arena, chat: Client, actions: list[Action]
+) -> tuple[Reply, asyncio.Task[Any]]:
+    """Writes every action's frames in one go and reads until the server closes, which must
+    be with 1008; returns what it answered and the task that served the socket."""
+    show(actions)
+    sock, handler = await arena.connect(chat)
+    try:
+        await sock.write(*(frame for action in actions for frame in action.wire(arena.tokens)))
+        reply = await collect(sock, sentinel=None)
+    finally:
+        await sock.close()
+    assert reply.close == POLICY_VIOLATION, reply
+    return reply, handler
+
+
 whole_binary_actions = binary_payloads.map(
     lambda payload: Action("binary", frames=fragments(BINARY, payload, ()))
 )
@@ -837,15 +853,8 @@ async def test_over_the_rate_frames_get_rate_limited_then_1008(
     """Whole messages written at once, over the rate: the first `BURST` are answered as
     usual, the next `STRIKES` get `rate_limited` (no ref), the one after closes 1008; the
     rest go unread."""
-    show(actions)
     start = len(arena.log.records)
-    sock, handler = await arena.connect(limited_chat)
-    try:
-        await sock.write(*(frame for action in actions for frame in action.wire(arena.tokens)))
-        reply = await collect(sock, sentinel=None)
-    finally:
-        await sock.close()
-    assert reply.close == POLICY_VIOLATION, reply
+    reply, handler = await all_at_once(arena, limited_chat, actions)
     assert len(reply.answers) == BURST + STRIKES, reply.answers
     rooms: set[str] = set()
     for action, answer in zip(actions, reply.answers[:BURST], strict=False):
@@ -871,15 +880,8 @@ async def test_every_frame_counts_against_the_rate(
     """Fragments and control frames, written at once, over the rate: each frame takes from
     the budget, so the socket is closed with 1008, having acted on no more than `BURST`
     frames' worth of messages and pings."""
-    show(actions)
     start = len(arena.log.records)
-    sock, handler = await arena.connect(limited_chat)
-    try:
-        await sock.write(*(frame for action in actions for frame in action.wire(arena.tokens)))
-        reply = await collect(sock, sentinel=None)
-    finally:
-        await sock.close()
-    assert reply.close == POLICY_VIOLATION, reply
+    reply, handler = await all_at_once(arena, limited_chat, actions)
     served = [a for a in reply.answers if a.get("code") != "rate_limited"]
     assert len(served) + len(reply.pongs) <= BURST, reply
     await finished([handler])

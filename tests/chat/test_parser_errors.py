@@ -5,27 +5,22 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient
 
 from common.logging import JsonFormatter
-from tests.conftest import AuthClientFactory
+from tests.chat.conftest import ChatFactory
 
 Client = TestClient[Any, Any]
 SESSION_ID = "S3ss10n1dS3ss10n1dS3ss10n1dS3ss10n1dS3ss10n"  # 43 characters, like a real one
 TOKEN = "eyJhbGciOiJFZERTQSJ9.eyJzdWIiOiJhbGljZSJ9.c2lnbmF0dXJlc2lnbmF0dXJl"
 
 
-@pytest.fixture(params=["auth", "chat"])
-async def server(
-    request: pytest.FixtureRequest,
-    make_auth_client: AuthClientFactory,
-    make_chat: Callable[..., Awaitable[Client]],
-) -> Client:
-    return await (make_auth_client() if request.param == "auth" else make_chat())
+@pytest.fixture
+async def server(make_either: ChatFactory) -> Client:
+    return await make_either()
 
 
 async def exchange(client: Client, request: bytes) -> bytes:

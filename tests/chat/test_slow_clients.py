@@ -10,7 +10,7 @@ import json
 import logging
 import resource
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -18,6 +18,8 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient
 
+from tests.chat.conftest import ChatFactory
+from tests.chat.rawws import read_until_eof
 from tests.conftest import AuthClientFactory, auth_environ
 from tests.processes import start_service
 from tests.redis_server import free_port
@@ -37,26 +39,13 @@ async def raw(client: Client) -> AsyncIterator[tuple[asyncio.StreamReader, async
 
 async def read_all(reader: asyncio.StreamReader, deadline: float) -> bytes:
     """Everything the server sends until it closes the connection, within `deadline`."""
-    async with asyncio.timeout(deadline):
-        chunks = []
-        try:
-            while chunk := await reader.read(65536):
-                chunks.append(chunk)
-        except ConnectionResetError:
-            pass
-        return b"".join(chunks)
+    return await asyncio.wait_for(read_until_eof(reader), deadline)
 
 
-@pytest.fixture(params=["auth", "chat"])
-async def server(
-    request: pytest.FixtureRequest,
-    make_auth_client: AuthClientFactory,
-    make_chat: Callable[..., Awaitable[Client]],
-) -> Client:
+@pytest.fixture
+async def server(make_either: ChatFactory) -> Client:
     """Each service with a 1 s header and body deadline."""
-    if request.param == "auth":
-        return await make_auth_client(AUTH_HEADER_TIMEOUT="1", AUTH_BODY_TIMEOUT="1")
-    return await make_chat(CHAT_HEADER_TIMEOUT="1", CHAT_BODY_TIMEOUT="1")
+    return await make_either(HEADER_TIMEOUT="1", BODY_TIMEOUT="1")
 
 
 async def test_a_request_head_that_never_completes_is_cut_off(server: Client) -> None:
