@@ -94,7 +94,9 @@ async def test_two_thousand_connections_hold_bounded_memory(load_stack: LoadStac
             connect_s = time.perf_counter() - started
             rss_full = await settled_rss(stack)
             fds_full = stack.chat.open_fds()
-            assert fds_full - fds_start >= CONNECTIONS
+            # Less one: the pooled connection that read the auth service's keys at start may
+            # have been given up as idle (after 3 s) since `fds_start` was taken.
+            assert fds_full - fds_start >= CONNECTIONS - 1
 
             await asyncio.sleep(IDLE_GAP)  # an idle stretch: does RSS creep with nothing to do?
             rss_idle = stack.chat.rss_kib()
