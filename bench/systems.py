@@ -138,6 +138,7 @@ def ours_env(redis_url: str, auth_port: int) -> dict[str, str]:
         "CHAT_RATE_PER_SECOND": "1000000",
         "CHAT_RATE_BURST": "1000000",
         "CHAT_MAX_CONNECTIONS_PER_USER": "1000000",
+        "CHAT_MAX_CONNECTIONS_PER_ADDRESS": "1000000",
     }
 
 

@@ -7,7 +7,8 @@ Both services read the same four settings under their own prefix (`AUTH_`, `CHAT
   kept-alive connection stays open);
 - `<P>_BODY_TIMEOUT`: seconds from a complete head until the whole body has arrived;
 - `<P>_MAX_OPEN_CONNECTIONS`: TCP connections per process, idle, pending or upgraded; past it
-  a new connection is answered 503 at once instead of being left to fail `accept()`.
+  a new connection is answered 503 at once instead of being left to fail `accept()`;
+- `<P>_MAX_CONNECTIONS_PER_ADDRESS`: of those, how many one client address may hold (429).
 """
 
 from __future__ import annotations
@@ -35,14 +36,20 @@ class HttpLimits:
     header_timeout: float
     body_timeout: float
     max_open_connections: int
+    max_connections_per_address: int
 
 
-def read_http_limits(env: EnvReader, prefix: str, *, default_connections: int) -> HttpLimits:
+def read_http_limits(
+    env: EnvReader, prefix: str, *, default_connections: int, default_per_address: int
+) -> HttpLimits:
     return HttpLimits(
         header_timeout=env.number(f"{prefix}_HEADER_TIMEOUT", 5.0, minimum=0.5),
         body_timeout=env.number(f"{prefix}_BODY_TIMEOUT", 10.0, minimum=0.5),
         max_open_connections=env.integer(
             f"{prefix}_MAX_OPEN_CONNECTIONS", default_connections, minimum=16, maximum=1_000_000
+        ),
+        max_connections_per_address=env.integer(
+            f"{prefix}_MAX_CONNECTIONS_PER_ADDRESS", default_per_address, minimum=1
         ),
     )
 

@@ -1,9 +1,11 @@
 """How both services serve HTTP: aiohttp behind a connection cap, with bounded slow clients.
 
 `serve()` replaces `web.run_app`. It runs the application on a `HardenedSite`:
-- every connection passes a `ConnectionGate`: past `max_open_connections` a new connection is
-  answered 503 and closed at once, so a flood of idle or slow connections cannot exhaust the
-  process's file descriptors and leave `accept()` failing for everyone;
+- every connection passes a `ConnectionGate` (`common/connection_gate.py`): past
+  `max_open_connections` a new connection is answered 503, past `max_connections_per_address`
+  from its address 429, and closed at once, so a flood of idle or slow connections cannot
+  exhaust the process's file descriptors and leave `accept()` failing for everyone, and one
+  address cannot take every slot;
 - requests are served by `HardenedRequestHandler` (see `common/aiohttp_adapter.py`) with the
   header deadline as aiohttp's keep-alive timeout: aiohttp drops a connection whose request
   head is still incomplete when that timer fires (the body deadline is a middleware, see
@@ -19,12 +21,12 @@ import logging
 import resource
 import signal
 import socket
-from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
 
 from common.aiohttp_adapter import HardenedRequestHandler, check_aiohttp
+from common.connection_gate import ConnectionGate
 from common.http_limits import HttpLimits
 from common.log_throttle import ConditionLog
 from common.logging import AccessLogger
@@ -32,89 +34,6 @@ from common.logging import AccessLogger
 log = logging.getLogger(__name__)
 
 FD_RESERVE = 256  # descriptors kept for Redis, the HTTP client pool, logs and over-cap answers
-LINGER = 1.0  # seconds an over-cap connection may take to read its 503 and hang up
-_BODY = (
-    b'{"error":"temporarily_unavailable",'
-    b'"error_description":"too many open connections; retry shortly"}'
-)
-OVER_CAP_RESPONSE = (
-    b"HTTP/1.1 503 Service Unavailable\r\n"
-    b"Content-Type: application/json\r\n"
-    b"Cache-Control: no-store\r\n"
-    b"Retry-After: 1\r\n"
-    b"Connection: close\r\n"
-    b"Content-Length: " + str(len(_BODY)).encode() + b"\r\n\r\n" + _BODY
-)
-
-
-class ConnectionGate:
-    """Counts one process's open connections and turns away those past `limit`."""
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self.open = 0
-        self._full = ConditionLog(log, "connection cap reached; new connections answered 503")
-
-    def factory(self, make_handler: Callable[[], asyncio.Protocol]) -> Callable[[], GatedProtocol]:
-        return lambda: GatedProtocol(self, make_handler)
-
-    def refused(self) -> None:
-        self._full.hit(open=self.open, limit=self.limit)
-
-
-class GatedProtocol(asyncio.Protocol):
-    """Admits a connection to aiohttp's handler, or answers it 503 without reading it.
-
-    A refused connection is half-closed after the answer and fully closed once the client
-    hangs up or `LINGER` seconds pass: closing with its request unread would reset the
-    connection and could discard the answer before the client read it.
-    """
-
-    __slots__ = ("_gate", "_inner", "_make", "_timer")
-
-    def __init__(self, gate: ConnectionGate, make_handler: Callable[[], asyncio.Protocol]) -> None:
-        self._gate = gate
-        self._make = make_handler
-        self._inner: asyncio.Protocol | None = None
-        self._timer: asyncio.TimerHandle | None = None
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        gate = self._gate
-        if gate.open >= gate.limit:
-            gate.refused()
-            assert isinstance(transport, asyncio.Transport)
-            transport.write(OVER_CAP_RESPONSE)
-            if transport.can_write_eof():
-                transport.write_eof()
-            self._timer = asyncio.get_running_loop().call_later(LINGER, transport.close)
-            return
-        gate.open += 1
-        self._inner = self._make()
-        self._inner.connection_made(transport)
-
-    def data_received(self, data: bytes) -> None:
-        if self._inner is not None:
-            self._inner.data_received(data)
-
-    def eof_received(self) -> bool | None:
-        if self._inner is not None:
-            return self._inner.eof_received()
-        return False  # refused: the client read the answer and hung up; close our side
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        if self._inner is not None:
-            self._gate.open -= 1
-            self._inner.connection_lost(exc)
-        elif self._timer is not None:
-            self._timer.cancel()
-
-    def pause_writing(self) -> None:
-        if self._inner is not None:
-            self._inner.pause_writing()
-
-    def resume_writing(self) -> None:
-        if self._inner is not None:
-            self._inner.resume_writing()
 
 
 class HardenedSite(web.BaseSite):
@@ -212,7 +131,8 @@ async def start_site(
     options = handler_options(limits)
     runner = web.AppRunner(app, shutdown_timeout=shutdown_timeout, **options)
     await runner.setup()
-    site = HardenedSite(runner, ConnectionGate(connection_cap(limits)), options, **where)
+    gate = ConnectionGate(connection_cap(limits), limits.max_connections_per_address)
+    site = HardenedSite(runner, gate, options, **where)
     try:
         await site.start()
     except BaseException:

@@ -72,7 +72,9 @@ def read_settings(environ: Mapping[str, str] | None = None) -> tuple[ChatSetting
         if not ORIGIN.fullmatch(origin):
             env.fail(f"CHAT_ALLOWED_ORIGINS entry {origin!r} must be scheme://host[:port]")
     max_connections = env.integer("CHAT_MAX_CONNECTIONS", 20_000, minimum=1)
-    http = read_http_limits(env, "CHAT", default_connections=max_connections + 1024)
+    http = read_http_limits(
+        env, "CHAT", default_connections=max_connections + 1024, default_per_address=2048
+    )
     if http.max_open_connections <= max_connections:
         env.fail("CHAT_MAX_OPEN_CONNECTIONS must exceed CHAT_MAX_CONNECTIONS")
     settings = ChatSettings(

@@ -162,6 +162,35 @@ async def test_connections_past_the_cap_are_answered_503_then_admitted_again(
     assert response.status == 200
 
 
+async def test_one_address_cannot_take_every_connection(
+    make_auth_client: AuthClientFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    auth = await make_auth_client(
+        AUTH_MAX_OPEN_CONNECTIONS="64",
+        AUTH_MAX_CONNECTIONS_PER_ADDRESS="8",
+        AUTH_HEADER_TIMEOUT="30",
+    )
+    held = [await asyncio.open_connection(auth.server.host, auth.server.port) for _ in range(8)]
+    try:
+        async with raw(auth) as (reader, writer):
+            writer.write(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            answer = await read_all(reader, 5)
+        head, _, body = answer.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 429"), answer
+        assert json.loads(body)["error"] == "too_many_requests"
+        reader, writer = await asyncio.open_connection(
+            auth.server.host, auth.server.port, local_addr=("127.0.0.2", 0)
+        )
+        writer.write(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        answer = await read_all(reader, 5)
+        writer.close()
+        assert answer.startswith(b"HTTP/1.1 200"), answer  # another address is let in
+        assert len([r for r in caplog.records if "its connection cap" in r.getMessage()]) == 1
+    finally:
+        for _reader, held_writer in held:
+            held_writer.close()
+
+
 @pytest.mark.timeout(90)
 def test_a_flood_of_slow_connections_leaves_the_process_answering(
     redis_url: str, tmp_path: Path

@@ -60,6 +60,8 @@ def load_stack(tmp_path: Path) -> Iterator[LoadStack]:
             "AUTH_URL": auth.url,
             "CHAT_CLIENT_ID": CHAT_CLIENT[0],
             "CHAT_CLIENT_SECRET": CHAT_CLIENT[1],
+            # Every client of the load tests comes from 127.0.0.1.
+            "CHAT_MAX_CONNECTIONS_PER_ADDRESS": "100000",
         }
         chat = start_service("chat", "service", chat_port, chat_env, tmp_path)
         stack.callback(chat.stop)
