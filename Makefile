@@ -3,7 +3,7 @@ VENV   ?= .venv
 PYTHON ?= python3
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install run test load bench lint format clean
+.PHONY: install run test load bench attack lint format clean
 
 $(STAMP): pyproject.toml
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
@@ -33,6 +33,11 @@ $(BENCH_STAMP): $(STAMP)
 
 bench: $(BENCH_STAMP)
 	$(VENV)/bin/python -m bench.run $(BENCH_ARGS)
+
+## attack: the security assessment's attacks against one tree (ATTACK_ARGS: --source DIR,
+## --label NAME, --scenarios slow,revoke,frames,handshakes, --quick); see bench/README.md
+attack: $(STAMP)
+	$(VENV)/bin/python -m bench.attack $(ATTACK_ARGS)
 
 ## lint: ruff (lint + format check) and mypy --strict
 lint: $(STAMP)
