@@ -14,28 +14,42 @@ import logging
 from collections import Counter
 from collections.abc import Callable
 
+from aiohttp import web
+
 from common.log_throttle import ConditionLog
 
 log = logging.getLogger(__name__)
 
 LINGER = 1.0  # seconds a refused connection may take to read its answer and hang up
+# Refused connections lingering at once, at most: under a flood, each would hold a descriptor
+# for LINGER seconds, so past this many they are closed at once (their answer may be lost).
+MAX_LINGERING = 128
 
 
-def _answer(status: str, description: str) -> bytes:
+# Consulted first for each new connection, with the client's address: the answer that
+# refuses it at once (see `answer`), or None. An application registers one under
+# `CONNECTION_SCREEN` while it starts (the chat service: addresses whose handshakes keep
+# failing), so that what it refuses anyway costs no request parsing.
+Screen = Callable[[str], bytes | None]
+CONNECTION_SCREEN: web.AppKey[Screen] = web.AppKey("connection_screen")
+
+
+def answer(status: str, description: str, *, retry_after: int = 1) -> bytes:
+    """A complete HTTP response refusing a connection (503 or 429, JSON error body)."""
     error = "temporarily_unavailable" if status.startswith("503") else "too_many_requests"
     body = f'{{"error":"{error}","error_description":"{description}"}}'.encode()
     return (
         f"HTTP/1.1 {status}\r\n"
         "Content-Type: application/json\r\n"
         "Cache-Control: no-store\r\n"
-        "Retry-After: 1\r\n"
+        f"Retry-After: {retry_after}\r\n"
         "Connection: close\r\n"
         f"Content-Length: {len(body)}\r\n\r\n"
     ).encode() + body
 
 
-OVER_CAP = _answer("503 Service Unavailable", "too many open connections; retry shortly")
-OVER_ADDRESS_CAP = _answer(
+OVER_CAP = answer("503 Service Unavailable", "too many open connections; retry shortly")
+OVER_ADDRESS_CAP = answer(
     "429 Too Many Requests", "too many open connections from this address; retry shortly"
 )
 
@@ -43,10 +57,12 @@ OVER_ADDRESS_CAP = _answer(
 class ConnectionGate:
     """Counts one process's open connections, in all and per client address."""
 
-    def __init__(self, limit: int, per_address: int) -> None:
+    def __init__(self, limit: int, per_address: int, screen: Screen | None = None) -> None:
         self.limit = limit
         self.per_address = per_address
+        self.screen = screen
         self.open = 0
+        self.lingering = 0
         self._by_address: Counter[str] = Counter()
         self._full = ConditionLog(log, "connection cap reached; new connections answered 503")
         self._crowded = ConditionLog(
@@ -58,6 +74,10 @@ class ConnectionGate:
 
     def admit(self, address: str) -> bytes | None:
         """Takes a slot for a connection from `address`, or returns the answer refusing it."""
+        if self.screen is not None:
+            refusal = self.screen(address)
+            if refusal is not None:
+                return refusal
         if self.open >= self.limit:
             self._full.hit(open=self.open, limit=self.limit)
             return OVER_CAP
@@ -90,12 +110,16 @@ class GatedProtocol(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         peer = transport.get_extra_info("peername")
         self._address = str(peer[0]) if isinstance(peer, tuple) and peer else "unknown"
-        refusal = self._gate.admit(self._address)
+        gate = self._gate
+        refusal = gate.admit(self._address)
         if refusal is not None:
             assert isinstance(transport, asyncio.Transport)
             transport.write(refusal)
-            if transport.can_write_eof():
-                transport.write_eof()
+            if gate.lingering >= MAX_LINGERING or not transport.can_write_eof():
+                transport.close()
+                return
+            transport.write_eof()
+            gate.lingering += 1
             self._timer = asyncio.get_running_loop().call_later(LINGER, transport.close)
             return
         self._inner = self._make()
@@ -116,6 +140,7 @@ class GatedProtocol(asyncio.Protocol):
             self._inner.connection_lost(exc)
         elif self._timer is not None:
             self._timer.cancel()
+            self._gate.lingering -= 1
 
     def pause_writing(self) -> None:
         if self._inner is not None:

@@ -26,7 +26,7 @@ from typing import Any
 from aiohttp import web
 
 from common.aiohttp_adapter import HardenedRequestHandler, check_aiohttp
-from common.connection_gate import ConnectionGate
+from common.connection_gate import CONNECTION_SCREEN, ConnectionGate
 from common.http_limits import HttpLimits
 from common.log_throttle import ConditionLog
 from common.logging import AccessLogger
@@ -131,7 +131,9 @@ async def start_site(
     options = handler_options(limits)
     runner = web.AppRunner(app, shutdown_timeout=shutdown_timeout, **options)
     await runner.setup()
-    gate = ConnectionGate(connection_cap(limits), limits.max_connections_per_address)
+    gate = ConnectionGate(
+        connection_cap(limits), limits.max_connections_per_address, app.get(CONNECTION_SCREEN)
+    )
     site = HardenedSite(runner, gate, options, **where)
     try:
         await site.start()

@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 import aiohttp
 from aiohttp import web
 
+from common.connection_gate import CONNECTION_SCREEN
 from common.http_limits import body_deadline
 from service import views
 from service.auth import CredentialChecker, build_authenticator
@@ -53,10 +54,11 @@ def create_app(settings: ChatSettings, broker: Broker | None = None) -> web.Appl
             event_channels=(REVOCATION_CHANNEL,),
             probe_interval=settings.redis_probe_interval,
         )
-        node = ChatNode(
-            settings, chosen, introspection, checker, build_authenticator(checker, settings)
-        )
+        authenticator = build_authenticator(checker, settings)
+        node = ChatNode(settings, chosen, introspection, checker, authenticator)
         app[NODE] = node
+        # An address whose handshakes keep failing is refused when it connects, unparsed.
+        app[CONNECTION_SCREEN] = authenticator.failures.screen
         app[HTTP_SESSION] = session
         await chosen.start(node)
         yield

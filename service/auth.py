@@ -165,18 +165,18 @@ class HandshakeAuthenticator:
         self._chain = chain
         self._origins = settings.allowed_origins
         self._check_every_origin = settings.origin_policy == "always"
-        self._failures = FailedHandshakes(
+        self.failures = FailedHandshakes(
             settings.handshake_failures, settings.handshake_failure_window
         )
 
     async def authenticate(self, request: web.Request) -> Identity:
         address = request.remote or "unknown"
-        self._failures.refuse_if_blocked(address)
+        self.failures.refuse_if_blocked(address)
         try:
             return await self._identity(request)
         except AuthFailed as failed:
             if failed.error == "invalid_token":
-                self._failures.failed(address)
+                self.failures.failed(address)
             raise
 
     async def _identity(self, request: web.Request) -> Identity:

@@ -8,10 +8,13 @@ import math
 import time
 from collections.abc import Callable
 
+from common.connection_gate import answer
 from common.log_throttle import ConditionLog
 from service.errors import AuthFailed
 
 log = logging.getLogger(__name__)
+
+REFUSAL = "too many failed handshakes from this address; retry later"
 
 
 class FailedHandshakes:
@@ -34,20 +37,30 @@ class FailedHandshakes:
         self._windows: dict[str, tuple[float, int]] = {}  # address -> (start, failures)
         self._refusals = ConditionLog(log, "handshakes refused: too many failures from one address")
 
-    def refuse_if_blocked(self, address: str) -> None:
+    def _blocked_for(self, address: str) -> int:
+        """Seconds (rounded up) this address is still refused for; 0 if it is not."""
         entry = self._windows.get(address)
         if entry is None:
-            return
+            return 0
         start, failures = entry
         left = start + self._window - self._clock()
-        if left > 0 and failures >= self._limit:
+        return math.ceil(left) if left > 0 and failures >= self._limit else 0
+
+    def refuse_if_blocked(self, address: str) -> None:
+        """For a request on a connection that was let in before its address was blocked."""
+        left = self._blocked_for(address)
+        if left:
             self._refusals.hit(remote=address)
-            raise AuthFailed(
-                429,
-                "too_many_requests",
-                "too many failed handshakes from this address; retry later",
-                {"Retry-After": str(math.ceil(left))},
-            )
+            raise AuthFailed(429, "too_many_requests", REFUSAL, {"Retry-After": str(left)})
+
+    def screen(self, address: str) -> bytes | None:
+        """The connection screen (see `common.connection_gate`): a blocked address's new
+        connections are refused at accept, before any of their requests is read."""
+        left = self._blocked_for(address)
+        if not left:
+            return None
+        self._refusals.hit(remote=address)
+        return answer("429 Too Many Requests", REFUSAL, retry_after=left)
 
     def failed(self, address: str) -> None:
         now = self._clock()

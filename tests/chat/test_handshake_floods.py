@@ -4,6 +4,7 @@ refused outright for a while; real tokens, including those of a key published la
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import os
@@ -87,6 +88,15 @@ async def test_an_address_that_keeps_failing_is_refused_for_a_while(
     assert response.status == 429  # the address, not the credential, is refused now
     assert 0 < int(response.headers["Retry-After"]) <= 60
     assert (await response.json())["error"] == "too_many_requests"
+    # A new connection from it is refused as it is accepted, before it has sent anything:
+    # what is refused anyway costs no request parsing.
+    reader, writer = await asyncio.open_connection(chat.server.host, chat.server.port)
+    try:
+        answer = await asyncio.wait_for(reader.read(), 5)
+    finally:
+        writer.close()
+    assert answer.startswith(b"HTTP/1.1 429"), answer
+    assert b"Retry-After: " in answer
     # Another address is not: 127.0.0.0/8 all reaches the server.
     connector = aiohttp.TCPConnector(local_addr=("127.0.0.2", 0))
     async with aiohttp.ClientSession(connector=connector) as session:

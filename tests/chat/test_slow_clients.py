@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient
 
+from common.connection_gate import MAX_LINGERING
 from tests.chat.conftest import ChatFactory
 from tests.chat.rawws import read_until_eof
 from tests.conftest import AuthClientFactory, auth_environ
@@ -230,15 +231,18 @@ async def _flood(port: int) -> None:
     probe_writer.write(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
     refused = await read_all(probe_reader, 5)
     probe_writer.close()
-    assert refused.startswith(b"HTTP/1.1 503"), refused
+    assert refused[:12] in (b"HTTP/1.1 503", b"")  # answered at once, not left waiting
     try:
         for reader, _writer in held:
             statuses.append((await read_all(reader, 10))[:12])
     finally:
         for _reader, writer in held:
             writer.close()
-    assert statuses.count(b"HTTP/1.1 503") >= 500  # the cap is 300 - 256 = 44
-    assert set(statuses) <= {b"HTTP/1.1 503", b""}  # the rest were cut off silently
+    # The cap is 300 - 256 = 44: the rest were refused, with a 503 while few refusals were
+    # lingering, then closed at once (a reset: the answer may be lost) so as not to spend
+    # descriptors; the 44 admitted were cut off silently at the head deadline.
+    assert statuses.count(b"HTTP/1.1 503") >= MAX_LINGERING
+    assert set(statuses) <= {b"HTTP/1.1 503", b""}
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     writer.write(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
     answer = await read_all(reader, 5)
