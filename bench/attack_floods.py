@@ -6,7 +6,9 @@ is revoked over and over while a probe times the chat instance's `/healthz`; the
 events published on `auth:revocations` are counted by a subscriber of our own.
 
 `handshakes`: made-up bearer handshakes at a fixed concurrency for a fixed time, while a
-legitimate client on another source address (127.0.0.2) opens real sockets every 100 ms.
+legitimate client on another source address (`VICTIM`) opens real sockets every 100 ms.
+
+The victims' probes come from another address than the attack, as a real victim's would.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from typing import Any
 import aiohttp
 import redis.asyncio as aioredis
 
-from bench.attack_measure import CpuMeter, log_mark, requests_between
+from bench.attack_measure import VICTIM, CpuMeter, log_mark, requests_between
 from bench.attack_probe import Probe, summarize
 from bench.attack_report import Figures
 from bench.attack_stack import StackError, describe, start_stack, users_with_tokens
@@ -140,7 +142,7 @@ async def revoke(source: Path, logs: Path, size: dict[str, Any], out: Figures) -
         out.put("fill.introspections", requests_between(stack.auth_log, "/introspect", first, last))
         probe = await Probe.start(
             {"mode": "healthz", "url": f"{stack.chat_url()}/healthz", "interval": 0.05,
-             "timeout": 2.0},
+             "timeout": 2.0, "local_addr": VICTIM},
             logs / "revoke.probe.log",
         )  # fmt: skip
         await asyncio.sleep(1.0)  # a second of probes before the loop, for comparison
@@ -178,7 +180,7 @@ async def handshakes(source: Path, logs: Path, size: dict[str, Any], out: Figure
         token = (await users_with_tokens(stack.auth_url, ["legit"]))["legit"]
         probe = await Probe.start(
             {"mode": "handshake", "url": stack.ws_url(), "token": token,
-             "local_addr": "127.0.0.2", "interval": 0.1, "timeout": 10.0},
+             "local_addr": VICTIM, "interval": 0.1, "timeout": 10.0},
             logs / "handshakes.probe.log",
         )  # fmt: skip
         baseline_started = time.monotonic()

@@ -4,8 +4,8 @@ The attacker runs flat out in the parent; a probe timed on the same event loop w
 the attacker's own delays as the server's. So `Probe.start()` runs this module as a child
 (`python -m bench.attack_probe`), one of three kinds:
 
-- `healthz`: `GET url` every `interval` s on a new connection (fixed rate: a slow answer
-  does not delay the next probe), each bounded by `timeout`;
+- `healthz`: `GET url` every `interval` s on a new connection (from `local_addr` if given;
+  fixed rate: a slow answer does not delay the next probe), each bounded by `timeout`;
 - `wsping`: one WebSocket (Bearer `token`), `{"op":"ping","ref":N}` every `interval` s, the
   round trip to the `pong` carrying that ref; error frames, and a close by the server,
   are counted by type and code;
@@ -58,7 +58,10 @@ async def _every(
 
 async def _healthz(config: dict[str, Any], ready: asyncio.Event, stop: asyncio.Event,
                    samples: list[Sample], events: Counter[str]) -> None:  # fmt: skip
-    connector = aiohttp.TCPConnector(force_close=True, limit=0)
+    local = config.get("local_addr")
+    connector = aiohttp.TCPConnector(
+        force_close=True, limit=0, local_addr=None if local is None else (local, 0)
+    )
     async with aiohttp.ClientSession(connector=connector) as session:
 
         async def attempt() -> None:
