@@ -53,6 +53,6 @@ def create_app(settings: AuthSettings) -> web.Application:
     )
     app[COMPONENTS] = parts
     app.cleanup_ctx.append(_lifecycle)
-    app.add_routes(views.routes)
+    app.add_routes(views.ROUTES)
     app.add_routes(openapi.routes())
     return app
