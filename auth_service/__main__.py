@@ -9,7 +9,6 @@ import sys
 from auth_service import keys
 from auth_service.app import create_app
 from auth_service.components import AuthComponents
-from auth_service.revocation import announce
 from auth_service.settings import AuthSettings, load_settings
 from common.entrypoint import settings_or_exit
 from common.http_server import serve
@@ -30,9 +29,6 @@ async def _keys_command(settings: AuthSettings, args: argparse.Namespace) -> int
             except ValueError as error:
                 print(f"auth-service: {error}", file=sys.stderr)
                 return 1
-            if removed:
-                # Chat instances close the sockets and drop the answers it signed for.
-                await announce(redis, "kid", args.kid, "key_retired")
             print("retired" if removed else "no such key")
             return 0 if removed else 1
         else:

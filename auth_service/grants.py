@@ -28,19 +28,22 @@ def family_member(family: str) -> str:
     return f"f:{family}"
 
 
-# KEYS: the grants set. ARGV: now, the most grants to keep, a member never to evict (the
-# grant being made). Drops expired grants, then evicts the lowest-scored beyond the limit.
-_TRIM = """
+# KEYS: the grants set. ARGV: now, the most grants to keep, a member never to pick (the
+# grant being made), the most to pick at once. Drops expired grants, then names (without
+# removing them: that is done once each is revoked) the lowest-scored beyond the limit.
+_OVER_LIMIT = """
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
-local excess = redis.call('ZCARD', KEYS[1]) - tonumber(ARGV[2])
+local excess = math.min(redis.call('ZCARD', KEYS[1]) - tonumber(ARGV[2]), tonumber(ARGV[4]))
 if excess <= 0 then return {} end
-local evicted = {}
+local picked = {}
 for _, member in ipairs(redis.call('ZRANGE', KEYS[1], 0, excess)) do
-  if member ~= ARGV[3] and #evicted < excess then evicted[#evicted + 1] = member end
+  if member ~= ARGV[3] and #picked < excess then picked[#picked + 1] = member end
 end
-redis.call('ZREM', KEYS[1], unpack(evicted))
-return evicted
+return picked
 """
+# Grants revoked to make room, at most, per grant made: a user far over the limit (from
+# before it existed) comes down to it over several logins, none of them slow.
+MOST_EVICTED_AT_ONCE = 100
 
 
 @dataclass(frozen=True)
@@ -65,7 +68,7 @@ class GrantIndex:
 
     def __init__(self, redis: aioredis.Redis) -> None:
         self._redis = redis
-        self._trim = redis.register_script(_TRIM)
+        self._over_limit = redis.register_script(_OVER_LIMIT)
 
     async def _add(self, user_id: str, member: str, exp: int) -> None:
         key = grants_key(user_id)
@@ -85,11 +88,14 @@ class GrantIndex:
     async def remove_session(self, user_id: str, sid: str, session_id: str) -> None:
         await self.remove(user_id, session_member(sid, session_id))
 
-    async def trim(self, user_id: str, limit: int, *, keep: str) -> list[Grant]:
-        """Takes out of the index, and returns, the grants beyond `limit` (the lowest-scored
-        first, never `keep`); revoking them is the caller's business."""
-        evicted = await self._trim(keys=[grants_key(user_id)], args=[int(time.time()), limit, keep])
-        return [Grant.parse(member) for member in evicted]
+    async def over_limit(self, user_id: str, limit: int, *, keep: str) -> list[Grant]:
+        """The grants beyond `limit`, the lowest-scored first and never `keep` (at most
+        `MOST_EVICTED_AT_ONCE`); they stay in the index until the caller has revoked them."""
+        picked = await self._over_limit(
+            keys=[grants_key(user_id)],
+            args=[int(time.time()), limit, keep, MOST_EVICTED_AT_ONCE],
+        )
+        return [Grant.parse(member) for member in picked]
 
     async def remove(self, user_id: str, member: str) -> None:
         await self._redis.zrem(grants_key(user_id), member)

@@ -21,6 +21,7 @@ import redis.asyncio as aioredis
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from common import revocation_events
 from common.redis import REDIS_ERRORS
 
 log = logging.getLogger(__name__)
@@ -182,8 +183,26 @@ async def rotate(redis: aioredis.Redis) -> str:
     return kid
 
 
+# KEYS: the ring, the active kid. ARGV: the kid, the revocation channel, the event. Removing
+# the key and announcing it are one step: a retirement cannot happen unannounced.
+_RETIRE = """
+if redis.call('GET', KEYS[2]) == ARGV[1] then return -1 end
+if redis.call('HDEL', KEYS[1], ARGV[1]) == 0 then return 0 end
+redis.call('PUBLISH', ARGV[2], ARGV[3])
+return 1
+"""
+
+
 async def retire(redis: aioredis.Redis, kid: str) -> bool:
-    """Remove a key that no longer signs; tokens signed by it stop verifying."""
-    if await redis.get(ACTIVE_KID) == kid:
+    """Remove a key that no longer signs, and announce it (a `kid` revocation event, so chat
+    instances close what it signed): its tokens stop being active at once, everywhere.
+    False when there is no such key."""
+    event = revocation_events.encode("kid", kid, "key_retired")
+    retired = await redis.register_script(_RETIRE)(
+        keys=[KEYS_HASH, ACTIVE_KID], args=[kid, revocation_events.CHANNEL, event]
+    )
+    if retired == -1:
         raise ValueError("the active signing key cannot be retired; rotate first")
-    return bool(await redis.hdel(KEYS_HASH, kid))
+    if retired:
+        log.info("revoked", extra={"kind": "kid", "id": kid, "reason": "key_retired"})
+    return bool(retired)

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from aiohttp import web
@@ -16,6 +17,8 @@ from auth_service.logins import check_password, still_valid
 from auth_service.request_input import FORM, NO_STORE, address_of, parts_of, read_form
 from auth_service.tokens import ReusedRefreshToken
 from common.credentials import looks_like_jwt
+
+log = logging.getLogger(__name__)
 
 REVOCABLE = ("access_token", "refresh_token")
 
@@ -97,8 +100,8 @@ async def _refresh_grant(
             scope = _scope(requested, tuple(current.scope.split(" ")), current.scope)
     try:
         successor, record = await parts.refresh.rotate(token, client_id=client)
-    except ReusedRefreshToken as reuse:
-        await parts.revocations.announce("sid", reuse.family, "refresh_token_reuse")
+    except ReusedRefreshToken as reuse:  # the family is revoked and announced already
+        log.info("revoked", extra={"kind": "sid", "id": reuse.family, "reason": "reuse"})
         raise
     user = await parts.users.by_id(record.user_id)
     if user is None or user.disabled:
@@ -164,11 +167,13 @@ async def revoke(request: web.Request) -> web.Response:
     """RFC 7009. A token issued to a confidential client may be revoked by that client only
     (authenticated, §2.1); one issued to the public client, by whoever holds it. Unknown,
     expired and already revoked tokens are a no-op: only a revocation that changes something
-    is announced, so repeating one costs the chat instances nothing."""
+    is announced, so repeating one costs the chat instances nothing. Callers without client
+    credentials are held to a quota per address."""
     parts = parts_of(request)
-    await parts.revocation_quota.take(address_of(request))
     form = await read_form(request)
     caller = parts.clients.authenticate(request.headers.get("Authorization"), form)
+    if caller is None:  # a registered client is not held to an address's quota
+        await parts.revocation_quota.take(address_of(request))
     token, _hint = _token_param(form)
     if looks_like_jwt(token):
         # Signature and expiry only, not "still active": a revoked token is a no-op below.

@@ -38,15 +38,18 @@ redis.call('EXPIRE', KEYS[3], ARGV[5], 'NX')
 return {0}
 """
 
-# KEYS: failures, pending. ARGV: reservation id, outcome ('failed', 'succeeded' or
-# 'released'), window (s), whether a success clears the failures ('1' or '0').
+# KEYS: failures, pending, attempts. ARGV: reservation id, outcome ('failed', 'succeeded'
+# or 'released'), window (s), whether a success clears the failures ('1' or '0'). A released
+# reservation (its check never ran) takes back its attempt too: it cost nobody anything.
 _FINISH = """
-redis.call('ZREM', KEYS[2], ARGV[1])
+if redis.call('ZREM', KEYS[2], ARGV[1]) == 0 then return 0 end
 if ARGV[2] == 'failed' then
   redis.call('INCR', KEYS[1])
   redis.call('EXPIRE', KEYS[1], ARGV[3], 'NX')
 elseif ARGV[2] == 'succeeded' and ARGV[4] == '1' then
   redis.call('DEL', KEYS[1])
+elseif ARGV[2] == 'released' and tonumber(redis.call('GET', KEYS[3]) or '0') > 0 then
+  redis.call('DECR', KEYS[3])
 end
 return 1
 """
@@ -103,9 +106,11 @@ class LoginThrottle:
     def _dimensions(self, username: str, address: str) -> tuple[_Dimension, _Dimension]:
         # Hashed: the name is whatever a caller typed, and keys must stay small and uniform.
         name = hashlib.sha256(username.lower().encode()).hexdigest()[:32]
+        # The address first: an address that is refused must not touch the account's
+        # counters at all, or a blocked address could go on locking accounts out for free.
         return (
-            _Dimension(_keys("user", name), self._per_user, clears_on_success=True),
             _Dimension(_keys("addr", address), self._per_address, clears_on_success=False),
+            _Dimension(_keys("user", name), self._per_user, clears_on_success=True),
         )
 
     async def reserve(self, username: str, address: str) -> Reservation:
@@ -139,9 +144,8 @@ class LoginThrottle:
 
     async def _settle(self, reservation: Reservation, outcome: str) -> None:
         for dimension in reservation.dimensions:
-            failures, pending, _attempts = dimension.keys
             await self._finish(
-                keys=[failures, pending],
+                keys=list(dimension.keys),
                 args=[
                     reservation.id,
                     outcome,

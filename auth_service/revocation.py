@@ -12,7 +12,7 @@ import time
 
 import redis.asyncio as aioredis
 
-from auth_service.grants import Grant, GrantIndex
+from auth_service.grants import Grant, GrantIndex, family_member
 from auth_service.sessions import RedisSessionStorage
 from auth_service.tokens import RefreshTokens
 from common import revocation_events
@@ -24,6 +24,14 @@ CHANNEL = revocation_events.CHANNEL
 
 def jti_key(jti: str) -> str:
     return f"auth:revoked:jti:{jti}"
+
+
+# KEYS: the jti's deny-list entry. ARGV: its TTL, the revocation channel, the event.
+_DENY_AND_ANNOUNCE = """
+if not redis.call('SET', KEYS[1], '1', 'EX', ARGV[1], 'NX') then return 0 end
+redis.call('PUBLISH', ARGV[2], ARGV[3])
+return 1
+"""
 
 
 async def announce(redis: aioredis.Redis, kind: str, value: str, reason: str) -> None:
@@ -51,22 +59,28 @@ class Revocations:
         self._grants = grants
         self._leeway = leeway
         self._max_grants = max_grants
+        self._deny = redis.register_script(_DENY_AND_ANNOUNCE)
 
     async def announce(self, kind: str, value: str, reason: str) -> None:
         await announce(self._redis, kind, value, reason)
 
     async def revoke_access_token(self, jti: str, exp: int) -> None:
         """Deny-lists a token until it would have expired anyway (plus the verification
-        leeway); announced only by the call that deny-listed it, so revoking again costs
-        the chat instances nothing."""
+        leeway) and announces it, in one step: only the call that deny-listed it announces,
+        so revoking again costs the chat instances nothing, and no failure between the two
+        can leave it deny-listed but unannounced."""
         ttl = max(int(exp - time.time()) + self._leeway, 1)
-        if await self._redis.set(jti_key(jti), "1", ex=ttl, nx=True):
-            await self.announce("jti", jti, "revoked")
+        event = revocation_events.encode("jti", jti, "revoked")
+        if await self._deny(keys=[jti_key(jti)], args=[ttl, CHANNEL, event]):
+            log.info("revoked", extra={"kind": "jti", "id": jti, "reason": "revoked"})
 
     async def revoke_family(self, family: str, reason: str) -> None:
-        """Revokes a token family; announced only when it was live until now."""
-        if await self._refresh.revoke_family(family):
-            await self.announce("sid", family, reason)
+        """Revokes a token family and announces it in one step (only when it was live until
+        now), then takes it out of its user's grants."""
+        user_id = await self._refresh.revoke_family(family, reason)
+        if user_id is not None:
+            log.info("revoked", extra={"kind": "sid", "id": family, "reason": reason})
+            await self._grants.remove(user_id, family_member(family))
 
     async def end_session(self, sid: str) -> None:
         await self.announce("sid", sid, "logout")
@@ -74,8 +88,9 @@ class Revocations:
     async def enforce_grant_limit(self, user_id: str, keep: str) -> None:
         """Revokes the user's grants beyond `AUTH_MAX_GRANTS_PER_USER`, least recently used
         first, never `keep` (the grant member just made)."""
-        for grant in await self._grants.trim(user_id, self._max_grants, keep=keep):
+        for grant in await self._grants.over_limit(user_id, self._max_grants, keep=keep):
             await self._revoke(grant, "grant_limit")
+            await self._grants.remove(user_id, grant.member)  # once revoked, not before
 
     async def _revoke(self, grant: Grant, reason: str) -> None:
         if grant.session_id is not None:

@@ -140,7 +140,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> AuthSettings:
         argon2_parallelism=env.integer("AUTH_ARGON2_PARALLELISM", 4, minimum=1, maximum=64),
         hash_workers=env.integer("AUTH_HASH_WORKERS", 2, minimum=1, maximum=64),
         max_pending_hashes=env.integer("AUTH_MAX_PENDING_HASHES", 64, minimum=1),
-        http=read_http_limits(env, "AUTH", default_connections=4096, default_per_address=256),
+        http=read_http_limits(env, "AUTH", default_connections=4096, default_per_address=1024),
         log_level=env.choice("LOG_LEVEL", "INFO", ("DEBUG", "INFO", "WARNING", "ERROR")),
     )
     _check_key_files(env, settings.signing_key_files)

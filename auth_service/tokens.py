@@ -24,6 +24,7 @@ import redis.asyncio as aioredis
 from auth_service.errors import OAuthError, invalid_grant
 from auth_service.grants import GrantIndex, grants_key
 from auth_service.keys import KeyRing
+from common import revocation_events
 from common.credentials import looks_like_jwt, looks_like_refresh_token
 
 ACCESS_TYP = "at+jwt"
@@ -132,7 +133,9 @@ def family_key(family: str) -> str:
 
 
 # KEYS: old token record, new token record. ARGV: now, new jti, new exp, family key prefix,
-# the client asking, grants key pattern. Returns {status, ...}; only 'ok' mints a successor.
+# the client asking, grants key pattern, the revocation channel. Returns {status, ...}; only
+# 'ok' mints a successor. A reuse revokes the family, takes it out of the user's grants and
+# announces it in the same step, so the announcement cannot be lost between the two.
 _ROTATE = """
 local rec = redis.call('HGETALL', KEYS[1])
 if #rec == 0 then return {'unknown'} end
@@ -144,6 +147,9 @@ if redis.call('HGET', fkey, 'revoked') ~= '0' then return {'revoked'} end
 if tonumber(t['exp']) <= tonumber(ARGV[1]) then return {'expired'} end
 if t['spent'] == '1' then
   redis.call('HSET', fkey, 'revoked', '1')
+  redis.call('ZREM', string.format(ARGV[6], t['user_id']), 'f:' .. t['family'])
+  redis.call('PUBLISH', ARGV[7], cjson.encode(
+    {kind = 'sid', value = t['family'], reason = 'refresh_token_reuse'}))
   return {'reused', t['family']}
 end
 redis.call('HSET', KEYS[1], 'spent', '1')
@@ -158,12 +164,17 @@ redis.call('EXPIREAT', grants, ARGV[3], 'GT')
 return {'ok', t['user_id'], t['family'], t['scope']}
 """
 
-# Read and HSET in one step: a family that expires in between must not come back as a hash
-# without a TTL. Returns 1 only when this call revoked it (so only that call announces it).
+# KEYS: the family. ARGV: the revocation channel and the event to publish. Read and HSET in
+# one step, so a family that expires in between does not come back as a hash without a TTL;
+# the event is published in the same step, so it cannot be lost once the state changed (a
+# retry would find nothing to announce). Returns the family's user when this call revoked
+# it, else false.
 _REVOKE_FAMILY = """
-if redis.call('HGET', KEYS[1], 'revoked') ~= '0' then return 0 end
+local state = redis.call('HMGET', KEYS[1], 'revoked', 'user_id')
+if state[1] ~= '0' then return false end
 redis.call('HSET', KEYS[1], 'revoked', '1')
-return 1
+redis.call('PUBLISH', ARGV[1], ARGV[2])
+return state[2]
 """
 
 
@@ -240,7 +251,15 @@ class RefreshTokens:
         new_jti = secrets.token_hex(16)
         result = await self._rotate(
             keys=[_token_key(token), _token_key(successor)],
-            args=[now, new_jti, now + self.ttl, _FAMILY_PREFIX, client_id, _GRANTS_KEY_PATTERN],
+            args=[
+                now,
+                new_jti,
+                now + self.ttl,
+                _FAMILY_PREFIX,
+                client_id,
+                _GRANTS_KEY_PATTERN,
+                revocation_events.CHANNEL,
+            ],
         )
         status = result[0]
         if status == "reused":
@@ -289,9 +308,14 @@ class RefreshTokens:
     async def family_active(self, family: str) -> bool:
         return bool(await self._redis.hget(family_key(family), "revoked") == "0")
 
-    async def revoke_family(self, family: str) -> bool:
-        """Revokes a live family; False when it was already revoked or is gone."""
-        return bool(await self._revoke_family(keys=[family_key(family)]))
+    async def revoke_family(self, family: str, reason: str) -> str | None:
+        """Revokes a live family and announces it (`sid` event, `reason`) in one step; its
+        user's id, or None when it was already revoked or is gone."""
+        event = revocation_events.encode("sid", family, reason)
+        user_id = await self._revoke_family(
+            keys=[family_key(family)], args=[revocation_events.CHANNEL, event]
+        )
+        return None if user_id is None else str(user_id)
 
 
 class ReusedRefreshToken(OAuthError):

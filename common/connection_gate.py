@@ -122,8 +122,13 @@ class GatedProtocol(asyncio.Protocol):
             gate.lingering += 1
             self._timer = asyncio.get_running_loop().call_later(LINGER, transport.close)
             return
-        self._inner = self._make()
-        self._inner.connection_made(transport)
+        try:
+            inner = self._make()
+        except BaseException:
+            gate.release(self._address)
+            raise
+        self._inner = inner
+        inner.connection_made(transport)
 
     def data_received(self, data: bytes) -> None:
         if self._inner is not None:

@@ -19,6 +19,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.typedefs import Middleware
 
 from common.config import EnvReader
@@ -68,11 +69,13 @@ def body_deadline(limits: HttpLimits) -> Middleware:
     """Reads every request body in full, within `body_timeout`, before the handler runs.
 
     A body that does not arrive in time is a 408 and the connection is closed; a client that
-    hangs up while sending it is a client error, answered (to nobody) with 400 and logged
-    once per minute at most, never as a traceback. Handlers then read the cached body.
+    hangs up while sending it, or a body that cannot be decoded (a broken chunk or
+    Content-Encoding), is a client error answered 400 and logged once per minute at most,
+    never as a traceback. Handlers then read the cached body.
     """
     slow = ConditionLog(log, "request bodies too slow; answered 408", level=logging.INFO)
     gone = ConditionLog(log, "clients hung up while sending a body", level=logging.INFO)
+    garbled = ConditionLog(log, "request bodies not decodable; answered 400", level=logging.INFO)
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -86,6 +89,10 @@ def body_deadline(limits: HttpLimits) -> Middleware:
             except ConnectionError:
                 gone.hit(path=request.path)
                 return _refusal(400, "invalid_request", "the client closed the connection")
+            except (web.RequestPayloadError, HttpProcessingError) as exc:
+                # A body that breaks its own framing or Content-Encoding: the client's fault.
+                garbled.hit(path=request.path, error=type(exc).__name__)
+                return _refusal(400, "invalid_request", "the body could not be read")
         return await handler(request)
 
     return middleware

@@ -26,14 +26,17 @@ from typing import Any
 from aiohttp import web
 
 from common.aiohttp_adapter import HardenedRequestHandler, check_aiohttp
-from common.connection_gate import CONNECTION_SCREEN, ConnectionGate
+from common.connection_gate import CONNECTION_SCREEN, MAX_LINGERING, ConnectionGate
 from common.http_limits import HttpLimits
 from common.log_throttle import ConditionLog
 from common.logging import AccessLogger
 
 log = logging.getLogger(__name__)
 
-FD_RESERVE = 256  # descriptors kept for Redis, the HTTP client pool, logs and over-cap answers
+# Descriptors kept beyond the cap for Redis, the HTTP client pool and logs; on top of these,
+# one listen backlog (asyncio accepts up to a backlog of sockets before any reaches the gate)
+# and the refused connections that may linger.
+FD_RESERVE = 256
 
 
 class HardenedSite(web.BaseSite):
@@ -93,9 +96,11 @@ def handler_options(limits: HttpLimits) -> dict[str, Any]:
     }
 
 
-def connection_cap(limits: HttpLimits) -> int:
-    """The cap to enforce: the configured one, lowered if the descriptor limit cannot fit it."""
-    wanted = limits.max_open_connections + FD_RESERVE
+def connection_cap(limits: HttpLimits, *, backlog: int) -> int:
+    """The cap to enforce: the configured one, lowered if the descriptor limit cannot fit it
+    with its reserve (see `FD_RESERVE`)."""
+    reserve = FD_RESERVE + backlog + MAX_LINGERING
+    wanted = limits.max_open_connections + reserve
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft != resource.RLIM_INFINITY and soft < wanted:
         target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
@@ -104,7 +109,7 @@ def connection_cap(limits: HttpLimits) -> int:
             soft = target
     if soft == resource.RLIM_INFINITY or soft >= wanted:
         return limits.max_open_connections
-    cap = max(16, soft - FD_RESERVE)
+    cap = max(16, soft - reserve)
     log.warning(
         "the file-descriptor limit cannot fit the connection cap; lowering the cap",
         extra={"fd_limit": soft, "configured": limits.max_open_connections, "cap": cap},
@@ -131,9 +136,8 @@ async def start_site(
     options = handler_options(limits)
     runner = web.AppRunner(app, shutdown_timeout=shutdown_timeout, **options)
     await runner.setup()
-    gate = ConnectionGate(
-        connection_cap(limits), limits.max_connections_per_address, app.get(CONNECTION_SCREEN)
-    )
+    cap = connection_cap(limits, backlog=where.get("backlog", 128))
+    gate = ConnectionGate(cap, limits.max_connections_per_address, app.get(CONNECTION_SCREEN))
     site = HardenedSite(runner, gate, options, **where)
     try:
         await site.start()

@@ -65,12 +65,14 @@ class FailedHandshakes:
     def failed(self, address: str) -> None:
         now = self._clock()
         self._forget_before(now - self._window)
-        start, failures = self._windows.pop(address, (now, 0))
-        if now - start >= self._window:
-            start, failures = now, 0
+        entry = self._windows.get(address)
+        if entry is not None and now - entry[0] < self._window:
+            self._windows[address] = (entry[0], entry[1] + 1)  # keeps its place: by start
+            return
+        self._windows.pop(address, None)
         if len(self._windows) >= self._max_addresses:
             del self._windows[next(iter(self._windows))]
-        self._windows[address] = (start, failures + 1)
+        self._windows[address] = (now, 1)
 
     def _forget_before(self, horizon: float) -> None:
         windows = self._windows

@@ -4,10 +4,9 @@ Introspection stays the authority on every credential; this is only a filter in 
 so that a flood of made-up bearer values costs a signature check each instead of a request
 to the auth service. A token is refused here only when it provably is not a live token of
 ours: an unreadable header or payload, another algorithm or type, a key the auth service
-did not publish although the token says it was issued after we read the published keys (a
-key is published before anything is signed with it), a signature that does not verify, or
-an `exp` in the past. When the keys cannot be known (the auth service is down), nothing is
-refused here and the look-up decides, as before.
+did not publish although the token says it was issued well before we read the published
+keys, a signature that does not verify, or an `exp` long past. When the keys cannot be
+known (the auth service is down), nothing is refused here and the look-up decides.
 """
 
 from __future__ import annotations
@@ -29,7 +28,14 @@ log = logging.getLogger(__name__)
 ALGORITHM, TYP = "EdDSA", "at+jwt"
 REFRESH_EVERY = 300.0  # seconds before a copy of the key set is re-read in the background
 MIN_REFRESH_GAP = 5.0  # an unknown kid may make it re-read at most this often
-CLOCK_MARGIN = 10.0  # seconds the auth service's clock may be ahead of ours
+# How long before our read of the keys a token must say it was issued for a key missing
+# from them to prove it forged. A key is in Redis before anything is signed with it, but an
+# auth replica may serve a copy of the ring up to 30 s old (its REFRESH_SECONDS), and clocks
+# may differ by seconds: a token newer than this is left to the look-up.
+PUBLICATION_MARGIN = 45.0
+# Seconds past `exp` before a token is refused here: the auth service allows AUTH_LEEWAY
+# (10 s by default), and a socket's expiry has its own grace; the look-up decides in between.
+EXPIRY_MARGIN = 60.0
 
 
 def _decode(segment: str) -> Any:
@@ -101,23 +107,26 @@ class SigningKeys:
         kid, exp, iat = header.get("kid"), claims.get("exp"), claims.get("iat")
         if header.get("alg") != ALGORITHM or header.get("typ") != TYP or not isinstance(kid, str):
             return False
-        if not _number(exp) or not _number(iat) or exp <= time.time():
+        if not _number(exp) or not _number(iat) or exp <= time.time() - EXPIRY_MARGIN:
             return False
         self._refresh_if_stale()
         key = self._keys.get(kid)
         if key is None:
-            if self.known and iat < self._read_started - CLOCK_MARGIN:
-                return False  # issued before our copy was read, by a key not in it
-            if not await self._read_for_unknown_kid():
-                return None  # a new key we could not read yet: the look-up decides
+            if self._issued_before_our_copy(iat):
+                return False  # issued well before our copy was read, by a key not in it
+            await self._read_for_unknown_kid()
             key = self._keys.get(kid)
             if key is None:
-                return False
+                # Forged, or a key too new for the copy we could read: the look-up decides.
+                return False if self._issued_before_our_copy(iat) else None
         try:
             key.verify(sig, f"{head}.{payload}".encode())
         except InvalidSignature:
             return False
         return True
+
+    def _issued_before_our_copy(self, iat: float) -> bool:
+        return self.known and iat < self._read_started - PUBLICATION_MARGIN
 
     def _refresh_if_stale(self) -> None:
         if time.monotonic() - self._fetched_at > REFRESH_EVERY and self._reading is None:

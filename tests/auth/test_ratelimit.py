@@ -4,6 +4,7 @@ import asyncio
 
 import aiohttp
 
+from auth_service.components import COMPONENTS
 from auth_service.errors import OAuthError
 from auth_service.passwords import PasswordService
 from tests.auth.helpers import Client, register
@@ -178,3 +179,32 @@ async def test_the_hashing_pool_is_shared_fairly() -> None:
     assert results[:2] == [True, True]  # a quarter of 8
     assert [error.status for error in refused] == [429] * 4
     assert results[6] is True
+
+
+async def test_a_blocked_address_cannot_lock_accounts_out(
+    make_auth_client: AuthClientFactory,
+) -> None:
+    """An address past its failures is refused before any account counter is touched, so it
+    cannot go on spending other people's login budgets for free."""
+    auth = await make_auth_client(
+        AUTH_LOGIN_MAX_FAILURES_PER_ADDRESS="3", AUTH_LOGIN_MAX_ATTEMPTS="5"
+    )
+    await register(auth, "victim")
+    async with from_address(auth, "127.0.0.6") as attacker:
+        for n in range(3):
+            assert await login(attacker, f"throwaway{n}", "wrong password") == 400
+        for _ in range(20):
+            assert await login(attacker, "victim", "wrong password") == 429
+    async with from_address(auth, "127.0.0.7") as owner:
+        assert await login(owner, "victim", PASSWORD) == 200
+
+
+async def test_a_check_the_pool_refused_counts_nothing(
+    make_auth_client: AuthClientFactory,
+) -> None:
+    auth = await make_auth_client(AUTH_LOGIN_MAX_ATTEMPTS="2")
+    await register(auth)
+    throttle = auth.app[COMPONENTS].throttle
+    for _ in range(5):  # reserved, then refused by the hashing pool before hashing
+        await throttle.release(await throttle.reserve("alice", "127.0.0.1"))
+    assert [await attempt(auth, "alice", PASSWORD) for _ in range(3)] == [200, 200, 429]

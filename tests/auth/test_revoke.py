@@ -168,3 +168,12 @@ async def test_a_confidential_clients_token_is_revoked_by_that_client_only(
     assert response.status == 200
     assert (await asyncio.wait_for(revocation_events.get(), 5))["kind"] == "jti"
     assert await introspect(auth, service_token) == {"active": False}
+
+
+async def test_a_registered_client_is_not_held_to_the_address_quota(
+    make_auth_client: AuthClientFactory,
+) -> None:
+    auth = await make_auth_client(AUTH_REVOKE_MAX_PER_ADDRESS="3")
+    for _ in range(6):
+        response = await auth.post("/revoke", data={"token": "garbage"}, headers=CHAT_AUTH)
+        assert response.status == 200

@@ -36,7 +36,7 @@ async def test_revoking_a_family_marks_it_and_keeps_its_expiry(auth: Client) -> 
     family = (await introspect(auth, tokens["refresh_token"]))["sid"]
     parts = auth.app[COMPONENTS]
     ttl = await parts.redis.ttl(family_key(family))
-    await parts.refresh.revoke_family(family)
+    await parts.refresh.revoke_family(family, "revoked")
     assert await parts.redis.hget(family_key(family), "revoked") == "1"
     assert 0 < await parts.redis.ttl(family_key(family)) <= ttl
     assert await introspect(auth, tokens["access_token"]) == {"active": False}
@@ -44,7 +44,7 @@ async def test_revoking_a_family_marks_it_and_keeps_its_expiry(auth: Client) -> 
 
 async def test_revoking_an_expired_family_does_not_recreate_it(auth: Client) -> None:
     parts = auth.app[COMPONENTS]
-    await parts.refresh.revoke_family("0" * 32)
+    await parts.refresh.revoke_family("0" * 32, "revoked")
     assert await parts.redis.exists(family_key("0" * 32)) == 0
 
 
@@ -84,3 +84,22 @@ async def test_a_user_holds_at_most_the_grant_limit(
     assert (await introspect(auth, newest["access_token"]))["active"] is True
     assert (await introspect(auth, grants[0]["access_token"]))["active"] is True
     assert await parts.redis.zcard(grants_key(first["sub"])) == 3
+
+
+async def test_revoked_grants_do_not_take_the_slots_of_live_ones(
+    make_auth_client: AuthClientFactory,
+) -> None:
+    auth = await make_auth_client(AUTH_MAX_GRANTS_PER_USER="3")
+    await register(auth)
+    kept = await password_grant(auth)
+    for _ in range(5):  # grants made and revoked at once leave no trace in the index
+        doomed = await password_grant(auth)
+        await auth.post("/revoke", data={"token": doomed["refresh_token"]})
+    reused = await password_grant(auth)
+    await refresh_grant(auth, reused["refresh_token"])
+    await refresh_grant(auth, reused["refresh_token"])  # a reuse: revoked by the rotation
+    await password_grant(auth)
+    await password_grant(auth)
+    assert (await introspect(auth, kept["refresh_token"]))["active"] is True
+    user_id = (await introspect(auth, kept["access_token"]))["sub"]
+    assert await auth.app[COMPONENTS].redis.zcard(grants_key(user_id)) == 3

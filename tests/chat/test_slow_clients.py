@@ -238,9 +238,10 @@ async def _flood(port: int) -> None:
     finally:
         for _reader, writer in held:
             writer.close()
-    # The cap is 300 - 256 = 44: the rest were refused, with a 503 while few refusals were
+    # The cap is the floor, 16 (the reserve is 256 + the backlog 128 + 128 lingering refusals,
+    # more than 300): the rest were refused, with a 503 while few refusals were
     # lingering, then closed at once (a reset: the answer may be lost) so as not to spend
-    # descriptors; the 44 admitted were cut off silently at the head deadline.
+    # descriptors; the 16 admitted were cut off silently at the head deadline.
     assert statuses.count(b"HTTP/1.1 503") >= MAX_LINGERING
     assert set(statuses) <= {b"HTTP/1.1 503", b""}
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
