@@ -1,11 +1,12 @@
 """Everything that leans on aiohttp's internals, in one place, checked when a service starts.
 
-`HardenedRequestHandler` is aiohttp's HTTP protocol with two changes:
+`HardenedRequestHandler` is aiohttp's HTTP protocol with three changes:
 - a request aiohttp cannot parse is answered 400 without echoing it and logged once per
   minute at most, without its text: that text is a header line, and header lines carry
   cookies and bearer tokens (aiohttp's own handler logs it at ERROR and echoes it back);
 - a WebSocket's frame reader is wrapped in a `FrameMeter`, so every frame the client sends
-  is seen (see `common/ws_frames.py`).
+  is seen (see `common/ws_frames.py`);
+- a body that breaks its own framing or encoding is not logged as a server error.
 
 The overridden methods are public in aiohttp but their contract with the frame reader is not:
 `check_aiohttp()` verifies the shapes this module relies on, and the services refuse to start
@@ -46,6 +47,16 @@ class HardenedRequestHandler(web.RequestHandler):
         # The meter stands in for the reader it wraps: it has the reader's two methods.
         super().set_parser(cast(WebSocketReader, self.frame_meter), data_received_cb)
 
+    def log_exception(self, *args: Any, **kwargs: Any) -> None:
+        # A body that breaks its framing or Content-Encoding surfaces again when aiohttp
+        # drains the rest of it after the answer (which the body deadline already gave): the
+        # client's fault, not a server error, and its text is the client's bytes.
+        error = kwargs.get("exc_info")
+        if isinstance(error, HttpProcessingError | web.RequestPayloadError):
+            _BAD_REQUESTS.hit(error=type(error).__name__)
+            return
+        super().log_exception(*args, **kwargs)
+
     def handle_error(
         self,
         request: web.BaseRequest,
@@ -80,6 +91,8 @@ def _parameters(function: Any) -> list[str]:
 def check_aiohttp() -> None:
     """Raises `RuntimeError` naming what is missing if this aiohttp lacks what we override."""
     problems = []
+    if not callable(getattr(web.RequestHandler, "log_exception", None)):
+        problems.append("RequestHandler.log_exception")
     if _parameters(web.RequestHandler.set_parser)[:3] != ["self", "parser", "data_received_cb"]:
         problems.append("RequestHandler.set_parser(parser, data_received_cb)")
     if _parameters(web.RequestHandler.handle_error)[:5] != [

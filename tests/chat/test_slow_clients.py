@@ -249,3 +249,17 @@ async def _flood(port: int) -> None:
     answer = await read_all(reader, 5)
     writer.close()
     assert answer.startswith(b"HTTP/1.1 200"), answer
+
+
+async def test_an_undecodable_body_is_a_client_error(
+    server: Client, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with raw(server) as (reader, writer):
+        writer.write(
+            b"POST /token HTTP/1.1\r\nHost: x\r\nContent-Encoding: gzip\r\n"
+            b"Content-Type: application/x-www-form-urlencoded\r\n"
+            b"Content-Length: 10\r\nConnection: close\r\n\r\nnot gzip!!"
+        )
+        answer = await read_all(reader, 5)
+    assert answer.startswith(b"HTTP/1.1 400"), answer
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
