@@ -1,5 +1,11 @@
 """Everything that leans on aiohttp's internals, in one place, checked when a service starts.
 
+`frame_writer` / `write_text_frame` write a WebSocket frame synchronously, with aiohttp's
+own frame writer, leaving flow control to the caller (`service/connection.py` does it): the
+public `send_frame` is a coroutine, one more await per recipient on the fan-out path. Where
+this aiohttp's writer lacks that method, `frame_writer` answers None and callers use the
+public path.
+
 `HardenedRequestHandler` is aiohttp's HTTP protocol with three changes:
 - a request aiohttp cannot parse is answered 400 without echoing it and logged once per
   minute at most, without its text: that text is a header line, and header lines carry
@@ -21,9 +27,9 @@ from http import HTTPStatus
 from typing import Any, cast
 
 import aiohttp
-from aiohttp import web
+from aiohttp import WSMsgType, web
 from aiohttp.http_exceptions import HttpProcessingError
-from aiohttp.http_websocket import WebSocketReader
+from aiohttp.http_websocket import WebSocketReader, WebSocketWriter
 
 from common.log_throttle import ConditionLog
 from common.ws_frames import FrameMeter
@@ -88,6 +94,27 @@ def _parameters(function: Any) -> list[str]:
     return list(inspect.signature(function).parameters)
 
 
+_WRITE = getattr(WebSocketWriter, "_write_websocket_frame", None)
+FAST_WRITES = _WRITE is not None and _parameters(_WRITE)[:4] == [
+    "self",
+    "message",
+    "opcode",
+    "rsv",
+]
+_TEXT = WSMsgType.TEXT
+
+
+def frame_writer(ws: web.WebSocketResponse) -> WebSocketWriter | None:
+    """The prepared socket's frame writer for `write_text_frame`, or None: use `send_frame`."""
+    writer = ws._writer if FAST_WRITES else None
+    return writer if isinstance(writer, WebSocketWriter) else None
+
+
+def write_text_frame(writer: WebSocketWriter, frame: bytes) -> None:
+    """One text frame, now (the caller has checked the transport can take it)."""
+    writer._write_websocket_frame(frame, _TEXT, 0)
+
+
 def check_aiohttp() -> None:
     """Raises `RuntimeError` naming what is missing if this aiohttp lacks what we override."""
     problems = []
@@ -110,6 +137,8 @@ def check_aiohttp() -> None:
         callable(getattr(WebSocketReader, name, None)) for name in ("feed_data", "feed_eof")
     ):
         problems.append("WebSocketReader.feed_data / feed_eof")
+    if not FAST_WRITES:
+        log.warning("this aiohttp has no synchronous frame writer; frames go out by send_frame")
     if problems:
         raise RuntimeError(
             f"aiohttp {aiohttp.__version__} lacks what this service relies on: "

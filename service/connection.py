@@ -13,7 +13,14 @@ from dataclasses import dataclass, field
 
 from aiohttp import WSMsgType, web
 
-from service.errors import CloseCode
+from common.aiohttp_adapter import frame_writer, write_text_frame
+from service.errors import (
+    RATE_LIMITED,
+    SLOW_CONSUMER,
+    TOKEN_EXPIRED,
+    WRITE_FAILED,
+    Disconnect,
+)
 
 log = logging.getLogger(__name__)
 
@@ -123,9 +130,8 @@ class Connection:
         self.identity = identity
         self.rooms: set[str] = set()
         self._transport = request.transport
-        # aiohttp's frame writer (set by prepare()). Its synchronous `_write_websocket_frame`
-        # leaves flow control to the caller, which is what this class does.
-        self._frames = ws._writer
+        # Synchronous frame writes (see common/aiohttp_adapter); None: the backlog path only.
+        self._frames = frame_writer(ws)
         self._backlog: deque[bytes] | None = None
         self._flusher: asyncio.Task[None] | None = None
         self._outbox_limit = outbox_limit
@@ -148,7 +154,7 @@ class Connection:
             self._guard = self._rate_limit.guard()
         verdict = self._guard.check()
         if verdict == RateGuard.ABUSIVE:
-            self.close_soon(CloseCode.POLICY_VIOLATION, "rate limit exceeded")
+            self.close_soon(RATE_LIMITED)
         return verdict
 
     def frame_seen(self) -> bool:
@@ -183,12 +189,12 @@ class Connection:
                 and self._frames is not None
                 and not self.ws.closed
             ):
-                self._frames._write_websocket_frame(frame, TEXT, 0)
+                write_text_frame(self._frames, frame)
                 return
             backlog = self._backlog = deque()
             self._flusher = asyncio.create_task(self._flush(backlog))
         if len(backlog) >= self._outbox_limit:
-            self.close_soon(CloseCode.TRY_AGAIN_LATER, "slow consumer")
+            self.close_soon(SLOW_CONSUMER)
             return
         backlog.append(frame)
 
@@ -205,10 +211,10 @@ class Connection:
         except asyncio.CancelledError:
             raise
         except TimeoutError:
-            self.close_soon(CloseCode.TRY_AGAIN_LATER, "slow consumer")
+            self.close_soon(SLOW_CONSUMER)
         except Exception as exc:  # the transport went away under us
             log.debug("writer stopped", extra={"connection": self.id, "error": repr(exc)})
-            self.close_soon(CloseCode.INTERNAL_ERROR, "write failed")
+            self.close_soon(WRITE_FAILED)
 
     def expire_at(self, deadline: float) -> None:
         """Close with 4001 at `deadline` (epoch seconds) unless rescheduled first."""
@@ -216,27 +222,25 @@ class Connection:
             self._expiry.cancel()
         loop = asyncio.get_running_loop()
         delay = max(0.0, deadline - time.time())
-        self._expiry = loop.call_at(
-            loop.time() + delay, self.close_soon, CloseCode.TOKEN_EXPIRED, "token expired"
-        )
+        self._expiry = loop.call_at(loop.time() + delay, self.close_soon, TOKEN_EXPIRED)
 
-    def close_soon(self, code: int, reason: str) -> None:
-        """Start closing with `code`; safe to call from callbacks and more than once."""
+    def close_soon(self, disconnect: Disconnect) -> None:
+        """Start closing; safe to call from callbacks and more than once (the first wins)."""
         if self._closing is None:
-            self._closing = asyncio.create_task(self.close(code, reason))
+            self._closing = asyncio.create_task(self.close(disconnect))
 
-    async def close(self, code: int, reason: str) -> None:
+    async def close(self, disconnect: Disconnect) -> None:
         if self.close_code is not None:
             return
-        self.close_code = code
+        self.close_code = disconnect.code
         if self._expiry is not None:
             self._expiry.cancel()
-        if code == CloseCode.TRY_AGAIN_LATER:
+        if disconnect.slow_consumer:
             self._reset_on_close()
         # Flush what was queued before the close frame, within the time allowed.
         closed = False
         try:
-            await asyncio.wait_for(self._flush_then_close(code, reason), self._close_timeout)
+            await asyncio.wait_for(self._flush_then_close(disconnect), self._close_timeout)
             closed = True
         except (TimeoutError, ConnectionError, RuntimeError):
             pass
@@ -258,12 +262,12 @@ class Connection:
             with contextlib.suppress(OSError):
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
 
-    async def _flush_then_close(self, code: int, reason: str) -> None:
+    async def _flush_then_close(self, disconnect: Disconnect) -> None:
         flusher = self._flusher
-        if code != CloseCode.TRY_AGAIN_LATER and flusher is not None and not flusher.done():
+        if not disconnect.slow_consumer and flusher is not None and not flusher.done():
             await asyncio.shield(flusher)  # a slow consumer's backlog is what we drop
         self._stop_flushing()
-        await self.ws.close(code=code, message=reason.encode())
+        await self.ws.close(code=disconnect.code, message=disconnect.reason.encode())
 
     def _stop_flushing(self) -> None:
         if self._flusher is not None:

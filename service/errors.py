@@ -3,6 +3,7 @@ the table in docs/protocol.md)."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from enum import IntEnum
 
 from aiohttp import web
@@ -18,6 +19,28 @@ class CloseCode(IntEnum):
     TRY_AGAIN_LATER = 1013  # overloaded or a slow consumer: reconnect later, read faster
     TOKEN_EXPIRED = 4001  # credential expired: refresh it and reconnect
     REVOKED = 4003  # credential revoked or user disabled: do not retry with it
+
+
+@dataclass(frozen=True)
+class Disconnect:
+    """Why the server ends a socket: a close code and the reason sent with it. Every one the
+    server uses is defined below, once (the table in docs/protocol.md)."""
+
+    code: CloseCode
+    reason: str
+
+    @property
+    def slow_consumer(self) -> bool:
+        """Whatever is still queued for the peer is dropped, not flushed first."""
+        return self.code == CloseCode.TRY_AGAIN_LATER
+
+
+GOING_AWAY = Disconnect(CloseCode.GOING_AWAY, "server going away")
+RATE_LIMITED = Disconnect(CloseCode.POLICY_VIOLATION, "rate limit exceeded")
+WRITE_FAILED = Disconnect(CloseCode.INTERNAL_ERROR, "write failed")
+SLOW_CONSUMER = Disconnect(CloseCode.TRY_AGAIN_LATER, "slow consumer")
+TOKEN_EXPIRED = Disconnect(CloseCode.TOKEN_EXPIRED, "token expired")
+REVOKED = Disconnect(CloseCode.REVOKED, "credential revoked")
 
 
 class AuthFailed(Exception):

@@ -17,7 +17,7 @@ from service import protocol
 from service.auth import CredentialChecker, HandshakeAuthenticator
 from service.broker.base import Broker, BrokerUnavailable
 from service.connection import Connection, Identity, RateLimit
-from service.errors import AuthFailed, CloseCode
+from service.errors import GOING_AWAY, REVOKED, AuthFailed
 from service.hub import RoomHub
 from service.introspection import IntrospectionClient
 from service.protocol import Command, ProtocolError
@@ -105,7 +105,7 @@ class ChatNode:
         if field == "kid":
             self.checker.key_retired(value)
         for connection in self.hub.holding(field, value):
-            connection.close_soon(CloseCode.REVOKED, "credential revoked")
+            connection.close_soon(REVOKED)
 
     def revoked_since(self, identity: Identity, since: float) -> bool:
         """Whether a revocation of `identity` arrived after `since` (monotonic): closes the
@@ -160,7 +160,7 @@ class ChatNode:
                     identity = None
             for connection in holders:
                 if identity is None or identity.user_id != connection.identity.user_id:
-                    connection.close_soon(CloseCode.REVOKED, "credential revoked")
+                    connection.close_soon(REVOKED)
             return True
 
         while pending:
@@ -260,5 +260,5 @@ class ChatNode:
             await asyncio.gather(self._revalidation, return_exceptions=True)
         connections = list(self.hub.connections)
         for connection in connections:
-            connection.close_soon(CloseCode.GOING_AWAY, "server going away")
+            connection.close_soon(GOING_AWAY)
         await asyncio.gather(*(c.wait_closed() for c in connections))

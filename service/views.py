@@ -13,7 +13,7 @@ from common.aiohttp_adapter import frame_meter_of
 from service import protocol
 from service.auth import SUBPROTOCOL
 from service.connection import Connection, Identity, RateGuard
-from service.errors import AuthFailed, CloseCode, invalid_token
+from service.errors import REVOKED, AuthFailed, invalid_token
 from service.node import ChatNode
 
 NODE = web.AppKey("chat_node", ChatNode)
@@ -97,7 +97,7 @@ async def _serve(
         meter.attach(connection.frame_seen)
     node.hub.add(connection)
     if node.revoked_since(identity, started):
-        connection.close_soon(CloseCode.REVOKED, "credential revoked")
+        connection.close_soon(REVOKED)
     connection.expire_at(identity.exp + settings.expiry_grace)
     connection.send(
         protocol.encode(
