@@ -10,13 +10,14 @@ from aiohttp import web
 from common.connection_gate import CONNECTION_SCREEN
 from common.http_limits import body_deadline
 from service import views
-from service.auth import CredentialChecker, build_authenticator
+from service.auth.chain import CredentialChecker, build_authenticator
+from service.auth.introspection import IntrospectionClient
+from service.auth.signing_keys import SigningKeys
 from service.broker.base import Broker
 from service.broker.redis import RedisBroker
-from service.introspection import IntrospectionClient
+from service.handshake import Handshake
 from service.node import REVOCATION_CHANNEL, ChatNode
 from service.settings import ChatSettings
-from service.signing_keys import SigningKeys
 from service.views import HTTP_SESSION, NODE
 
 MAX_BODY = 64 * 1024  # the chat service reads no body yet; keep whatever comes small
@@ -55,7 +56,8 @@ def create_app(settings: ChatSettings, broker: Broker | None = None) -> web.Appl
             probe_interval=settings.redis_probe_interval,
         )
         authenticator = build_authenticator(checker, settings)
-        node = ChatNode(settings, chosen, introspection, checker, authenticator)
+        handshake = Handshake(settings, authenticator, introspection)
+        node = ChatNode(settings, chosen, introspection, checker, handshake)
         app[NODE] = node
         # An address whose handshakes keep failing is refused when it connects, unparsed.
         app[CONNECTION_SCREEN] = authenticator.failures.screen

@@ -9,11 +9,12 @@ import socket
 import struct
 import time
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from aiohttp import WSMsgType, web
 
 from common.aiohttp_adapter import frame_writer, write_text_frame
+from service.auth.identity import Identity
 from service.errors import (
     RATE_LIMITED,
     SLOW_CONSUMER,
@@ -23,35 +24,6 @@ from service.errors import (
 )
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True, slots=True)
-class Identity:
-    """Who holds a connection, as the auth service said at the last check."""
-
-    user_id: str
-    username: str
-    token_type: str
-    exp: int
-    jti: str
-    sid: str | None
-    # The credential is kept to re-validate after a missed revocation, as the string it
-    # arrived in (the request holds that anyway) and where in it the credential starts: a
-    # copy would cost every socket as many bytes again as the credential is long.
-    source: str = field(repr=False)
-    offset: int = 0
-    kid: str | None = None  # the signing key of an access token
-
-    @property
-    def credential(self) -> str:
-        return self.source[self.offset :]
-
-    def names(self) -> dict[str, str | None]:
-        """This identity under the introspection field names that revocation events use."""
-        return {"jti": self.jti, "sid": self.sid, "sub": self.user_id, "kid": self.kid}
-
-    def public(self) -> dict[str, str]:
-        return {"id": self.user_id, "username": self.username}
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,9 +4,7 @@ the table in docs/protocol.md)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import IntEnum
-
-from aiohttp import web
+from enum import Enum, IntEnum
 
 
 class CloseCode(IntEnum):
@@ -43,45 +41,49 @@ TOKEN_EXPIRED = Disconnect(CloseCode.TOKEN_EXPIRED, "token expired")
 REVOKED = Disconnect(CloseCode.REVOKED, "credential revoked")
 
 
-class AuthFailed(Exception):
-    """The handshake is refused before the upgrade with this status and headers."""
+class Refusal(Enum):
+    """Why a handshake, or a credential, is refused. What each becomes on the wire (an HTTP
+    status before the upgrade, an error frame after it) is decided at the edge."""
 
-    def __init__(self, status: int, error: str, description: str, headers: dict[str, str]) -> None:
+    NOT_AN_UPGRADE = "not_an_upgrade"
+    NO_SUBPROTOCOL = "no_subprotocol"  # subprotocols offered without chat.v1
+    DUPLICATE_COOKIE = "duplicate_cookie"
+    NO_CREDENTIAL = "no_credential"
+    INVALID_CREDENTIAL = "invalid_credential"  # bad, forged, expired, revoked, wrong kind
+    FORBIDDEN_ORIGIN = "forbidden_origin"
+    TOO_MANY_FOR_USER = "too_many_for_user"
+    ADDRESS_BLOCKED = "address_blocked"  # too many refused credentials from one address
+    SERVER_FULL = "server_full"
+    AUTH_UNAVAILABLE = "auth_unavailable"  # the auth service could not answer: retry later
+
+
+class Refused(Exception):
+    """A refusal: why, in words for the client, and in how many seconds to retry (if at all)."""
+
+    def __init__(
+        self, refusal: Refusal, description: str, *, retry_after: int | None = None
+    ) -> None:
         super().__init__(description)
-        self.status = status
-        self.error = error
+        self.refusal = refusal
         self.description = description
-        self.headers = headers
-
-    def response(self) -> web.Response:
-        return web.json_response(
-            {"error": self.error, "error_description": self.description},
-            status=self.status,
-            headers=self.headers,
-        )
+        self.retry_after = retry_after
 
 
-def invalid_token(description: str = "the credential is invalid or expired") -> AuthFailed:
-    return AuthFailed(
-        401, "invalid_token", description, {"WWW-Authenticate": 'Bearer error="invalid_token"'}
-    )
+def invalid_token(description: str = "the credential is invalid or expired") -> Refused:
+    return Refused(Refusal.INVALID_CREDENTIAL, description)
 
 
-def no_credentials() -> AuthFailed:
-    return AuthFailed(
-        401, "unauthorized", "a credential is required", {"WWW-Authenticate": 'Bearer realm="chat"'}
-    )
+def no_credentials() -> Refused:
+    return Refused(Refusal.NO_CREDENTIAL, "a credential is required")
 
 
-def forbidden_origin() -> AuthFailed:
-    return AuthFailed(403, "forbidden_origin", "this Origin may not open /ws", {})
+def forbidden_origin() -> Refused:
+    return Refused(Refusal.FORBIDDEN_ORIGIN, "this Origin may not open /ws")
 
 
-def duplicate_cookie() -> AuthFailed:
-    return AuthFailed(400, "invalid_request", "the session cookie appears more than once", {})
+def duplicate_cookie() -> Refused:
+    return Refused(Refusal.DUPLICATE_COOKIE, "the session cookie appears more than once")
 
 
-def auth_unavailable() -> AuthFailed:
-    return AuthFailed(
-        503, "temporarily_unavailable", "the auth service is unavailable", {"Retry-After": "2"}
-    )
+def auth_unavailable() -> Refused:
+    return Refused(Refusal.AUTH_UNAVAILABLE, "the auth service is unavailable", retry_after=2)

@@ -7,8 +7,9 @@ import asyncio
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 
+from service.auth.identity import Identity
 from service.broker.base import Broker
-from service.connection import Connection, Identity
+from service.connection import Connection
 
 
 class RoomHub:

@@ -7,19 +7,19 @@ import itertools
 import logging
 import secrets
 import time
-from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
 from common import revocation_events
 from common.backoff import Backoff
 from service import protocol
-from service.auth import CredentialChecker, HandshakeAuthenticator
+from service.auth.chain import CredentialChecker
+from service.auth.introspection import IntrospectionClient
 from service.broker.base import Broker, BrokerUnavailable
-from service.connection import Connection, Identity, RateLimit
-from service.errors import GOING_AWAY, REVOKED, AuthFailed
+from service.connection import Connection, RateLimit
+from service.errors import GOING_AWAY, REVOKED, Refusal, Refused
+from service.handshake import Handshake
 from service.hub import RoomHub
-from service.introspection import IntrospectionClient
 from service.protocol import Command, ProtocolError
 from service.settings import ChatSettings
 
@@ -38,14 +38,14 @@ class ChatNode:
         broker: Broker,
         introspection: IntrospectionClient,
         checker: CredentialChecker,
-        authenticator: HandshakeAuthenticator,
+        handshake: Handshake,
     ) -> None:
         self.settings = settings
         self.broker = broker
         self.hub = RoomHub(broker)
         self.introspection = introspection
         self.checker = checker
-        self.authenticator = authenticator
+        self.handshake = handshake
         boot = secrets.token_hex(3)
         self._message_ids = (f"{settings.instance_id}-{boot}-{n}" for n in itertools.count(1))
         self._connection_ids = (f"{settings.instance_id}-{boot}-c{n}" for n in itertools.count(1))
@@ -54,39 +54,9 @@ class ChatNode:
         self.rate_limit = RateLimit(
             settings.rate_per_second, settings.rate_burst, settings.rate_strikes
         )
-        self._connections_total = 0
-        self._connections_per_user: Counter[str] = Counter()
 
     def next_connection_id(self) -> str:
         return next(self._connection_ids)
-
-    def refuse_if_full(self) -> None:
-        """503 once this process holds `max_connections` sockets: asked before a handshake
-        spends a look-up on its credential, and again by `admit`."""
-        if self._connections_total >= self.settings.max_connections:
-            raise AuthFailed(
-                503, "temporarily_unavailable", "this server is full", {"Retry-After": "5"}
-            )
-
-    def admit(self, identity: Identity) -> None:
-        """Reserves a connection slot for `identity`, or refuses: too many sockets for this
-        user (429) or for this process (503). Every admit is paired with a release."""
-        self.refuse_if_full()
-        if self._connections_per_user[identity.user_id] >= self.settings.max_connections_per_user:
-            raise AuthFailed(
-                429,
-                "too_many_connections",
-                f"at most {self.settings.max_connections_per_user} sockets per user",
-                {"Retry-After": "5"},
-            )
-        self._connections_total += 1
-        self._connections_per_user[identity.user_id] += 1
-
-    def release(self, identity: Identity) -> None:
-        self._connections_total -= 1
-        self._connections_per_user[identity.user_id] -= 1
-        if not self._connections_per_user[identity.user_id]:
-            del self._connections_per_user[identity.user_id]
 
     # -- broker callbacks --------------------------------------------------------------------
 
@@ -106,11 +76,6 @@ class ChatNode:
             self.checker.key_retired(value)
         for connection in self.hub.holding(field, value):
             connection.close_soon(REVOKED)
-
-    def revoked_since(self, identity: Identity, since: float) -> bool:
-        """Whether a revocation of `identity` arrived after `since` (monotonic): closes the
-        window between a handshake's check and its socket joining the hub."""
-        return self.introspection.revoked_since(identity.names(), since)
 
     def link_restored(self) -> None:
         # Whatever was published while the link was down is lost (pub/sub is at-most-once):
@@ -154,8 +119,8 @@ class ChatNode:
             async with slots:
                 try:
                     identity = await self.checker.identity(credential, token_type=hint)
-                except AuthFailed as failed:
-                    if failed.status != 401:
+                except Refused as refused:
+                    if refused.refusal is Refusal.AUTH_UNAVAILABLE:
                         return False  # the auth service could not answer: ask again later
                     identity = None
             for connection in holders:
@@ -238,8 +203,8 @@ class ChatNode:
     async def _op_refresh(self, connection: Connection, command: Command) -> None:
         try:
             identity = await self.checker.identity(command.token, token_type="access_token")
-        except AuthFailed as failed:
-            if failed.status == 503:
+        except Refused as refused:
+            if refused.refusal is Refusal.AUTH_UNAVAILABLE:
                 raise ProtocolError(
                     "unavailable", "cannot check the token now", command.ref
                 ) from None

@@ -11,9 +11,10 @@ from aiohttp import WSMsgType, web
 
 from common.aiohttp_adapter import frame_meter_of
 from service import protocol
-from service.auth import SUBPROTOCOL
-from service.connection import Connection, Identity, RateGuard
-from service.errors import REVOKED, AuthFailed, invalid_token
+from service.auth.chain import SUBPROTOCOL
+from service.auth.identity import Identity
+from service.connection import Connection, RateGuard
+from service.errors import REVOKED, Refusal, Refused
 from service.node import ChatNode
 
 NODE = web.AppKey("chat_node", ChatNode)
@@ -22,16 +23,32 @@ HTTP_SESSION = web.AppKey("http_session", aiohttp.ClientSession)
 routes = web.RouteTableDef()
 
 
-def _not_an_upgrade(request: web.Request, ws: web.WebSocketResponse) -> web.Response | None:
-    offered = request.headers.get("Sec-WebSocket-Protocol")
-    if offered is not None and SUBPROTOCOL not in (p.strip() for p in offered.split(",")):
-        description = f"offer the {SUBPROTOCOL} subprotocol"
-    elif not ws.can_prepare(request).ok:
-        description = "a WebSocket upgrade is required"
-    else:
-        return None
+# What each refusal of a handshake is on the wire: status, error code, headers (with a
+# Retry-After when the refusal names one). The table is docs/protocol.md's, "Handshake".
+_REFUSALS: dict[Refusal, tuple[int, str, dict[str, str]]] = {
+    Refusal.NOT_AN_UPGRADE: (400, "invalid_request", {}),
+    Refusal.NO_SUBPROTOCOL: (400, "invalid_request", {}),
+    Refusal.DUPLICATE_COOKIE: (400, "invalid_request", {}),
+    Refusal.NO_CREDENTIAL: (401, "unauthorized", {"WWW-Authenticate": 'Bearer realm="chat"'}),
+    Refusal.INVALID_CREDENTIAL: (
+        401,
+        "invalid_token",
+        {"WWW-Authenticate": 'Bearer error="invalid_token"'},
+    ),
+    Refusal.FORBIDDEN_ORIGIN: (403, "forbidden_origin", {}),
+    Refusal.TOO_MANY_FOR_USER: (429, "too_many_connections", {}),
+    Refusal.ADDRESS_BLOCKED: (429, "too_many_requests", {}),
+    Refusal.SERVER_FULL: (503, "temporarily_unavailable", {}),
+    Refusal.AUTH_UNAVAILABLE: (503, "temporarily_unavailable", {}),
+}
+
+
+def refusal_response(refused: Refused) -> web.Response:
+    status, error, headers = _REFUSALS[refused.refusal]
+    if refused.retry_after is not None:
+        headers = {**headers, "Retry-After": str(refused.retry_after)}
     return web.json_response(
-        {"error": "invalid_request", "error_description": description}, status=400
+        {"error": error, "error_description": refused.description}, status=status, headers=headers
     )
 
 
@@ -48,21 +65,14 @@ async def websocket(request: web.Request) -> web.StreamResponse:
         timeout=settings.close_timeout,
     )
     # Everything that can refuse happens before the upgrade, as a plain HTTP answer.
-    refusal = _not_an_upgrade(request, ws)
-    if refusal is not None:
-        return refusal
     try:
-        node.refuse_if_full()
-        identity = await node.authenticator.authenticate(request)
-        if identity.exp <= time.time():
-            raise invalid_token("the credential has expired")
-        node.admit(identity)
-    except AuthFailed as failed:
-        return failed.response()
+        identity = await node.handshake.admit(request, ws)
+    except Refused as refused:
+        return refusal_response(refused)
     try:
         await ws.prepare(request)
     except BaseException:
-        node.release(identity)
+        node.handshake.admission.release(identity)
         raise
     await _serve(node, ws, request, identity, started)
     return ws
@@ -96,7 +106,7 @@ async def _serve(
         # Pings, pongs and fragments never reach the loop below; they count all the same.
         meter.attach(connection.frame_seen)
     node.hub.add(connection)
-    if node.revoked_since(identity, started):
+    if node.handshake.revoked_since(identity, started):
         connection.close_soon(REVOKED)
     connection.expire_at(identity.exp + settings.expiry_grace)
     connection.send(
@@ -124,7 +134,7 @@ async def _serve(
                 connection.send(protocol.error("binary_unsupported", "send JSON text frames"))
     finally:
         # The handler may be cancelled (its client hung up): release the slot at once.
-        node.release(identity)
+        node.handshake.admission.release(identity)
         if connection.rooms or not connection.settled:
             # Leaving rooms and completing a close take awaits: they run as their own task,
             # so that this handler's cancellation cannot cut them short.

@@ -5,7 +5,7 @@ from typing import Any
 
 from aiohttp.test_utils import make_mocked_request
 
-from service.auth import BearerHeaderAuthenticator, CredentialChecker
+from service.auth.chain import BearerHeaderAuthenticator, CredentialChecker
 
 TOKEN = "eyJhbGciOiJFZERTQSJ9.eyJzdWIiOiJ1MSJ9.c2lnbmF0dXJl"
 

@@ -9,9 +9,9 @@ from typing import Any
 import aiohttp
 import pytest
 
-from service.auth import CredentialChecker
-from service.errors import AuthFailed
-from service.introspection import IntrospectionClient, IntrospectionUnavailable
+from service.auth.chain import CredentialChecker
+from service.auth.introspection import IntrospectionClient, IntrospectionUnavailable
+from service.errors import Refusal, Refused
 
 
 class HeldAnswers:
@@ -108,19 +108,20 @@ async def test_an_auth_outage_is_logged_once_not_once_per_handshake(
     flaky = Flaky()
     checker = CredentialChecker(flaky, flaky, required_scope="chat")  # type: ignore[arg-type]
 
-    async def attempt() -> int:
+    async def attempt() -> Refusal | None:
         try:
             await checker.identity("a.b.c", token_type="access_token")
-        except AuthFailed as refused:
-            return refused.status
-        return 200
+        except Refused as refused:
+            return refused.refusal
+        return None
 
+    down, inactive = Refusal.AUTH_UNAVAILABLE, Refusal.INVALID_CREDENTIAL
     caplog.set_level(logging.INFO, logger="service.auth")
-    assert [await attempt() for _ in range(5)] == [503] * 5
+    assert [await attempt() for _ in range(5)] == [down] * 5
     flaky.up = True
-    assert await attempt() == 401  # answered (inactive): the outage is over
+    assert await attempt() == inactive  # answered (inactive): the outage is over
     flaky.up = False
-    assert await attempt() == 503
+    assert await attempt() == down
     messages = [record.getMessage() for record in caplog.records]
     assert messages == [
         "introspection unavailable",

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from service.introspection_cache import AnswerCache, RecentRevocations
+from service.auth.introspection_cache import AnswerCache, RecentRevocations
 
 
 class Clock:

@@ -10,7 +10,7 @@ from collections.abc import Callable
 
 from common.connection_gate import answer
 from common.log_throttle import ConditionLog
-from service.errors import AuthFailed
+from service.errors import Refusal, Refused
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +51,7 @@ class FailedHandshakes:
         left = self._blocked_for(address)
         if left:
             self._refusals.hit(remote=address)
-            raise AuthFailed(429, "too_many_requests", REFUSAL, {"Retry-After": str(left)})
+            raise Refused(Refusal.ADDRESS_BLOCKED, REFUSAL, retry_after=left)
 
     def screen(self, address: str) -> bytes | None:
         """The connection screen (see `common.connection_gate`): a blocked address's new

@@ -2,7 +2,7 @@
 
 Like Django REST framework's authentication classes, each authenticator returns an identity
 (its scheme, good credential), None (not its scheme: ask the next one) or raises
-`AuthFailed` (its scheme, bad credential): a presented-but-bad credential never falls through.
+`Refused` (its scheme, bad credential): a presented-but-bad credential never falls through.
 """
 
 from __future__ import annotations
@@ -14,19 +14,20 @@ from typing import Protocol
 from aiohttp import web
 
 from common.credentials import bearer_offset, cookie_values, looks_like
-from service.connection import Identity
+from service.auth.handshake_failures import FailedHandshakes
+from service.auth.identity import Identity
+from service.auth.introspection import IntrospectionClient, IntrospectionUnavailable
+from service.auth.signing_keys import SigningKeys
 from service.errors import (
-    AuthFailed,
+    Refusal,
+    Refused,
     auth_unavailable,
     duplicate_cookie,
     forbidden_origin,
     invalid_token,
     no_credentials,
 )
-from service.handshake_failures import FailedHandshakes
-from service.introspection import IntrospectionClient, IntrospectionUnavailable
 from service.settings import ChatSettings
-from service.signing_keys import SigningKeys
 
 log = logging.getLogger(__name__)
 
@@ -174,8 +175,8 @@ class HandshakeAuthenticator:
         self.failures.refuse_if_blocked(address)
         try:
             return await self._identity(request)
-        except AuthFailed as failed:
-            if failed.error == "invalid_token":
+        except Refused as refused:
+            if refused.refusal is Refusal.INVALID_CREDENTIAL:
                 self.failures.failed(address)
             raise
 

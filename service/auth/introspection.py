@@ -12,7 +12,7 @@ from typing import Any
 
 import aiohttp
 
-from service.introspection_cache import AnswerCache, RecentRevocations
+from service.auth.introspection_cache import AnswerCache, RecentRevocations
 
 log = logging.getLogger(__name__)
 
