@@ -14,11 +14,12 @@ REDIS_ERRORS: tuple[type[Exception], ...] = (
 )
 
 
-def connect(url: str, *, timeout: float = 2.0) -> aioredis.Redis:
-    """A pooled client with bounded timeouts, so a dead Redis fails a request, not hangs it."""
+def connect(url: str, *, timeout: float = 2.0, decode: bool = True) -> aioredis.Redis:
+    """A pooled client with bounded timeouts, so a dead Redis fails a request, not hangs it.
+    `decode=False`: replies are bytes (what is stored is sent on as it is)."""
     return aioredis.Redis.from_url(
         url,
-        decode_responses=True,
+        decode_responses=decode,
         socket_timeout=timeout,
         socket_connect_timeout=timeout,
         health_check_interval=30,

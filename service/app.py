@@ -9,6 +9,7 @@ from aiohttp import web
 
 from common.connection_gate import CONNECTION_SCREEN
 from common.http_limits import body_deadline
+from common.redis import connect
 from service import views
 from service.auth.chain import CredentialChecker, build_authenticator
 from service.auth.introspection import IntrospectionClient
@@ -17,6 +18,7 @@ from service.broker.base import Broker
 from service.broker.redis import RedisBroker
 from service.handshake import Handshake
 from service.node import REVOCATION_CHANNEL, ChatNode
+from service.rooms.history import RoomHistory
 from service.settings import ChatSettings
 from service.views import HTTP_SESSION, NODE
 
@@ -57,14 +59,17 @@ def create_app(settings: ChatSettings, broker: Broker | None = None) -> web.Appl
         )
         authenticator = build_authenticator(checker, settings)
         handshake = Handshake(settings, authenticator, introspection)
-        node = ChatNode(settings, chosen, introspection, checker, handshake)
+        history_redis = connect(settings.redis_url, decode=False)
+        history = RoomHistory(history_redis, idempotency_ttl=settings.idempotency_ttl)
+        node = ChatNode(settings, chosen, history, introspection, checker, handshake)
         app[NODE] = node
         # An address whose handshakes keep failing is refused when it connects, unparsed.
         app[CONNECTION_SCREEN] = authenticator.failures.screen
         app[HTTP_SESSION] = session
-        await chosen.start(node)
+        await chosen.start(node.hub, node)
         yield
         await chosen.close()
+        await history_redis.aclose()
         await session.close()
 
     async def on_shutdown(app: web.Application) -> None:

@@ -43,7 +43,7 @@ from urllib.parse import urlsplit
 import aiohttp
 from aiohttp import WSMsgType
 
-from service.protocol import ROOM
+from service.native.frames import ROOM
 
 PROG = "chat-client"
 EXIT_OK = 0

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from common.config import EnvReader, default_cookie_name
 from common.http_limits import HttpLimits, read_http_limits
+from service.rooms.namespaces import Namespaces, parse_namespaces
 
 DEV_CLIENT_SECRET = "dev-chat-secret"  # development only; production refuses it
 ORIGIN = re.compile(r"^https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?$")
@@ -54,6 +55,8 @@ class ChatSettings:
     expiry_grace: float
     handshake_failures: int
     handshake_failure_window: float
+    namespaces: Namespaces
+    idempotency_ttl: int
     http: HttpLimits
     log_level: str
 
@@ -77,6 +80,11 @@ def read_settings(environ: Mapping[str, str] | None = None) -> tuple[ChatSetting
     )
     if http.max_open_connections <= max_connections:
         env.fail("CHAT_MAX_OPEN_CONNECTIONS must exceed CHAT_MAX_CONNECTIONS")
+    try:
+        namespaces = parse_namespaces(env.raw("CHAT_NAMESPACES"))
+    except ValueError as error:
+        env.fail(f"CHAT_NAMESPACES {error}")
+        namespaces = parse_namespaces(None)
     settings = ChatSettings(
         app_env=env.app_env,
         redis_url=env.url("REDIS_URL", "redis://127.0.0.1:6379/0", schemes=("redis", "rediss")),
@@ -114,6 +122,8 @@ def read_settings(environ: Mapping[str, str] | None = None) -> tuple[ChatSetting
         expiry_grace=env.number("CHAT_EXPIRY_GRACE", 5.0),
         handshake_failures=env.integer("CHAT_HANDSHAKE_FAILURES", 20, minimum=1),
         handshake_failure_window=env.number("CHAT_HANDSHAKE_FAILURE_WINDOW", 60.0, minimum=1.0),
+        namespaces=namespaces,
+        idempotency_ttl=env.integer("CHAT_IDEMPOTENCY_TTL", 600, minimum=1, maximum=86400),
         http=http,
         log_level=env.choice("LOG_LEVEL", "INFO", ("DEBUG", "INFO", "WARNING", "ERROR")),
     )

@@ -10,11 +10,12 @@ import aiohttp
 from aiohttp import WSMsgType, web
 
 from common.aiohttp_adapter import frame_meter_of
-from service import protocol
 from service.auth.chain import SUBPROTOCOL
 from service.auth.identity import Identity
-from service.connection import Connection, RateGuard
+from service.connection import RateGuard
 from service.errors import REVOKED, Refusal, Refused
+from service.native import frames
+from service.native.socket import NativeSocket
 from service.node import ChatNode
 
 NODE = web.AppKey("chat_node", ChatNode)
@@ -91,7 +92,7 @@ async def _serve(
         # Left to autotune, the kernel would hide megabytes for a peer that stopped reading
         # before the outbox bound (and 1013) ever applied.
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, settings.socket_sndbuf)
-    connection = Connection(
+    connection = NativeSocket(
         ws,
         request,
         identity,
@@ -105,12 +106,12 @@ async def _serve(
     if meter is not None:
         # Pings, pongs and fragments never reach the loop below; they count all the same.
         meter.attach(connection.frame_seen)
-    node.hub.add(connection)
+    node.sockets.add(connection)
     if node.handshake.revoked_since(identity, started):
         connection.close_soon(REVOKED)
     connection.expire_at(identity.exp + settings.expiry_grace)
     connection.send(
-        protocol.encode(
+        frames.encode(
             {
                 "type": "hello",
                 "user": identity.public(),
@@ -127,11 +128,11 @@ async def _serve(
             if verdict == RateGuard.ABUSIVE:
                 break
             if verdict == RateGuard.LIMITED:
-                connection.send(protocol.error("rate_limited", "slow down"))
+                connection.send(frames.error("rate_limited", "slow down"))
             elif message.type == WSMsgType.TEXT:
-                await node.handle(connection, message.data)
+                await node.commands.handle(connection, message.data)
             elif message.type == WSMsgType.BINARY:
-                connection.send(protocol.error("binary_unsupported", "send JSON text frames"))
+                connection.send(frames.error("binary_unsupported", "send JSON text frames"))
     finally:
         # The handler may be cancelled (its client hung up): release the slot at once.
         node.handshake.admission.release(identity)
@@ -140,11 +141,12 @@ async def _serve(
             # so that this handler's cancellation cannot cut them short.
             await asyncio.shield(asyncio.ensure_future(_clean_up(node, connection)))
         else:
-            node.hub.discard(connection)
+            node.sockets.discard(connection)
             connection.release()
 
 
-async def _clean_up(node: ChatNode, connection: Connection) -> None:
+async def _clean_up(node: ChatNode, connection: NativeSocket) -> None:
+    node.sockets.discard(connection)
     await node.hub.remove(connection)
     await connection.finish()
 

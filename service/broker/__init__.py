@@ -1,5 +1,5 @@
 """Fan-out between chat instances: the `Broker` seam and its Redis and in-memory backends."""
 
-from service.broker.base import Broker, BrokerListener, BrokerUnavailable
+from service.broker.base import Broker, BrokerUnavailable, EventListener, RoomListener
 
-__all__ = ["Broker", "BrokerListener", "BrokerUnavailable"]
+__all__ = ["Broker", "BrokerUnavailable", "EventListener", "RoomListener"]

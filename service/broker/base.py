@@ -9,17 +9,24 @@ class BrokerUnavailable(Exception):
     """The broker cannot carry messages right now (link down, timeout)."""
 
 
-class BrokerListener(Protocol):
-    """What a broker calls back into; implemented by the chat node."""
+class RoomListener(Protocol):
+    """What a broker hands room messages to (the room hub)."""
 
     def room_message(self, room: str, payload: bytes) -> None:
         """A message published to `room` by any instance (including this one)."""
 
-    def event(self, channel: str, payload: bytes) -> None:
-        """A message on one of the broker's event channels (e.g. revocations)."""
-
     def link_restored(self) -> None:
         """The link came back after a drop: messages may have been missed meanwhile."""
+
+
+class EventListener(Protocol):
+    """What a broker hands its event channels' messages to (the node: revocations)."""
+
+    def event(self, channel: str, payload: bytes) -> None:
+        """A message on one of the broker's event channels."""
+
+    def link_restored(self) -> None:
+        """The link came back after a drop: events may have been missed meanwhile."""
 
 
 class Broker(Protocol):
@@ -33,7 +40,11 @@ class Broker(Protocol):
     @property
     def healthy(self) -> bool: ...
 
-    async def start(self, listener: BrokerListener) -> None: ...
+    async def start(self, rooms: RoomListener, events: EventListener) -> None: ...
+
+    def channel(self, room: str) -> str:
+        """The channel a room's messages travel on."""
+        ...
 
     async def close(self) -> None: ...
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 from collections import defaultdict
 
-from service.broker.base import BrokerListener, BrokerUnavailable
+from service.broker.base import BrokerUnavailable, EventListener, RoomListener
 
 
 class MemoryBus:
@@ -22,14 +22,17 @@ class MemoryBroker:
 
     def __init__(self, bus: MemoryBus | None = None) -> None:
         self._bus = bus or MemoryBus()
-        self._listener: BrokerListener | None = None
+        self._listener: RoomListener | None = None
 
     @property
     def healthy(self) -> bool:
         return self._bus.up
 
-    async def start(self, listener: BrokerListener) -> None:
-        self._listener = listener
+    def channel(self, room: str) -> str:
+        return room
+
+    async def start(self, rooms: RoomListener, events: EventListener) -> None:
+        self._listener = rooms
 
     async def close(self) -> None:
         for members in self._bus.subscribers.values():

@@ -24,7 +24,7 @@ from redis.exceptions import RedisError
 
 from common.backoff import Backoff
 from common.redis import connect
-from service.broker.base import BrokerListener, BrokerUnavailable
+from service.broker.base import BrokerUnavailable, EventListener, RoomListener
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +64,8 @@ class RedisBroker:
         # (subscribe|unsubscribe, channel) -> resolved when Redis confirms it.
         self._confirmations: dict[tuple[str, str], asyncio.Future[None]] = {}
         self._pubsub: PubSub | None = None
-        self._listener: BrokerListener | None = None
+        self._rooms_listener: RoomListener | None = None
+        self._events_listener: EventListener | None = None
         self._task: asyncio.Task[None] | None = None
         self._connected = False
         self._closed = False
@@ -78,11 +79,14 @@ class RedisBroker:
     def healthy(self) -> bool:
         return self._connected
 
-    async def start(self, listener: BrokerListener, *, wait: float = 5.0) -> None:
+    def channel(self, room: str) -> str:
+        return ROOM_PREFIX + room
+
+    async def start(self, rooms: RoomListener, events: EventListener, *, wait: float = 5.0) -> None:
         """Starts the subscriber; waits up to `wait` seconds for its first connection, so an
         instance whose Redis is up is ready when it starts serving (and one whose Redis is
         down still starts, not ready, and connects when Redis comes)."""
-        self._listener = listener
+        self._rooms_listener, self._events_listener = rooms, events
         self._task = asyncio.create_task(self._run(), name="redis-subscriber")
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(wait):
@@ -174,8 +178,10 @@ class RedisBroker:
         if self._ever_connected:
             self.reconnects += 1
             log.info("redis subscriber link restored", extra={"rooms": len(self._rooms)})
-            assert self._listener is not None
-            self._listener.link_restored()
+            assert self._rooms_listener is not None
+            assert self._events_listener is not None
+            self._rooms_listener.link_restored()
+            self._events_listener.link_restored()
         self._ever_connected = True
         await self._notify()
         last_heard = time.monotonic()
@@ -227,11 +233,12 @@ class RedisBroker:
             return
         channel = message["channel"].decode()
         if kind == "message":
-            assert self._listener is not None
+            assert self._rooms_listener is not None
+            assert self._events_listener is not None
             if channel.startswith(ROOM_PREFIX):
-                self._listener.room_message(channel[len(ROOM_PREFIX) :], message["data"])
+                self._rooms_listener.room_message(channel[len(ROOM_PREFIX) :], message["data"])
             else:
-                self._listener.event(channel, message["data"])
+                self._events_listener.event(channel, message["data"])
         elif kind in ("subscribe", "unsubscribe"):
             waiter = self._confirmations.pop((kind, channel), None)
             if waiter is not None and not waiter.done():

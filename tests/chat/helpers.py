@@ -94,9 +94,17 @@ async def closed_with(
                 return ws.close_code
 
 
-async def join(ws: aiohttp.ClientWebSocketResponse, room: str) -> None:
-    await ws.send_json({"op": "join", "room": room})
-    assert await receive_type(ws, "joined") == {"type": "joined", "room": room}
+async def join(
+    ws: aiohttp.ClientWebSocketResponse, room: str, since: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """Joins and returns the `joined` frame (the room's epoch and offset, `recovered`)."""
+    frame: dict[str, Any] = {"op": "join", "room": room}
+    if since is not None:
+        frame["since"] = since
+    await ws.send_json(frame)
+    joined = await receive_type(ws, "joined")
+    assert joined["room"] == room, joined
+    return joined
 
 
 async def send(ws: aiohttp.ClientWebSocketResponse, room: str, text: str, ref: Any = None) -> str:

@@ -42,7 +42,7 @@ from hypothesis import HealthCheck, Phase, event, given, note, settings
 from hypothesis import strategies as st
 from hypothesis.control import currently_in_test_context
 
-from service.protocol import MAX_REF_LENGTH, MAX_SAFE_INTEGER, OPS
+from service.native.frames import MAX_REF_LENGTH, MAX_SAFE_INTEGER, OPS
 from service.views import NODE
 from tests.chat.conftest import ChatFactory
 from tests.chat.helpers import DEADLINE, ChatUser, Client, Stack, connect, join, receive, send
@@ -62,7 +62,9 @@ INVALID_TEXT, TOO_BIG, POLICY_VIOLATION = 1007, 1009, 1008
 OWN_TOKEN, FOREIGN_TOKEN = "@@own-token@@", "@@foreign-token@@"
 
 MAX_TEXT, MAX_ROOMS = 4096, 100  # CHAT_MAX_TEXT's and CHAT_MAX_ROOMS' defaults
-ROOM_PATTERN = re.compile(r"[A-Za-z0-9_.:-]{1,64}")  # docs/protocol.md, matched in full
+ROOM_PATTERN = re.compile(r"[A-Za-z0-9_.:,-]{1,128}")  # docs/protocol.md, matched in full
+NAMESPACES = ("", "dm", "private")  # CHAT_NAMESPACES' default: every one keeps history
+MESSAGE_KEYS = {"type", "room", "id", "offset", "from", "text", "ts"}
 
 
 def documented(heading: str, key: str) -> set[str]:
@@ -203,9 +205,9 @@ async def collect(sock: RawSocket, sentinel: str | None) -> Reply:
                 assert opcode == TEXT, f"the server sent opcode {opcode:#x}"
                 frame = json.loads(payload.decode())
                 if frame.get("type") == "message":
-                    assert set(frame) == {"type", "room", "id", "from", "text", "ts"}, frame
+                    assert set(frame) == MESSAGE_KEYS, frame
                     reply.messages.append(frame)
-                elif frame.get("type") == "gap":  # unsolicited too: Redis link came back
+                elif frame.get("type") == "gap":  # unsolicited too: a join's `since`
                     reply.messages.append(frame)
                 elif sentinel is not None and frame == {"type": "pong", "ref": sentinel}:
                     return reply
@@ -311,10 +313,19 @@ def expected(op: str, frame: dict[str, Any], rooms: set[str], tokens: dict[str, 
     room = frame.get("room")
     if not isinstance(room, str) or not ROOM_PATTERN.fullmatch(room):
         return {"bad_room"}
+    known = (room.partition(":")[0] if ":" in room else "") in NAMESPACES
     if op == "join":
+        if not valid_since(frame.get("since")):
+            return {"bad_since"}
+        if not known:
+            return {"unknown_namespace"}
         return {"joined", "unavailable"} if len(rooms - {room}) < MAX_ROOMS else {"too_many_rooms"}
     if op == "leave":
         return {"left"} if room in rooms else {"not_joined"}
+    if op == "history":
+        if not valid_page(frame):
+            return {"bad_history"}
+        return {"history", "unavailable"} if known else {"unknown_namespace"}
     text = frame.get("text")
     if not isinstance(text, str) or not text:
         return {"bad_text"}
@@ -322,7 +333,36 @@ def expected(op: str, frame: dict[str, Any], rooms: set[str], tokens: dict[str, 
         return {"too_long"}
     if has_lone_surrogate(text):
         return {"bad_text"}
+    if "idempotency_key" in frame and not short_text(frame["idempotency_key"]):
+        return {"bad_idempotency_key"}
+    if not known:
+        return {"unknown_namespace"}
     return {"ack", "unavailable"} if room in rooms else {"not_joined"}
+
+
+def count_value(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_SAFE_INTEGER
+
+
+def short_text(value: object) -> bool:
+    return isinstance(value, str) and 0 < len(value) <= 64 and not has_lone_surrogate(value)
+
+
+def valid_since(since: object) -> bool:
+    if since is None:
+        return True
+    return (
+        isinstance(since, dict)
+        and count_value(since.get("offset"))
+        and short_text(since.get("epoch"))
+    )
+
+
+def valid_page(frame: dict[str, Any]) -> bool:
+    before, limit = frame.get("before"), frame.get("limit", 100)
+    if before is not None and not (count_value(before) and before > 0):
+        return False
+    return count_value(limit) and 1 <= limit <= 100
 
 
 def check_text_answer(
@@ -347,14 +387,23 @@ def check_text_answer(
         return check_error(answer, allowed, ref)
     assert answer.get("type") in allowed, (allowed, answer)
     if op == "send":  # the ack always carries ref, null when none was given
-        assert set(answer) == {"type", "ref", "id"}, answer
+        assert set(answer) == {"type", "ref", "id", "offset"}, answer
         assert answer["ref"] == ref, answer
         assert isinstance(answer["id"], str), answer
+        assert isinstance(answer["offset"], int), answer
         return None
     assert answer.get("ref") == ref, answer
     assert ("ref" in answer) == (ref is not None), answer
-    if op in ("join", "leave"):
+    if op in ("join", "leave", "history"):
         assert answer["room"] == frame["room"], answer
+    if op == "join":
+        assert isinstance(answer["epoch"], str), answer
+        assert isinstance(answer["offset"], int), answer
+        assert ("recovered" in answer) == (frame.get("since") is not None), answer
+    if op == "history":
+        assert isinstance(answer["messages"], list), answer
+        assert all(set(m) == MESSAGE_KEYS for m in answer["messages"]), answer
+    if op in ("join", "leave"):
         (rooms.add if op == "join" else rooms.discard)(frame["room"])
     if op == "refresh":
         assert isinstance(answer["expires_at"], int), answer
@@ -410,7 +459,20 @@ json_values = st.recursive(
 )
 rooms = (
     st.sampled_from(
-        [ROOM, "fuzz", "a:b.c-d_1", "R" * 64, "R" * 65, "", " lobby", "lobby\n", "lob/by", "ロビー"]
+        [
+            ROOM,
+            "fuzz",
+            "a:b.c-d_1",
+            "dm:a,b",
+            "private:x",
+            "R" * 128,
+            "R" * 129,
+            "",
+            " lobby",
+            "lobby\n",
+            "lob/by",
+            "ロビー",
+        ]
     )
     | st.from_regex(ROOM_PATTERN, fullmatch=True)
     | json_values
@@ -441,7 +503,24 @@ tokens = (
     | st.text()
     | json_values
 )
-arguments = {"room": rooms, "text": texts, "ref": refs, "token": tokens, "from": json_values}
+sinces = (
+    st.fixed_dictionaries(
+        {"offset": st.integers(-1, 5) | json_values, "epoch": st.text(max_size=66) | json_values}
+    )
+    | json_values
+)
+counts = st.integers(-1, 102) | st.sampled_from([MAX_SAFE_INTEGER + 1]) | json_values
+arguments = {
+    "room": rooms,
+    "text": texts,
+    "ref": refs,
+    "token": tokens,
+    "from": json_values,
+    "since": sinces,
+    "idempotency_key": st.text(max_size=66) | json_values,
+    "before": counts,
+    "limit": counts,
+}
 commands = st.fixed_dictionaries({"op": st.sampled_from(OPS)}, optional=arguments) | (
     st.fixed_dictionaries(
         {}, optional={"op": st.sampled_from([*OPS, "JOIN", "", "nope"]) | json_values, **arguments}
@@ -693,7 +772,7 @@ class Arena:
         client = client or self.fuzzed
         sock, hello = await RawSocket.open(client, self.alice.access_token)
         node = client.app[NODE]
-        (connection,) = (c for c in node.hub.connections if c.id == hello["connection_id"])
+        (connection,) = (c for c in node.sockets if c.id == hello["connection_id"])
         # aiohttp drops the request's reference to its task once done: take it while live.
         return sock, connection.ws.task
 

@@ -225,7 +225,7 @@ async def test_sockets_per_user_are_limited(
     chat = await make_chat(CHAT_MAX_CONNECTIONS_PER_USER="2")
     bearer = {"Authorization": f"Bearer {alice.access_token}"}
     first = await connect(chat, alice.access_token)
-    (first_connection,) = chat.app[NODE].hub.connections
+    (first_connection,) = chat.app[NODE].sockets
     second = await connect(chat, alice.access_token)
     response = await chat.get("/ws", headers={**upgrade_headers(), **bearer})
     assert response.status == 429

@@ -32,7 +32,7 @@ async def test_a_client_that_never_reads_is_closed_while_others_keep_receiving(
     await slow_reader.readuntil(b'"joined"')
     node = chat.app[NODE]
     assert len(node.hub.members("lobby")) == 3
-    closed = list(node.hub.connections)  # kept: the hub forgets a connection once it is gone
+    closed = list(node.sockets)  # kept: the registry forgets a connection once it is gone
     # Kernel send buffers autotune up to megabytes; pin this one small so the test exercises
     # our outbox bound rather than the machine's TCP settings.
     (slow_connection,) = [c for c in closed if c.identity.username == "carol"]
@@ -117,7 +117,7 @@ async def test_a_stalled_reader_is_closed_after_the_write_timeout(
     )
     slow_writer.write(text_frame({"op": "join", "room": "lobby"}))
     await slow_reader.readuntil(b'"joined"')
-    (slow,) = [c for c in chat.app[NODE].hub.connections if c.identity.username == "bob"]
+    (slow,) = [c for c in chat.app[NODE].sockets if c.identity.username == "bob"]
     text = "z" * 4000
     async with asyncio.timeout(10):
         while slow.close_code is None:  # until the server gives up on the stalled reader

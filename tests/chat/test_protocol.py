@@ -2,7 +2,7 @@
 
 import pytest
 
-from service.protocol import Command, ProtocolError, encode, error, parse
+from service.native.frames import Command, ProtocolError, encode, error, parse
 
 
 def test_parses_each_op() -> None:

@@ -27,7 +27,7 @@ class Recorder:
 async def test_publish_reaches_a_confirmed_subscription(redis_url: str) -> None:
     broker = RedisBroker(redis_url, event_channels=("test:events",))
     recorder = Recorder()
-    await broker.start(recorder)
+    await broker.start(recorder, recorder)
     assert broker.healthy
     await broker.subscribe("lobby")
     await broker.publish("lobby", b"payload")
@@ -41,7 +41,7 @@ async def test_publish_reaches_a_confirmed_subscription(redis_url: str) -> None:
 
 async def test_a_closed_broker_refuses_quietly(redis_url: str) -> None:
     broker = RedisBroker(redis_url, event_channels=("test:events",))
-    await broker.start(Recorder())
+    await broker.start(Recorder(), Recorder())
     for room in ("lobby", "hall", "den"):
         await broker.subscribe(room)
     # Shutdown races the last handlers' unsubscribes; none of them may raise.
@@ -58,7 +58,7 @@ async def test_answered_probes_keep_a_quiet_link_up(redis_url: str) -> None:
     probe = 0.05
     broker = RedisBroker(redis_url, event_channels=("test:events",), probe_interval=probe)
     recorder = Recorder()
-    await broker.start(recorder)
+    await broker.start(recorder, recorder)
     await broker.subscribe("lobby")
     async with asyncio.timeout(40 * probe):
         await broker.wait_for(lambda: broker.probes_answered >= 3)

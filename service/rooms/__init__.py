@@ -1,0 +1,1 @@
+"""Rooms: which namespace allows what, what a room remembers, and who is in it here."""
