@@ -81,9 +81,10 @@ class Connection:
     a backlog of at most `outbox_limit` drained by one task; past that the peer is closed
     with 1013. Nothing per connection runs while it is idle: no task, no timer but expiry."""
 
-    __slots__ = ("_backlog", "_close_timeout", "_closing", "_expiry", "_finished", "_flusher",
-                 "_frames", "_guard", "_outbox_limit", "_rate_limit", "_released", "_transport",
-                 "_write_timeout", "close_code", "id", "identity", "rooms", "ws")  # fmt: skip
+    __slots__ = ("_allowance", "_backlog", "_close_timeout", "_closing", "_expiry", "_finished",
+                 "_flusher", "_frames", "_guard", "_outbox_limit", "_rate_limit", "_released",
+                 "_transport", "_write_timeout", "close_code", "id", "identity", "rooms",
+                 "ws")  # fmt: skip
 
     def __init__(
         self,
@@ -114,6 +115,7 @@ class Connection:
         self.close_code: int | None = None
         self._finished: asyncio.Event | None = None
         self._released = False
+        self._allowance = 0  # replayed frames waiting in the backlog, over the outbox bound
         self._rate_limit = rate_limit
         self._guard: RateGuard | None = None  # made at the first frame: most sockets listen
 
@@ -147,7 +149,14 @@ class Connection:
     def closing(self) -> bool:
         return self._closing is not None
 
-    def send(self, frame: bytes) -> None:
+    def send_replay(self, frames: list[bytes]) -> None:
+        """Send frames a join replays. They do not count against the outbox bound (they are
+        bounded by the replay limit instead): a client catching up is not a slow consumer
+        for it. Frames sent after them are held to the bound as usual."""
+        for frame in frames:
+            self.send(frame, replay=True)
+
+    def send(self, frame: bytes, *, replay: bool = False) -> None:
         """Send a frame (UTF-8 JSON, the same bytes object for every recipient)."""
         if self._closing is not None:
             return
@@ -165,7 +174,9 @@ class Connection:
                 return
             backlog = self._backlog = deque()
             self._flusher = asyncio.create_task(self._flush(backlog))
-        if len(backlog) >= self._outbox_limit:
+        if replay:
+            self._allowance += 1
+        elif len(backlog) >= self._outbox_limit + self._allowance:
             self.close_soon(SLOW_CONSUMER)
             return
         backlog.append(frame)
@@ -179,6 +190,8 @@ class Connection:
                 await asyncio.wait_for(
                     self.ws.send_frame(backlog.popleft(), TEXT), self._write_timeout
                 )
+                if self._allowance:
+                    self._allowance -= 1
             self._backlog = None
         except asyncio.CancelledError:
             raise

@@ -16,5 +16,8 @@ class NativeSocket(Connection):
     def deliver(self, message: RoomMessage) -> None:
         self.send(message.frame)
 
+    def replay(self, messages: list[RoomMessage]) -> None:
+        self.send_replay([message.frame for message in messages])
+
     def gap(self, room: str, first: int | None, last: int | None, *, reset: bool) -> None:
         self.send(frames.gap(room, first, last, reset=reset))

@@ -46,6 +46,9 @@ class Member(Protocol):
     def deliver(self, message: RoomMessage) -> None:
         """The room's next message (in a room with history: offset order, each once)."""
 
+    def replay(self, messages: list[RoomMessage]) -> None:
+        """What a join with `since` missed, in order, before anything live."""
+
     def gap(self, room: str, first: int | None, last: int | None, *, reset: bool) -> None:
         """Messages `first`..`last` of `room` are lost to this member (both None: which ones
         is unknown, a room without history; `reset`: the room's history was lost)."""
@@ -187,8 +190,8 @@ class RoomHub:
             if lost:
                 member.gap(room.name, after + 1, first - 1, reset=False)
             replay = [m for m in window if m.offset is not None and m.offset > after]
-        for message in replay:
-            member.deliver(message)
+        if replay:
+            member.replay(replay)
 
     async def leave(self, name: str, member: Member) -> None:
         member.rooms.discard(name)
@@ -307,7 +310,7 @@ class RoomHub:
         room.offset = message.offset
         if room.window is not None:
             room.window.append(message)
-            if len(room.window) > REPLAY_LIMIT:
+            if len(room.window) > _window_size(room):
                 del room.window[0]
         for member in room.members:
             member.deliver(message)
@@ -323,9 +326,16 @@ class RoomHub:
                 self._history.tail(room.name, limit=REPLAY_LIMIT, ttl=room.policy.history_ttl)
             )
             room.reading.add_done_callback(lambda task: self._read_done(room, task))
-        return await asyncio.shield(room.reading)
+        task = room.reading
+        tail = await asyncio.shield(task)
+        # Awaiting a read that is already done does not yield, so its done callback may not
+        # have run yet: apply it here (once; the callback then finds it applied).
+        self._read_done(room, task)
+        return tail
 
     def _read_done(self, room: _Room, task: asyncio.Task[Tail]) -> None:
+        if room.reading is not task:
+            return  # applied already
         room.reading = None
         arrived, room.during_read = room.during_read, []
         if task.cancelled() or task.exception() is not None:
@@ -338,7 +348,7 @@ class RoomHub:
         if not room.ready:
             room.epoch, room.offset, room.ready = tail.epoch, _last(window, tail), True
         if room.epoch == tail.epoch and _last(window, tail) == room.offset:
-            self._set_window(room, window[-REPLAY_LIMIT:])
+            self._set_window(room, window[-_window_size(room) :])
         if room.repairing is None:  # a repair goes on from here itself, in order
             self._release_held(room)
 
@@ -391,6 +401,11 @@ class RoomHub:
             log.warning("could not repair a room from its history; retrying on the next message")
             return
         self._release_held(room)
+
+
+def _window_size(room: _Room) -> int:
+    """No more than history keeps: a join replays the same wherever it is served."""
+    return min(REPLAY_LIMIT, room.policy.history_size)
 
 
 def _last(window: list[RoomMessage], tail: Tail) -> int:

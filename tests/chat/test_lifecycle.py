@@ -21,7 +21,7 @@ async def test_a_client_that_never_reads_is_closed_while_others_keep_receiving(
     sender = await connect(chat, alice.access_token)
     reader_ws = await connect(chat, bob.access_token)
     await join(sender, "lobby")
-    await join(reader_ws, "lobby")
+    epoch = (await join(reader_ws, "lobby"))["epoch"]
 
     host, port = chat.server.host, chat.server.port
     assert isinstance(port, int)
@@ -67,8 +67,14 @@ async def test_a_client_that_never_reads_is_closed_while_others_keep_receiving(
     slow_writer.close()
     await asyncio.wait_for(slow.finished.wait(), 5)
     assert len(node.hub.members("lobby")) == 2
-    await sender.close()
-    await reader_ws.close()
+    # It comes back, joins where it was (nothing read since offset 0), and loses nothing.
+    resumed = await connect(chat, carol.access_token)
+    again = await join(resumed, "lobby", since={"offset": 0, "epoch": epoch})
+    assert again["recovered"] is True
+    replayed = [await receive_type(resumed, "message") for _ in range(count)]
+    assert [m["offset"] for m in replayed] == list(range(1, count + 1))
+    for ws in (sender, reader_ws, resumed):
+        await ws.close()
 
 
 async def test_shutdown_sends_1001(make_chat: ChatFactory, alice: ChatUser) -> None:

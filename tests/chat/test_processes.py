@@ -120,3 +120,41 @@ async def test_sigterm_closes_sockets_with_1001_and_exits_cleanly(
         assert chat.process.stderr is not None
         rest = await chat.process.stderr.read()
         assert b"Traceback" not in rest
+
+
+async def test_the_clients_of_a_killed_instance_resume_on_another_losing_nothing(
+    chat_process: ChatProcessFactory, alice: ChatUser, bob: ChatUser
+) -> None:
+    doomed, survivor = await chat_process(), await chat_process()
+    async with aiohttp.ClientSession() as session:
+        reader = await session.ws_connect(
+            f"{doomed.url}/ws", headers={"Authorization": f"Bearer {alice.access_token}"}
+        )
+        assert (await receive(reader))["type"] == "hello"
+        await reader.send_json({"op": "join", "room": "lobby"})
+        epoch = (await receive_type(reader, "joined"))["epoch"]
+        sender = await open_socket(session, survivor, bob, "lobby")
+        for n in range(5):
+            await sender.send_json({"op": "send", "room": "lobby", "text": f"m{n}"})
+        last = 0
+        for _ in range(5):
+            last = (await receive_type(reader, "message"))["offset"]
+
+        doomed.process.send_signal(signal.SIGKILL)
+        await doomed.process.wait()
+        for n in range(5, 12):  # sent while the reader has no instance
+            await sender.send_json({"op": "send", "room": "lobby", "text": f"m{n}"})
+            await receive_type(sender, "ack")
+
+        resumed = await session.ws_connect(
+            f"{survivor.url}/ws", headers={"Authorization": f"Bearer {alice.access_token}"}
+        )
+        assert (await receive(resumed))["type"] == "hello"
+        await resumed.send_json(
+            {"op": "join", "room": "lobby", "since": {"offset": last, "epoch": epoch}}
+        )
+        assert (await receive_type(resumed, "joined"))["recovered"] is True
+        texts = [(await receive_type(resumed, "message"))["text"] for _ in range(7)]
+        assert texts == [f"m{n}" for n in range(5, 12)]
+        for ws in (reader, sender, resumed):
+            await ws.close()
