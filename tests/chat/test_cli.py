@@ -2,114 +2,22 @@
 
 from __future__ import annotations
 
-import asyncio
-import os
-import re
-import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
-from typing import IO, Any
 
 import pytest
-from aiohttp.test_utils import TestServer
 
-from service.cli import MAX_LINE, PasswordCredential, TokenCredential, describe, parse_options
+from service.client.console import MAX_LINE
+from service.client.conversation import HELP, Outgoing, parse_line
+from service.client.display import describe, rejoined
+from service.client.options import PasswordCredential, TokenCredential, parse_options
+from tests.chat.clis import CLOCK, CliFactory, auth_url, chat_client, ws_url
 from tests.chat.conftest import ChatFactory
-from tests.chat.helpers import ChatUser, Client, Stack, connect, join, receive_type
+from tests.chat.helpers import ChatUser, Stack, connect, join, receive_type
 from tests.conftest import PASSWORD
 from tests.redis_server import free_port
 
-# A fresh interpreter importing aiohttp on a loaded CI machine can take seconds to say hello.
-DEADLINE = 15.0
-REPO = Path(__file__).resolve().parents[2]
-CLOCK = r"\[\d\d:\d\d:\d\d\]"
-
-
-def ws_url(chat: Client) -> str:
-    return str(chat.make_url("/ws").with_scheme("ws"))
-
-
-def auth_url(server: TestServer) -> str:
-    return str(server.make_url("")).rstrip("/")
-
-
-class Cli:
-    """One running chat-client: lines go to its stdin, its stdout is read with deadlines."""
-
-    def __init__(self, process: asyncio.subprocess.Process) -> None:
-        self.process = process
-        self.seen: list[str] = []  # every stdout line read so far, for failure messages
-
-    async def type(self, *lines: str) -> None:
-        assert self.process.stdin is not None
-        self.process.stdin.write("".join(f"{line}\n" for line in lines).encode())
-        await self.process.stdin.drain()
-
-    def end_input(self) -> None:
-        assert self.process.stdin is not None
-        self.process.stdin.close()
-
-    async def expect(self, pattern: str) -> str:
-        """Reads stdout until a line matches `pattern` entirely."""
-        assert self.process.stdout is not None
-        async with asyncio.timeout(DEADLINE):
-            while True:
-                raw = await self.process.stdout.readline()
-                if not raw:
-                    raise AssertionError(f"stdout ended before {pattern!r}; saw {self.seen}")
-                line = raw.decode().rstrip("\n")
-                self.seen.append(line)
-                if re.fullmatch(pattern, line):
-                    return line
-
-    async def result(self) -> tuple[int, str, str]:
-        """Waits for the exit; returns the status and the rest of stdout and all of stderr."""
-        out, err = await asyncio.wait_for(self.process.communicate(), DEADLINE)
-        assert self.process.returncode is not None
-        return self.process.returncode, out.decode(), err.decode()
-
-
-CliFactory = Callable[..., Awaitable[Cli]]
-
-
-@pytest.fixture
-async def chat_client() -> AsyncIterator[CliFactory]:
-    """Starts `python -m service.cli` with arguments and extra environment; every process is
-    killed and reaped at teardown, whatever the test did."""
-    started: list[asyncio.subprocess.Process] = []
-
-    async def start(
-        *args: str, env: dict[str, str] | None = None, stdin: IO[Any] | int | None = None
-    ) -> Cli:
-        environ = {k: v for k, v in os.environ.items() if k not in ("CHAT_TOKEN", "CHAT_PASSWORD")}
-        environ.update(env or {})
-        process = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "service.cli",
-            *args,
-            stdin=asyncio.subprocess.PIPE if stdin is None else stdin,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-            env=environ,
-            cwd=REPO,
-        )
-        started.append(process)
-        return Cli(process)
-
-    try:
-        yield start
-    finally:
-        for process in started:
-            if process.returncode is None:
-                process.kill()
-        for process in started:
-            try:
-                # Reading the pipes to their end is what lets their transports close.
-                await asyncio.wait_for(process.communicate(), DEADLINE)
-            except RuntimeError:  # pytest-timeout interrupted a read, which is still pending
-                await asyncio.wait_for(process.wait(), DEADLINE)
+__all__ = ["chat_client"]  # the fixture, imported for the tests here
 
 
 async def test_two_clients_chat_across_instances(
@@ -315,19 +223,6 @@ async def test_a_revoked_token_is_closed_4003_and_exits_1(
     assert status == 1, err
 
 
-async def test_a_server_going_away_exits_0(
-    make_chat: ChatFactory, alice: ChatUser, chat_client: CliFactory
-) -> None:
-    chat = await make_chat()
-    cli = await chat_client("--url", ws_url(chat), "--room", "lobby", "--token", alice.access_token)
-    await cli.expect(r"\* joined #lobby")
-    closing = asyncio.create_task(chat.server.close())
-    await cli.expect(r"\* connection closed: 1001 server going away")
-    status, _, err = await cli.result()
-    assert status == 0, err
-    await closing
-
-
 # -- units: options and output lines ---------------------------------------------------------
 
 
@@ -353,7 +248,6 @@ def test_credentials_come_from_flags_or_the_environment() -> None:
         ["--room", "lobby", "--token", "t", "--url", "127.0.0.1:8080/ws"],
         ["--room", "lobby", "--token", "t", "--username", "bob"],
         ["--room", "not a room", "--token", "t"],
-        ["--token", "t"],  # no room
         ["--room", "lobby", "--token", "t", "--url", "http://127.0.0.1:8080/ws"],
     ],
 )
@@ -384,3 +278,58 @@ def test_output_lines() -> None:
     )
     for quiet in ("ack", "pong", "refreshed", "hello"):
         assert describe({"type": quiet}) is None
+
+
+def test_typed_lines_become_commands_or_messages() -> None:
+    join_news = parse_line("/join news", "lobby")
+    assert join_news == Outgoing("join", "news", key=_key(join_news))
+    sent = parse_line("hello", "lobby")
+    assert isinstance(sent, Outgoing)
+    assert sent.frame() == {
+        "op": "send",
+        "room": "lobby",
+        "text": "hello",
+        "idempotency_key": sent.key,
+    }
+    assert parse_line("hello", "lobby") != sent  # each line its own key
+    slash = parse_line("//shrug", "lobby")
+    assert isinstance(slash, Outgoing)
+    assert slash.text == "/shrug"
+    leave = parse_line("/leave  lobby ", None)
+    assert isinstance(leave, Outgoing)
+    assert leave.frame() == {"op": "leave", "room": "lobby"}
+    assert parse_line("/help", None) == HELP
+    assert parse_line("/join", "lobby") == parse_line("/join two words", "lobby")
+    assert str(parse_line("/join", "lobby")).startswith("! usage: /join ROOM")
+    assert str(parse_line("/nick bob", "lobby")).startswith("! unknown command /nick")
+    assert parse_line("hello", None) == "! not in a room: /join ROOM first"
+
+
+def _key(parsed: Outgoing | str) -> str:
+    assert isinstance(parsed, Outgoing)
+    return parsed.key
+
+
+def test_resumed_rooms_say_what_was_missed() -> None:
+    joined = {"type": "joined", "room": "lobby", "epoch": "e", "offset": 7, "recovered": True}
+    assert rejoined("lobby", joined, 4) == "* rejoined #lobby: 3 missed messages follow"
+    assert rejoined("lobby", {**joined, "offset": 5}, 4) == (
+        "* rejoined #lobby: 1 missed message follow"
+    )
+    assert rejoined("lobby", {**joined, "offset": 4}, 4) == "* rejoined #lobby: nothing missed"
+    assert rejoined("lobby", {**joined, "recovered": False}, 4) == "* rejoined #lobby"
+    assert rejoined("lobby", {"type": "joined", "room": "lobby"}, None) == (
+        "* rejoined #lobby (no history: what was sent meanwhile is lost)"
+    )
+    assert describe({"type": "gap", "room": "lobby", "from": 2, "to": 5}) == (
+        "! #lobby: messages 2 to 5 are lost (no longer in history)"
+    )
+    assert describe({"type": "gap", "room": "lobby", "from": 2, "to": 2}) == (
+        "! #lobby: message 2 is lost (no longer in history)"
+    )
+    assert describe({"type": "gap", "room": "lobby", "reset": True}) == (
+        "! #lobby: the room's history was reset; what was sent while you were away is lost"
+    )
+    assert describe({"type": "gap", "room": "lobby"}) == (
+        "! #lobby: messages may have been lost (the room keeps no history)"
+    )

@@ -1,0 +1,3 @@
+from service.client.main import main
+
+main()

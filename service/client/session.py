@@ -1,0 +1,269 @@
+"""One connection of `chat-client` to `/ws`: it joins (or resumes) the conversation's rooms,
+sends what the user types, keeps the socket's token fresh and prints what arrives, until the
+server closes or stdin ends."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import json
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+from aiohttp import WSMsgType
+
+from service.client.console import CLOSE_TIMEOUT, Console, printable
+from service.client.conversation import Conversation
+from service.client.display import clock, describe, rejoined
+from service.client.tokens import Refused, Tokens
+
+HELLO_TIMEOUT = 10.0
+ANSWER_TIMEOUT = 5.0  # for the answer (ack, joined, left or an error) to each frame we send
+MAX_RETRIES = 8  # of one frame refused with `rate_limited` or `unavailable`
+MIN_GAP, MAX_GAP = 0.05, 2.0  # seconds between frames while the server asks us to slow down
+REFRESH_RETRY = 5.0  # seconds between attempts to refresh while the auth service is down
+ABNORMAL_CLOSURE = 1006
+TRANSIENT = ("rate_limited", "unavailable")
+
+
+@dataclass(frozen=True)
+class Ending:
+    """How a connection ended: the close code and reason (1000 when stdin ended and all was
+    answered); `fatal` when the rooms asked for on the command line could not be joined."""
+
+    code: int
+    reason: str = ""
+    fatal: bool = False
+
+
+FINISHED = Ending(1000)
+
+
+class NoAnswer(Exception):
+    """The server neither answered nor refused a frame in time."""
+
+
+@dataclass
+class _Request:
+    ref: int
+    frame: dict[str, Any]
+    rejoin: bool
+    answer: asyncio.Future[dict[str, Any]]
+
+
+class Session:
+    """Frames are sent one at a time, each waiting for its answer. That is how the end of
+    stdin knows everything was delivered, and how a `rate_limited` error, which carries no
+    `ref`, is known to be about the frame in flight: the client slows down and resends it
+    rather than pile up strikes until the server closes the connection with 1008."""
+
+    def __init__(
+        self,
+        ws: aiohttp.ClientWebSocketResponse,
+        conversation: Conversation,
+        tokens: Tokens,
+        console: Console,
+        *,
+        answer_timeout: float = ANSWER_TIMEOUT,
+    ) -> None:
+        self._ws = ws
+        self._conversation = conversation
+        self._tokens = tokens
+        self._console = console
+        self._answer_timeout = answer_timeout
+        self._refs = itertools.count(1)
+        self._inflight: _Request | None = None
+        self._gap = 0.0
+        self._last_send = 0.0
+        self.established = False  # the hello arrived and the rooms were joined
+
+    async def run(self) -> Ending:
+        ending = await self._hello()
+        if ending is not None:
+            return ending
+        receiver = asyncio.create_task(self._receive())
+        worker = asyncio.create_task(self._work())
+        tasks: tuple[asyncio.Task[Any], ...] = (
+            receiver,
+            worker,
+            asyncio.create_task(self._fresh()),
+        )
+        try:
+            await asyncio.wait((receiver, worker), return_when=asyncio.FIRST_COMPLETED)
+            if worker.done() and worker.exception() is None:
+                await self._ws.close(code=1000)
+                return worker.result()
+            if worker.done() and isinstance(worker.exception(), NoAnswer):
+                self._console.say(f"* no answer from the server within {self._answer_timeout:g} s")
+                await self._ws.close(code=1000)
+                return Ending(ABNORMAL_CLOSURE, "no answer")
+            worker.cancel()  # the server closed (a send may have failed under it): say how
+            try:
+                return self._closed(*await asyncio.wait_for(receiver, CLOSE_TIMEOUT))
+            except TimeoutError:
+                return self._closed(self._ws.close_code, "")
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _hello(self) -> Ending | None:
+        try:
+            message = await self._ws.receive(timeout=HELLO_TIMEOUT)
+        except TimeoutError:
+            self._console.warn("the server sent no hello frame")
+            return Ending(ABNORMAL_CLOSURE, "no hello")
+        if message.type is WSMsgType.TEXT:
+            with contextlib.suppress(ValueError):
+                frame = json.loads(message.data)
+                if isinstance(frame, dict) and frame.get("type") == "hello":
+                    return None
+            self._console.warn("the server did not start with a hello frame")
+            return Ending(ABNORMAL_CLOSURE, "no hello", fatal=True)
+        if message.type is WSMsgType.CLOSE:
+            return self._closed(message.data, message.extra)
+        return self._closed(self._ws.close_code, "")
+
+    def _closed(self, code: int | None, reason: str | None) -> Ending:
+        code = ABNORMAL_CLOSURE if code is None else code
+        self._console.say(printable(f"* connection closed: {code} {reason or ''}".rstrip()))
+        return Ending(code, reason or "")
+
+    async def _receive(self) -> tuple[int | None, str]:
+        """Handles frames until the socket closes; returns the close code and reason."""
+        while True:
+            message = await self._ws.receive()
+            if message.type is WSMsgType.TEXT:
+                self._handle(message.data)
+                await self._console.drain()
+            elif message.type is WSMsgType.CLOSE:
+                return message.data, message.extra or ""
+            elif message.type in (WSMsgType.CLOSING, WSMsgType.CLOSED, WSMsgType.ERROR):
+                return self._ws.close_code, ""
+
+    def _handle(self, data: str) -> None:
+        try:
+            frame = json.loads(data)
+        except ValueError:
+            return
+        if not isinstance(frame, dict):
+            return
+        kind, inflight = frame.get("type"), self._inflight
+        unaddressed = kind == "error" and frame.get("ref") is None
+        if unaddressed and frame.get("code") in TRANSIENT and inflight is not None:
+            self._answer(inflight.ref, frame)  # it can only be about the frame in flight
+            return
+        line = self._line(frame, inflight)
+        if line is not None:
+            self._console.say(line)
+        if frame.get("ref") is not None:
+            self._answer(frame["ref"], frame)
+
+    def _line(self, frame: dict[str, Any], inflight: _Request | None) -> str | None:
+        kind, room = frame.get("type"), frame.get("room")
+        conversation = self._conversation
+        if kind == "message":
+            known = conversation.rooms.get(str(room))
+            return describe(frame) if known is None or known.fresh(frame) else None
+        if kind == "joined" and isinstance(room, str):
+            mine = inflight is not None and inflight.ref == frame.get("ref")
+            rejoin = mine and inflight is not None and inflight.rejoin
+            since = inflight.frame.get("since") if mine and inflight is not None else None
+            conversation.joined(room, frame, resumed=rejoin)
+            if rejoin:
+                return rejoined(room, frame, since["offset"] if since else None)
+        if kind == "gap":
+            conversation.gap(frame)
+        if kind == "refreshed":
+            return f"* token refreshed; valid until {clock(frame.get('expires_at'))}"
+        return describe(frame)
+
+    def _answer(self, ref: object, frame: dict[str, Any]) -> None:
+        inflight = self._inflight
+        if inflight is not None and inflight.ref == ref and not inflight.answer.done():
+            inflight.answer.set_result(frame)
+
+    async def _work(self) -> Ending:
+        conversation = self._conversation
+        for name in conversation.wanted or list(conversation.rooms):
+            room = conversation.rooms.get(name)
+            since = room.since() if room is not None else None
+            frame: dict[str, Any] = {"op": "join", "room": name}
+            if since is not None:
+                frame["since"] = since
+            if not await self._request(frame, rejoin=room is not None):
+                if name in conversation.wanted:
+                    return Ending(1000, fatal=True)
+                conversation.left(name)
+        conversation.wanted = []
+        self.established = True
+        while True:
+            item = conversation.pending
+            if item is None:
+                line = await conversation.next_line()
+                if line is None:
+                    return FINISHED
+                parsed = conversation.parse(line)
+                if isinstance(parsed, str):
+                    self._console.say(parsed)
+                    continue
+                item = conversation.pending = parsed
+            elif item.op == "leave" and item.room not in conversation.rooms:
+                conversation.pending = None  # left while the connection was down
+                self._console.say(printable(f"* left #{item.room}"))
+                continue
+            if await self._request(item.frame()) and item.op == "join":
+                conversation.current = item.room
+            conversation.pending = None
+
+    async def _request(self, frame: dict[str, Any], *, rejoin: bool = False) -> bool:
+        """Sends `frame` and waits for its answer; True when the server accepted it."""
+        ref = next(self._refs)
+        frame = {**frame, "ref": ref}
+        for _ in range(MAX_RETRIES):
+            await self._pace()
+            request = _Request(ref, frame, rejoin, asyncio.get_running_loop().create_future())
+            self._inflight = request
+            try:
+                await self._ws.send_str(json.dumps(frame, ensure_ascii=False))
+                self._last_send = time.monotonic()
+                answer = await asyncio.wait_for(request.answer, self._answer_timeout)
+            except TimeoutError:
+                raise NoAnswer from None
+            finally:
+                self._inflight = None
+            if not (answer.get("type") == "error" and answer.get("code") in TRANSIENT):
+                self._gap *= 0.9
+                return answer.get("type") != "error"
+            self._gap = min(max(self._gap * 2, MIN_GAP), MAX_GAP)
+        code = answer.get("code")
+        self._console.say(f"! error {code}: refused {MAX_RETRIES} times; given up")
+        return False
+
+    async def _pace(self) -> None:
+        wait = self._last_send + self._gap - time.monotonic()
+        if wait > 0:
+            await asyncio.sleep(wait)
+
+    async def _fresh(self) -> None:
+        """Refreshes the token when it is due and hands the new one to the socket (its
+        `refreshed` answer is printed; a refusal arrives as an error frame)."""
+        while (due := self._tokens.refresh_in()) is not None:
+            await asyncio.sleep(due)
+            try:
+                token = await self._tokens.refresh()
+            except Refused as refused:
+                self._console.warn(f"cannot refresh the token: {refused.explain()}")
+                if not refused.transient:
+                    return  # the server closes with 4001 at expiry; reconnecting logs in
+                await asyncio.sleep(REFRESH_RETRY)
+                continue
+            except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+                self._console.warn(f"cannot refresh the token: {printable(exc) or 'no answer'}")
+                await asyncio.sleep(REFRESH_RETRY)
+                continue
+            frame = {"op": "refresh", "token": token, "ref": next(self._refs)}
+            await self._ws.send_str(json.dumps(frame))
