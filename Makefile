@@ -3,7 +3,7 @@ VENV   ?= .venv
 PYTHON ?= python3
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install run test load bench attack lint format clean
+.PHONY: install run test load bench attack chaos lint format clean
 
 $(STAMP): pyproject.toml
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
@@ -38,6 +38,11 @@ bench: $(BENCH_STAMP)
 ## --label NAME, --scenarios slow,revoke,frames,handshakes, --quick); see bench/README.md
 attack: $(STAMP)
 	$(VENV)/bin/python -m bench.attack $(ATTACK_ARGS)
+
+## chaos: the stack as real processes under faults for CHAOS_ARGS (default 60 s); one verdict
+## line: sent, delivered, lost, duplicated, out of order, gaps announced (see docs/reliability.md)
+chaos: $(STAMP)
+	$(VENV)/bin/python -m chaos $(CHAOS_ARGS)
 
 ## lint: ruff (lint + format check) and mypy --strict
 lint: $(STAMP)
