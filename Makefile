@@ -3,7 +3,7 @@ VENV   ?= .venv
 PYTHON ?= python3
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install run test load bench attack chaos lint format clean
+.PHONY: install run test load bench bench-history attack chaos lint format clean
 
 $(STAMP): pyproject.toml
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
@@ -33,6 +33,10 @@ $(BENCH_STAMP): $(STAMP)
 
 bench: $(BENCH_STAMP)
 	$(VENV)/bin/python -m bench.run $(BENCH_ARGS)
+
+## bench-history: what history costs: the append (in Redis) and a 1,000-socket since storm
+bench-history: $(BENCH_STAMP)
+	$(VENV)/bin/python -m bench.history
 
 ## attack: the security assessment's attacks against one tree (ATTACK_ARGS: --source DIR,
 ## --label NAME, --scenarios slow,revoke,frames,handshakes, --quick); see bench/README.md

@@ -24,9 +24,10 @@ from typing import Any
 import aiohttp
 
 from bench import loadgen, profiles, scenarios
-from bench.systems import CLIENT_ID, ROOT, Running, redis_server, start
+from bench.systems import CLIENT_ID, OURS, ROOT, Running, redis_server, start
 
-SYSTEMS = ("reference", "ours", "socketio", "channels")
+SYSTEMS = ("reference", "ours", "ours-nohistory", "socketio", "channels")  # in run order
+DEFAULT_SYSTEMS = ("reference", "ours", "socketio", "channels")
 SCENARIOS = ("handshakes", "fanout", "latency", "idle", "slow")
 RESULTS = ROOT / "bench" / "results"
 SATURATED = 0.9
@@ -96,7 +97,7 @@ async def bench_system(
         connector = aiohttp.TCPConnector(limit=0)
         async with aiohttp.ClientSession(connector=connector) as session:
             headers: scenarios.Headers = no_credentials
-            if name == "ours":
+            if name in OURS:
                 print(f"  {name}: minting first-time credentials", flush=True)
                 tokens = await ours_tokens(
                     system, session, size["handshakes"] + size["subscribers"] + 1
@@ -309,7 +310,12 @@ def table(results: dict[str, dict[str, Any]]) -> str:
 
 async def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="make bench", description=__doc__)
-    parser.add_argument("--systems", default=",".join(SYSTEMS))
+    parser.add_argument(
+        "--systems",
+        default=",".join(DEFAULT_SYSTEMS),
+        help=f"comma-separated subset of {', '.join(SYSTEMS)} (ours-nohistory: ours with "
+        "history off, not run by default)",
+    )
     parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")
     parser.add_argument("--only", action="store_true", help="exactly --systems, no reference")
     parser.add_argument(
@@ -337,6 +343,8 @@ async def main(argv: list[str] | None = None) -> int:
         )
         return 2
     wanted = [s for s in args.systems.split(",") if s]
+    if set(wanted) - set(SYSTEMS):
+        parser.error(f"--systems: no system named {', '.join(sorted(set(wanted) - set(SYSTEMS)))}")
     if "reference" not in wanted and not args.only:
         wanted.insert(0, "reference")  # every figure is read against it
     os.sched_setaffinity(0, {1})  # the load generator's core

@@ -112,6 +112,13 @@ def _spawn(argv: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[
     )
 
 
+# Ours as it ships (rooms keep history), and with history off (at most once, as before).
+OURS: dict[str, dict[str, str]] = {
+    "ours": {},
+    "ours-nohistory": {"CHAT_NAMESPACES": '{"": {"history_size": 0}}'},
+}
+
+
 def ours_env(redis_url: str, auth_port: int) -> dict[str, str]:
     return {
         **os.environ,
@@ -153,16 +160,16 @@ async def start(name: str, redis_url: str, logs: Path) -> Running:
         return started[-1]
 
     try:
-        if name == "ours":
+        if name in OURS:
             auth_port = free_port()
-            env = ours_env(redis_url, auth_port)
-            auth = spawn([sys.executable, "-m", "auth_service"], env, logs / "ours-auth.log")
+            env = {**ours_env(redis_url, auth_port), **OURS[name]}
+            auth = spawn([sys.executable, "-m", "auth_service"], env, logs / f"{name}-auth.log")
             await wait_listening(auth_port, auth)
             processes = [
                 spawn(
                     [sys.executable, "-m", "service"],
                     {**env, "CHAT_PORT": str(port)},
-                    logs / f"ours-{i}.log",
+                    logs / f"{name}-{i}.log",
                 )
                 for i, port in enumerate(ports)
             ]

@@ -46,15 +46,16 @@ local offset = redis.call('HINCRBY', KEYS[1], 'offset', 1)
 local frame = ARGV[2] .. offset .. ARGV[3]
 redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[4], '0-' .. offset, 'f', frame, 't', ARGV[6])
 local horizon = tonumber(ARGV[6]) - tonumber(ARGV[5]) * 1000
-local oldest = redis.call('XRANGE', KEYS[2], '-', '+', 'COUNT', 16)
-local keep = nil
-for _, entry in ipairs(oldest) do
-  if tonumber(entry[2][4]) >= horizon then keep = entry[1]; break end
+local first = redis.call('XRANGE', KEYS[2], '-', '+', 'COUNT', 1)
+if tonumber(first[1][2][4]) < horizon then
+  local oldest = redis.call('XRANGE', KEYS[2], '-', '+', 'COUNT', 16)
+  local keep = nil
+  for _, entry in ipairs(oldest) do
+    if tonumber(entry[2][4]) >= horizon then keep = entry[1]; break end
+  end
+  if keep == nil then keep = '0-' .. (tonumber(string.sub(oldest[#oldest][1], 3)) + 1) end
+  redis.call('XTRIM', KEYS[2], 'MINID', keep)
 end
-if keep == nil and #oldest > 0 then
-  keep = '0-' .. (tonumber(string.sub(oldest[#oldest][1], 3)) + 1)
-end
-if keep ~= nil then redis.call('XTRIM', KEYS[2], 'MINID', keep) end
 redis.call('EXPIRE', KEYS[2], ARGV[5])
 redis.call('EXPIRE', KEYS[1], ARGV[9])
 if #KEYS == 3 then redis.call('SET', KEYS[3], offset .. ' ' .. ARGV[10], 'EX', ARGV[7]) end

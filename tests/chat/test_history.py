@@ -4,13 +4,15 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 import aiohttp
 import pytest
 import redis.asyncio as aioredis
 
-from service.rooms.history import history_key, meta_key
+from service.native.frames import message_parts
+from service.rooms.history import RoomHistory, history_key, meta_key
 from service.views import NODE
 from tests.chat.conftest import ChatFactory
 from tests.chat.helpers import (
@@ -230,3 +232,30 @@ async def test_a_storm_of_joins_with_since_costs_one_history_read(
         assert [m["offset"] for m in replayed] == list(range(n % 20 + 1, 21))
     for ws in (sender, *sockets):
         await ws.close()
+
+
+async def test_messages_older_than_the_ttl_leave_history(
+    redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    client = aioredis.Redis.from_url(redis_url)
+    history = RoomHistory(client, idempotency_ttl=600)
+    sender = {"id": "u1", "username": "alice"}
+
+    async def publish(text: str) -> None:
+        frame = message_parts("lobby", text, sender, text, time.time())
+        await history.publish("lobby", "chat:room:lobby", frame, message_id=text, size=100, ttl=60)
+
+    try:
+        real = time.time
+        monkeypatch.setattr(time, "time", lambda: real() - 3600)  # an hour ago
+        for n in range(3):
+            await publish(f"old {n}")
+        monkeypatch.setattr(time, "time", real)
+        await publish("new")
+        assert await client.xlen(history_key("lobby")) == 1  # trimmed as "new" was appended
+        tail = await history.tail("lobby", limit=10, ttl=60)
+        assert (tail.offset, [s.offset for s in tail.messages]) == (4, [4])
+        _, page = await history.before("lobby", before=None, limit=10, ttl=60)
+        assert [s.offset for s in page] == [4]
+    finally:
+        await client.aclose()
