@@ -15,8 +15,9 @@ from service.native import frames
 from service.native.frames import Command, ProtocolError
 from service.native.socket import NativeSocket
 from service.registry import Sockets
-from service.rooms.hub import Joined, RoomHub, Since
+from service.rooms.hub import RoomHub
 from service.rooms.namespaces import Policy
+from service.rooms.room import Joined, Since
 from service.settings import ChatSettings
 
 # A Redis or broker failure while carrying out a command: the client is told to retry.
