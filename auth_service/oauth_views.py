@@ -122,7 +122,10 @@ async def _client_credentials_grant(
 ) -> web.Response:
     if client is None:
         raise invalid_client("client_credentials requires client authentication")
-    scope = _scope(form.get("scope"), parts.settings.scopes, parts.settings.default_scope)
+    # A registered client may also ask for the scopes no user's grant can carry
+    # (`chat:server`: the chat service's server API).
+    allowed = (*parts.settings.scopes, *parts.settings.client_scopes)
+    scope = _scope(form.get("scope"), allowed, parts.settings.default_scope)
     access, claims = await parts.access.issue(
         sub=client, username=None, scope=scope, client_id=client, sid=None
     )

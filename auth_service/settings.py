@@ -37,6 +37,7 @@ class AuthSettings:
     clients: Mapping[str, str]
     scopes: tuple[str, ...]
     default_scope: str
+    client_scopes: tuple[str, ...]  # for client_credentials only, never for a user's grant
     signing_key_files: tuple[str, ...]
     cookie_name: str
     cookie_secure: bool
@@ -102,6 +103,11 @@ def load_settings(environ: Mapping[str, str] | None = None) -> AuthSettings:
     scopes = env.csv("AUTH_SCOPES", ("chat",))
     if not scopes or not all(SCOPE_TOKEN.fullmatch(s) for s in scopes):
         env.fail("AUTH_SCOPES must be a comma list of RFC 6749 scope tokens")
+    client_scopes = env.csv("AUTH_CLIENT_SCOPES", ("chat:server",))
+    if not all(SCOPE_TOKEN.fullmatch(s) for s in client_scopes):
+        env.fail("AUTH_CLIENT_SCOPES must be a comma list of RFC 6749 scope tokens")
+    elif set(client_scopes) & set(scopes):
+        env.fail("AUTH_CLIENT_SCOPES must not repeat a scope of AUTH_SCOPES (users get those)")
     samesite = env.choice("AUTH_COOKIE_SAMESITE", "Lax", ("Lax", "Strict"))
     settings = AuthSettings(
         app_env=env.app_env,
@@ -117,6 +123,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> AuthSettings:
         clients=MappingProxyType(_parse_clients(env)),
         scopes=scopes,
         default_scope=scopes[0] if scopes else "chat",
+        client_scopes=client_scopes,
         signing_key_files=env.csv("AUTH_SIGNING_KEY_FILES"),
         cookie_name=env.string("AUTH_COOKIE_NAME", default_cookie_name(env)),
         cookie_secure=env.boolean("AUTH_COOKIE_SECURE", env.production),

@@ -6,8 +6,8 @@ from __future__ import annotations
 from aiohttp import web
 
 from auth_service import account_views, oauth_views
-from auth_service.errors import OAuthError
-from auth_service.request_input import address_of, parts_of, read_json
+from auth_service.errors import OAuthError, invalid_client
+from auth_service.request_input import NO_STORE, address_of, parts_of, read_json
 from auth_service.users import validate_password, validate_username
 from common.redis import REDIS_ERRORS
 
@@ -32,6 +32,21 @@ async def register(request: web.Request) -> web.Response:
     return web.json_response(user.public(), status=201)
 
 
+@routes.get("/users/{username}")
+async def lookup(request: web.Request) -> web.Response:
+    """A user by name, in any letter case, for registered clients only (the chat service
+    resolves the usernames of its API with it). Without client credentials it answers 401
+    whatever the name, so it cannot be used to learn which names exist."""
+    parts = parts_of(request)
+    authorization = request.headers.get("Authorization")
+    if authorization is None or parts.clients.authenticate(authorization) is None:
+        raise invalid_client("looking up a user requires client authentication")
+    user = await parts.users.by_username(request.match_info["username"])
+    if user is None:
+        raise OAuthError("not_found", "no user of that name", status=404)
+    return web.json_response({**user.public(), "disabled": user.disabled}, headers=NO_STORE)
+
+
 @routes.get("/.well-known/jwks.json")
 async def jwks(request: web.Request) -> web.Response:
     return web.json_response(await parts_of(request).keyring.jwks())
@@ -51,7 +66,7 @@ async def metadata(request: web.Request) -> web.Response:
             "jwks_uri": f"{base}/.well-known/jwks.json",
             "grant_types_supported": ["password", "refresh_token", "client_credentials"],
             "response_types_supported": [],
-            "scopes_supported": list(settings.scopes),
+            "scopes_supported": [*settings.scopes, *settings.client_scopes],
             "token_endpoint_auth_methods_supported": [*auth_methods, "none"],
             "introspection_endpoint_auth_methods_supported": auth_methods,
             "revocation_endpoint_auth_methods_supported": [*auth_methods, "none"],

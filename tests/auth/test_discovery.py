@@ -14,7 +14,7 @@ async def test_metadata_describes_the_endpoints(auth: Client) -> None:
     assert meta["revocation_endpoint"] == "http://auth.test/revoke"
     assert meta["jwks_uri"] == "http://auth.test/.well-known/jwks.json"
     assert set(meta["grant_types_supported"]) == {"password", "refresh_token", "client_credentials"}
-    assert meta["scopes_supported"] == ["chat"]
+    assert meta["scopes_supported"] == ["chat", "chat:server"]
 
 
 async def test_jwks_lists_public_keys_only(auth: Client) -> None:

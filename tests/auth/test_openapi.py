@@ -156,7 +156,7 @@ class LiveAuthService:
         """Working credentials for a protected operation: the registered client for
         introspection; for the others a new user's access token or session cookie, by turns
         (new each time, since the operation may revoke it or change the password)."""
-        if operation_id == "introspect":
+        if operation_id in ("introspect", "lookupUser"):
             return {"Authorization": CHAT_BASIC}
         n = next(self._names)
         username = f"user{n}"
@@ -289,6 +289,7 @@ def test_the_service_serves_the_document(live_auth: LiveAuthService) -> None:
 def test_the_protected_operations_are_the_expected_ones() -> None:
     assert sorted(PROTECTED.values()) == [
         "GET /me",
+        "GET /users/{username}",
         "POST /introspect",
         "POST /me/password",
         "POST /me/revoke-all",
@@ -331,14 +332,24 @@ def _example_body(operation: dict[str, Any]) -> Any:
     return None
 
 
+def _example_path(operation: dict[str, Any]) -> dict[str, Any]:
+    return {p["name"]: p["example"] for p in operation.get("parameters", ()) if p["in"] == "path"}
+
+
 @pytest.mark.parametrize("operation_id", sorted(PROTECTED))
 def test_a_protected_operation_refuses_a_missing_credential(
-    operation_id: str, live_auth: LiveAuthService, auth_api: schemathesis.BaseSchema
+    operation_id: str,
+    live_auth: LiveAuthService,
+    auth_api: schemathesis.BaseSchema,
+    example_user: None,
 ) -> None:
     operation = auth_api.find_operation_by_label(PROTECTED[operation_id])
     assert operation is not None
     body = _example_body(operation.definition.raw)
-    case = operation.Case() if body is None else operation.Case(body=body)
+    path = _example_path(operation.definition.raw)
+    case = (
+        operation.Case(path_parameters=path or None) if body is None else operation.Case(body=body)
+    )
 
     refused = case.call()
     assert refused.status_code == 401, refused.text

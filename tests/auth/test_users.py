@@ -4,9 +4,11 @@ import asyncio
 
 import pytest
 import redis.asyncio as aioredis
+from aiohttp import encode_basic_auth
 
+from auth_service.components import COMPONENTS
 from auth_service.users import SKELETONS_BACKFILLED, skeletons
-from tests.auth.helpers import Client, register
+from tests.auth.helpers import CHAT_AUTH, Client, register
 from tests.conftest import PASSWORD, AuthClientFactory
 
 
@@ -146,3 +148,47 @@ def test_skeletons() -> None:
         assert "alice" in skeletons(name)
     assert set(skeletons("IAN")) & set(skeletons("lan"))  # refused: reads alike in many fonts
     assert not set(skeletons("ian")) & set(skeletons("lan"))
+
+
+# -- GET /users/{username}: the lookup for registered clients ---------------------------------
+
+
+async def test_lookup_finds_a_user_in_any_letter_case(auth: Client) -> None:
+    user = await register(auth, "Alice")
+    response = await auth.get("/users/aLICE", headers=CHAT_AUTH)
+    assert response.status == 200
+    assert response.headers["Cache-Control"] == "no-store"
+    assert await response.json() == {"id": user["id"], "username": "Alice", "disabled": False}
+
+
+async def test_lookup_of_an_unknown_name_is_404(auth: Client) -> None:
+    for name in ("nobody", "x", "a" * 300, "bad name!"):
+        response = await auth.get(f"/users/{name}", headers=CHAT_AUTH)
+        assert response.status == 404, name
+        assert (await response.json())["error"] == "not_found"
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {},
+        {"Authorization": encode_basic_auth("chat", "wrong-secret")},
+        {"Authorization": encode_basic_auth("nobody", "whatever")},
+        {"Authorization": "Bearer something"},
+    ],
+)
+async def test_lookup_without_client_credentials_says_nothing(
+    auth: Client, headers: dict[str, str]
+) -> None:
+    await register(auth)
+    for name in ("alice", "nobody"):  # the same answer whether the name exists or not
+        response = await auth.get(f"/users/{name}", headers=headers)
+        assert response.status == 401
+        assert (await response.json())["error"] == "invalid_client"
+
+
+async def test_lookup_says_when_a_user_is_disabled(auth: Client) -> None:
+    user = await register(auth)
+    await auth.app[COMPONENTS].users.set_disabled(user["id"], True)
+    body = await (await auth.get("/users/alice", headers=CHAT_AUTH)).json()
+    assert body["disabled"] is True
