@@ -2,7 +2,9 @@
 
 Starts a private redis-server (unless REDIS_URL is set), the auth service and the chat
 instances, waits until each answers /healthz, prints where they are and how to try them,
-and on Ctrl-C (or any child dying) stops everything it started, by pid.
+and on Ctrl-C stops everything it started, by pid. A chat instance that exits (killed, say,
+to watch the clients move to the other one) is reported and the rest go on; the run ends
+when Redis or the auth service exits, or when no chat instance is left.
 """
 
 from __future__ import annotations
@@ -55,6 +57,25 @@ class Stack:
             if process.poll() is not None:
                 return name
         return None
+
+    def supervise(self) -> str:
+        """Waits until the stack cannot go on, reporting each chat instance that exits;
+        returns why the run ends."""
+        reported: set[str] = set()
+        while True:
+            for name, process in self.processes:
+                code = process.poll()
+                if code is None or name in reported:
+                    continue
+                reported.add(name)
+                how = f"killed by signal {-code}" if code < 0 else f"exit status {code}"
+                if not name.startswith("chat"):
+                    return f"{name} exited ({how}); see .run/{name}.log"
+                left = [n for n, p in self.processes if n.startswith("chat") and p.poll() is None]
+                if not left:
+                    return f"{name} exited ({how}) and no chat instance is left"
+                print(f"{name} exited ({how}; see .run/{name}.log); {', '.join(left)} go on")
+            time.sleep(0.5)  # supervising children: there is no event to wait on
 
 
 def free_port() -> int:
@@ -134,9 +155,7 @@ def main() -> int:
                 wait_healthy(stack, name, f"http://127.0.0.1:{chat_port}/healthz")
                 chat_urls.append(f"ws://127.0.0.1:{chat_port}/ws")
         print_banner(env["REDIS_URL"], chat_urls)
-        while (name := stack.dead()) is None:
-            time.sleep(0.5)  # supervising children; any exit ends the run
-        print(f"{name} exited; see .run/{name}.log")
+        print(stack.supervise())
         return 1
     except KeyboardInterrupt:
         return 0
@@ -168,11 +187,15 @@ try it (in another shell, from this directory):
   curl -s -X POST {auth}/introspect -u {client_id}:{secret} -d token=ACCESS_TOKEN
   curl -s -X POST {auth}/revoke -d token=ACCESS_TOKEN""")
     if len(chat_urls) >= 2:
-        print("  # chat: alice on one instance, bob on the other (type lines, Ctrl-D to leave)")
-        for url, user in zip(chat_urls, ("alice", "bob"), strict=False):
+        print(
+            "  # chat: alice on one instance, bob on the other (type lines, Ctrl-D to leave);\n"
+            "  # each moves to the next --url if its instance goes away (try: kill one)"
+        )
+        for first, user in zip(range(len(chat_urls)), ("alice", "bob"), strict=False):
+            urls = chat_urls[first:] + chat_urls[:first]
             print(
                 "  CHAT_PASSWORD='correct horse battery' .venv/bin/chat-client \\\n"
-                f"       --url {url} --room lobby --username {user}"
+                f"       --url {' --url '.join(urls)} --room lobby --username {user}"
             )
     print()
 

@@ -186,6 +186,10 @@ class Client:
 
 def _reason(exc: BaseException) -> str:
     # Neither exception type carries the request's headers, so no credential can show here.
+    if isinstance(exc, aiohttp.ClientConnectorError) and exc.os_error.errno is not None:
+        return os.strerror(exc.os_error.errno).lower()  # not aiohttp's "ssl:default [...]"
+    if isinstance(exc, TimeoutError):
+        return "timed out"
     return printable(str(exc) or type(exc).__name__)
 
 

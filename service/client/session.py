@@ -129,7 +129,10 @@ class Session:
 
     def _closed(self, code: int | None, reason: str | None) -> Ending:
         code = ABNORMAL_CLOSURE if code is None else code
-        self._console.say(printable(f"* connection closed: {code} {reason or ''}".rstrip()))
+        if code == ABNORMAL_CLOSURE and not reason:  # no close frame: the link just went
+            self._console.say(f"* connection lost ({code})")
+        else:
+            self._console.say(printable(f"* connection closed: {code} {reason or ''}".rstrip()))
         return Ending(code, reason or "")
 
     async def _receive(self) -> tuple[int | None, str]:

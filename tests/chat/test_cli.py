@@ -5,11 +5,13 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import aiohttp
 import pytest
 
 from service.client.console import MAX_LINE
 from service.client.conversation import HELP, Outgoing, parse_line
 from service.client.display import describe, rejoined
+from service.client.main import _reason
 from service.client.options import PasswordCredential, TokenCredential, parse_options
 from tests.chat.clis import CLOCK, CliFactory, auth_url, chat_client, ws_url
 from tests.chat.conftest import ChatFactory
@@ -333,3 +335,10 @@ def test_resumed_rooms_say_what_was_missed() -> None:
     assert describe({"type": "gap", "room": "lobby"}) == (
         "! #lobby: messages may have been lost (the room keeps no history)"
     )
+
+
+async def test_a_refused_connection_is_said_plainly() -> None:
+    async with aiohttp.ClientSession() as http:
+        with pytest.raises(aiohttp.ClientConnectorError) as refused:
+            await http.ws_connect(f"ws://127.0.0.1:{free_port()}/ws")
+    assert _reason(refused.value) == "connection refused"  # not "ssl:default [Connect call…]"

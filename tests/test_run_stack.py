@@ -1,0 +1,75 @@
+"""`make run`'s supervisor: a chat instance that exits is reported and the rest go on; the
+run ends when Redis or the auth service exits, or no chat instance is left."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import importlib.util
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "run_stack.py"
+
+
+def _load() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("run_stack", SCRIPT)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+def _idle() -> subprocess.Popen[bytes]:
+    return subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+
+
+@pytest.fixture
+def stack() -> Iterator[Any]:
+    run_stack = _load()
+    stack = run_stack.Stack()
+    for name in ("redis", "auth", "chat1", "chat2"):
+        stack.processes.append((name, _idle()))
+    yield stack
+    for _name, process in stack.processes:
+        process.kill()
+        process.wait()
+
+
+def _kill(stack: Any, name: str) -> None:
+    process = dict(stack.processes)[name]
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+
+
+def test_a_chat_instance_exiting_is_reported_and_the_rest_go_on(
+    stack: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        ended = pool.submit(stack.supervise)
+        _kill(stack, "chat1")
+        said = ""
+        deadline = time.monotonic() + 10
+        while "chat1 exited" not in said and time.monotonic() < deadline:
+            said += capsys.readouterr().out
+            time.sleep(0.05)  # the supervisor polls its children; so does this test
+        assert "chat1 exited (killed by signal 9" in said
+        assert "chat2 go on" in said
+        assert not ended.done()  # reported after the exit, and still supervising
+        _kill(stack, "chat2")
+        reason = ended.result(timeout=10)
+        assert reason == "chat2 exited (killed by signal 9) and no chat instance is left"
+
+
+def test_the_auth_service_exiting_ends_the_run(stack: Any) -> None:
+    _kill(stack, "auth")
+    assert stack.supervise().startswith("auth exited (killed by signal 9)")
