@@ -19,6 +19,7 @@ from service.broker.redis import RedisBroker
 from service.handshake import Handshake
 from service.node import REVOCATION_CHANNEL, ChatNode
 from service.rooms.history import RoomHistory
+from service.rooms.private import PrivateRooms
 from service.settings import ChatSettings
 from service.views import HTTP_SESSION, NODE
 
@@ -61,7 +62,8 @@ def create_app(settings: ChatSettings, broker: Broker | None = None) -> web.Appl
         handshake = Handshake(settings, authenticator, introspection)
         history_redis = connect(settings.redis_url, decode=False)
         history = RoomHistory(history_redis, idempotency_ttl=settings.idempotency_ttl)
-        node = ChatNode(settings, chosen, history, introspection, checker, handshake)
+        private = PrivateRooms(history_redis)
+        node = ChatNode(settings, chosen, history, private, introspection, checker, handshake)
         app[NODE] = node
         # An address whose handshakes keep failing is refused when it connects, unparsed.
         app[CONNECTION_SCREEN] = authenticator.failures.screen

@@ -146,6 +146,10 @@ class Connection:
         return self._finished
 
     @property
+    def user_id(self) -> str:
+        return self.identity.user_id
+
+    @property
     def closing(self) -> bool:
         return self._closing is not None
 

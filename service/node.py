@@ -19,8 +19,10 @@ from service.errors import GOING_AWAY, REVOKED, Refusal, Refused
 from service.handshake import Handshake
 from service.native.commands import Commands
 from service.registry import Sockets
+from service.rooms.access import RoomAccess
 from service.rooms.history import RoomHistory
 from service.rooms.hub import RoomHub
+from service.rooms.private import PrivateRooms
 from service.settings import ChatSettings
 
 log = logging.getLogger(__name__)
@@ -37,6 +39,7 @@ class ChatNode:
         settings: ChatSettings,
         broker: Broker,
         history: RoomHistory,
+        private: PrivateRooms,
         introspection: IntrospectionClient,
         checker: CredentialChecker,
         handshake: Handshake,
@@ -44,13 +47,17 @@ class ChatNode:
         self.settings = settings
         self.broker = broker
         self.sockets = Sockets()
-        self.hub = RoomHub(broker, history, settings.namespaces)
+        self.hub = RoomHub(broker, history, settings.namespaces, private)
+        self.private = private
+        self.access = RoomAccess(settings.namespaces, private)
         self.introspection = introspection
         self.checker = checker
         self.handshake = handshake
         boot = secrets.token_hex(3)
         message_ids = (f"{settings.instance_id}-{boot}-{n}" for n in itertools.count(1))
-        self.commands = Commands(settings, self.hub, self.sockets, checker, message_ids)
+        self.commands = Commands(
+            settings, self.hub, self.access, self.sockets, checker, message_ids
+        )
         self._connection_ids = (f"{settings.instance_id}-{boot}-c{n}" for n in itertools.count(1))
         self._revalidation: asyncio.Task[None] | None = None
         self._revalidate_again = False

@@ -4,9 +4,17 @@ from __future__ import annotations
 
 from typing import Protocol
 
+from redis.exceptions import RedisError
+
+from common.redis import REDIS_ERRORS
+
 
 class BrokerUnavailable(Exception):
     """The broker cannot carry messages right now (link down, timeout)."""
+
+
+# A Redis or broker failure while carrying out a request: the client is told to retry.
+UNAVAILABLE: tuple[type[Exception], ...] = (BrokerUnavailable, RedisError, *REDIS_ERRORS)
 
 
 class RoomListener(Protocol):

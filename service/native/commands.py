@@ -5,23 +5,18 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 
-from redis.exceptions import RedisError
-
-from common.redis import REDIS_ERRORS
 from service.auth.chain import CredentialChecker
-from service.broker.base import BrokerUnavailable
+from service.broker.base import UNAVAILABLE
 from service.errors import Refusal, Refused
 from service.native import frames
 from service.native.frames import Command, ProtocolError
 from service.native.socket import NativeSocket
 from service.registry import Sockets
+from service.rooms.access import Actor, Decision, RoomAccess, Verdict
 from service.rooms.hub import RoomHub
 from service.rooms.namespaces import Policy
-from service.rooms.room import Joined, Since
+from service.rooms.room import Joined, NotAllowed, Since
 from service.settings import ChatSettings
-
-# A Redis or broker failure while carrying out a command: the client is told to retry.
-UNAVAILABLE: tuple[type[Exception], ...] = (BrokerUnavailable, RedisError, *REDIS_ERRORS)
 
 
 class Commands:
@@ -31,12 +26,14 @@ class Commands:
         self,
         settings: ChatSettings,
         hub: RoomHub,
+        access: RoomAccess,
         sockets: Sockets,
         checker: CredentialChecker,
         message_ids: Iterator[str],
     ) -> None:
         self._settings = settings
         self._hub = hub
+        self._access = access
         self._sockets = sockets
         self._checker = checker
         self._message_ids = message_ids
@@ -60,17 +57,17 @@ class Commands:
         except ProtocolError as error:
             socket.send(frames.error(error.code, error.message, error.ref))
 
-    def _policy(self, command: Command) -> Policy:
-        policy = self._hub.policy(command.room)
-        if policy is None:
-            raise ProtocolError(
-                "unknown_namespace", "no namespace of that name is configured", command.ref
-            )
-        return policy
+    @staticmethod
+    def _allowed(decision: Decision, command: Command) -> Policy:
+        """The room's policy when allowed; the refusal as an error frame otherwise."""
+        if decision.policy is not None and decision.allowed:
+            return decision.policy
+        raise ProtocolError(decision.verdict.value, _REFUSED[decision.verdict], command.ref)
 
     async def _join(self, socket: NativeSocket, command: Command) -> None:
-        policy = self._policy(command)
         room = command.room
+        actor = _actor(socket)
+        policy = self._allowed(await self._access.to_join(actor, room), command)
         if room not in socket.rooms and len(socket.rooms) >= self._settings.max_rooms:
             raise ProtocolError(
                 "too_many_rooms", f"at most {self._settings.max_rooms} rooms", command.ref
@@ -81,8 +78,15 @@ class Commands:
             joined = frames.joined(room, outcome.epoch, outcome.offset, outcome.recovered)
             socket.send(frames.reply(joined, command.ref))
 
+        async def recheck() -> bool:
+            return await self._access.still_allowed(actor, room, policy)
+
         try:
-            await self._hub.join(room, socket, policy, since=since, announce=announce)
+            await self._hub.join(
+                room, socket, policy, since=since, announce=announce, recheck=recheck
+            )
+        except NotAllowed:
+            raise ProtocolError("forbidden", _REFUSED[Verdict.FORBIDDEN], command.ref) from None
         except UNAVAILABLE:
             raise ProtocolError("unavailable", "cannot join now; retry", command.ref) from None
 
@@ -93,8 +97,10 @@ class Commands:
         socket.send(frames.reply({"type": "left", "room": command.room}, command.ref))
 
     async def _send(self, socket: NativeSocket, command: Command) -> None:
-        policy = self._policy(command)
-        if command.room not in socket.rooms:
+        joined = command.room in socket.rooms
+        decision = await self._access.to_send(_actor(socket), command.room, joined=joined)
+        policy = self._allowed(decision, command)
+        if not joined:
             raise ProtocolError("not_joined", "join the room before sending to it", command.ref)
         message_id = next(self._message_ids)
         identity = socket.identity
@@ -124,7 +130,7 @@ class Commands:
         socket.send(frames.encode(ack))
 
     async def _history(self, socket: NativeSocket, command: Command) -> None:
-        policy = self._policy(command)
+        policy = self._allowed(await self._access.to_read(_actor(socket), command.room), command)
         try:
             epoch, stored = await self._hub.page(
                 command.room, policy, before=command.before, limit=command.limit
@@ -151,3 +157,16 @@ class Commands:
         self._sockets.reidentify(socket, identity)
         socket.expire_at(identity.exp + self._settings.expiry_grace)
         socket.send(frames.reply({"type": "refreshed", "expires_at": identity.exp}, command.ref))
+
+
+# What each refusal says (the code is the verdict's value).
+_REFUSED = {
+    Verdict.FORBIDDEN: "you may not do that in this room",
+    Verdict.BAD_ROOM: "a DM room is dm:<username>,<username>, lower case and sorted",
+    Verdict.UNKNOWN_NAMESPACE: "no namespace of that name is configured",
+}
+
+
+def _actor(socket: NativeSocket) -> Actor:
+    identity = socket.identity
+    return Actor(identity.user_id, identity.username)

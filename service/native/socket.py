@@ -21,3 +21,6 @@ class NativeSocket(Connection):
 
     def gap(self, room: str, first: int | None, last: int | None, *, reset: bool) -> None:
         self.send(frames.gap(room, first, last, reset=reset))
+
+    def removed(self, room: str) -> None:
+        self.send(frames.encode({"type": "removed", "room": room}))

@@ -27,6 +27,8 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
+from service.rooms.keys import room_key
+
 # A room's epoch outlives its messages: a client back after a quiet spell longer than the
 # messages' TTL finds its offsets still valid and learns exactly what it missed.
 META_TTL_FLOOR = 7 * 86400
@@ -93,21 +95,17 @@ return {'ok'}
 idempotency TTL (s), message id."""
 
 
-def _tag(room: str) -> str:
-    return f"{{room:{room}}}"
-
-
 def meta_key(room: str) -> str:
-    return f"chat:{_tag(room)}:meta"
+    return room_key(room, "meta")
 
 
 def history_key(room: str) -> str:
-    return f"chat:{_tag(room)}:history"
+    return room_key(room, "history")
 
 
 def idempotency_key(room: str, user_id: str, key: str) -> str:
     digest = hashlib.sha256(key.encode()).hexdigest()[:32]  # any text: a fixed-size key
-    return f"chat:{_tag(room)}:idem:{user_id}:{digest}"
+    return room_key(room, f"idem:{user_id}:{digest}")
 
 
 def new_epoch() -> str:

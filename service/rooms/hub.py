@@ -11,25 +11,34 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable, Iterator
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator
+from typing import Any
 
-from service.broker.base import Broker, BrokerUnavailable
+from service.broker.base import UNAVAILABLE, Broker, BrokerUnavailable
 from service.rooms.history import Published, RoomHistory, Stored
-from service.rooms.messages import parse_payload
+from service.rooms.messages import parse_control, parse_payload
 from service.rooms.namespaces import Namespaces, Policy
-from service.rooms.room import Joined, Member, Room, Since
+from service.rooms.private import PrivateRooms
+from service.rooms.room import Joined, Member, NotAllowed, Room, Since
+
+log = logging.getLogger(__name__)
 
 
 class RoomHub:
     """room -> local members, in order (see the module's docstring)."""
 
-    def __init__(self, broker: Broker, history: RoomHistory, namespaces: Namespaces) -> None:
+    def __init__(
+        self, broker: Broker, history: RoomHistory, namespaces: Namespaces, private: PrivateRooms
+    ) -> None:
         self._broker = broker
         self._history = history
+        self._private = private
         self._namespaces = namespaces
         self._rooms: dict[str, Room] = {}
         self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
         self.reads = 0  # history reads made (for tests and the bench)
+        self._tasks: set[asyncio.Task[None]] = set()
 
     def rooms(self) -> Iterator[str]:
         return iter(self._rooms)
@@ -68,10 +77,13 @@ class RoomHub:
         *,
         since: Since | None,
         announce: Callable[[Joined], None],
+        recheck: Callable[[], Awaitable[bool]] | None = None,
     ) -> None:
         """Makes `member` a member of `name`: `announce` is called with the outcome, then a
         gap and the replay for `since` are handed to the member, then live messages: all
-        without an await in between. Raises `BrokerUnavailable` when that cannot be done."""
+        without an await in between. `recheck` says again whether the member may join, once
+        the room's subscription is in place. Raises `BrokerUnavailable` when that cannot be
+        done, `NotAllowed` when the member was removed meanwhile."""
         async with self._room_lock(name):
             room = self._rooms.get(name)
             if room is None:
@@ -81,15 +93,21 @@ class RoomHub:
                 except BrokerUnavailable:
                     del self._rooms[name]
                     raise
-            room.joining += 1
+            mark = room.begin_join()
         try:
+            # Subscribed now: a removal from here on reaches this room (`removed_since`);
+            # one before it shows in the re-check.
+            if recheck is not None and not await recheck():
+                raise NotAllowed
             if room.needs_read(since):
                 await room.read()
+            if room.removed_since(mark, member.user_id):
+                raise NotAllowed
         except BaseException:
-            room.joining -= 1
+            room.end_join()
             await self._drop_if_empty(room)
             raise
-        room.joining -= 1
+        room.end_join()
         room.admit(member, since, announce)
 
     def _count_read(self) -> None:
@@ -162,12 +180,46 @@ class RoomHub:
 
     def room_message(self, name: str, payload: bytes) -> None:
         room = self._rooms.get(name)
+        if room is None:
+            return
+        if payload[:1] == b"!":
+            removed = parse_control(payload)
+            if removed is not None:
+                self._take_out(room, removed)
+            return
         message = parse_payload(name, payload)
-        if room is not None and message is not None:
+        if message is not None:
             room.receive(message)
+
+    def _take_out(self, room: Room, user_id: str) -> None:
+        """`user_id` ("" for all) is no longer in the room: its sockets here are told, and
+        get nothing more from it."""
+        for member in room.take_out(user_id):
+            member.removed(room.name)
+        if not room.members and not room.joining:
+            self._background(self._drop_if_empty(room))
+
+    def _background(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     def link_restored(self) -> None:
         """Whatever was published while the link was down was not received: rooms with
         history repair from it; members of rooms without learn that some were lost."""
         for room in self._rooms.values():
             room.link_restored()
+            if room.policy.join == "members":
+                # A removal published while the link was down was lost with it.
+                self._background(self._recheck_members(room))
+
+    async def _recheck_members(self, room: Room) -> None:
+        users = sorted({member.user_id for member in room.members})
+        try:
+            still = await self._private.which_members(room.name, users)
+        except UNAVAILABLE:
+            log.warning("could not re-check a private room's members; the next link retries")
+            return
+        for user_id in users:
+            if user_id not in still and self._rooms.get(room.name) is room:
+                self._take_out(room, user_id)

@@ -3,7 +3,9 @@ its frame as published (the native protocol's `message` frame; another protocol 
 from there, once per message).
 
 What travels on a room's channel: for a room with history, `<epoch> <offset> <frame>`; for a
-room without, the frame alone (it starts with `{`, an epoch never does).
+room without, and for events outside the order (presence), the frame alone (it starts with
+`{`, an epoch never does); and control payloads starting with `!` that change who is in the
+room: `!removed <user id>` (a member was removed) and `!deleted` (the room was deleted).
 """
 
 from __future__ import annotations
@@ -30,3 +32,21 @@ def parse_payload(room: str, payload: bytes) -> RoomMessage | None:
     if not epoch or not offset.isdigit() or frame[:1] != b"{":
         return None
     return RoomMessage(room, epoch.decode(), int(offset), frame)
+
+
+DELETED = b"!deleted"
+_REMOVED = b"!removed "
+
+
+def removed_payload(user_id: str) -> bytes:
+    return _REMOVED + user_id.encode()
+
+
+def parse_control(payload: bytes) -> str | None:
+    """For a control payload, the user removed ('' for all: the room was deleted); None for
+    anything else."""
+    if payload == DELETED:
+        return ""
+    if payload.startswith(_REMOVED) and len(payload) > len(_REMOVED):
+        return payload[len(_REMOVED) :].decode(errors="replace")
+    return None

@@ -42,6 +42,13 @@ class Member(Protocol):
 
     rooms: set[str]
 
+    @property
+    def user_id(self) -> str:
+        """Whose socket it is (a removal names the user)."""
+
+    def removed(self, room: str) -> None:
+        """The member was taken out of `room` (removed, or the room deleted)."""
+
     def deliver(self, message: RoomMessage) -> None:
         """The room's next message (in a room with history: offset order, each once)."""
 
@@ -51,6 +58,10 @@ class Member(Protocol):
     def gap(self, room: str, first: int | None, last: int | None, *, reset: bool) -> None:
         """Messages `first`..`last` of `room` are lost to this member (both None: which ones
         is unknown, a room without history; `reset`: the room's history was lost)."""
+
+
+class NotAllowed(Exception):
+    """The user was removed from the room while its join was being served."""
 
 
 @dataclass(frozen=True)
@@ -81,6 +92,9 @@ class Room:
         self.policy = policy
         self.members: set[Member] = set()
         self.joining = 0  # joins on their way in (the room is not dropped meanwhile)
+        # Removals seen while joins are on their way in: (sequence, user id or "" for all).
+        self._removals: list[tuple[int, str]] = []
+        self._removal_seq = 0
         self._history = history
         self._on_read = on_read
         self._closed = False
@@ -95,6 +109,32 @@ class Room:
         self._held: dict[int, RoomMessage] = {}
 
     # -- joining ---------------------------------------------------------------------------
+
+    def begin_join(self) -> int:
+        """A join is on its way in; returns the mark `removed_since` compares with."""
+        self.joining += 1
+        return self._removal_seq
+
+    def end_join(self) -> None:
+        self.joining -= 1
+        if not self.joining:
+            self._removals.clear()
+
+    def removed_since(self, mark: int, user_id: str) -> bool:
+        """Whether `user_id` was removed (or the room deleted) after `mark`."""
+        return any(seq > mark and who in ("", user_id) for seq, who in self._removals)
+
+    def take_out(self, user_id: str) -> list[Member]:
+        """A removal of `user_id` ("" for everyone: the room was deleted): the members it
+        takes out, no longer in the room; a join on its way in will refuse it too."""
+        if self.joining:
+            self._removal_seq += 1
+            self._removals.append((self._removal_seq, user_id))
+        out = [m for m in self.members if not user_id or m.user_id == user_id]
+        for member in out:
+            self.members.discard(member)
+            member.rooms.discard(self.name)
+        return out
 
     def needs_read(self, since: Since | None) -> bool:
         """Whether a join must read history first (to learn the offset, or to replay)."""
