@@ -11,11 +11,17 @@ from common.connection_gate import CONNECTION_SCREEN
 from common.http_limits import body_deadline
 from common.redis import connect
 from service import views
+from service.api import messages as api_messages
+from service.api import rooms as api_rooms
+from service.api.context import API, Api
+from service.api.errors import api_errors
+from service.api.users import UserDirectory
 from service.auth.chain import CredentialChecker, build_authenticator
 from service.auth.introspection import IntrospectionClient
 from service.auth.signing_keys import SigningKeys
 from service.broker.base import Broker
 from service.broker.redis import RedisBroker
+from service.control import CHANNEL as CONTROL_CHANNEL
 from service.handshake import Handshake
 from service.node import REVOCATION_CHANNEL, ChatNode
 from service.rooms.history import RoomHistory
@@ -23,12 +29,14 @@ from service.rooms.private import PrivateRooms
 from service.settings import ChatSettings
 from service.views import HTTP_SESSION, NODE
 
-MAX_BODY = 64 * 1024  # the chat service reads no body yet; keep whatever comes small
+MAX_BODY = 64 * 1024  # the API's bodies are small (a message is at most 4096 characters)
 
 
 def create_app(settings: ChatSettings, broker: Broker | None = None) -> web.Application:
     """The app; `broker` replaces the Redis broker (unit tests use the in-memory one)."""
-    app = web.Application(middlewares=[body_deadline(settings.http)], client_max_size=MAX_BODY)
+    app = web.Application(
+        middlewares=[body_deadline(settings.http), api_errors], client_max_size=MAX_BODY
+    )
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         session = aiohttp.ClientSession(
@@ -55,16 +63,35 @@ def create_app(settings: ChatSettings, broker: Broker | None = None) -> web.Appl
         checker = CredentialChecker(introspection, keys, required_scope=settings.required_scope)
         chosen = broker or RedisBroker(
             settings.redis_url,
-            event_channels=(REVOCATION_CHANNEL,),
+            event_channels=(REVOCATION_CHANNEL, CONTROL_CHANNEL),
             probe_interval=settings.redis_probe_interval,
         )
         authenticator = build_authenticator(checker, settings)
         handshake = Handshake(settings, authenticator, introspection)
         history_redis = connect(settings.redis_url, decode=False)
         history = RoomHistory(history_redis, idempotency_ttl=settings.idempotency_ttl)
-        private = PrivateRooms(history_redis)
-        node = ChatNode(settings, chosen, history, private, introspection, checker, handshake)
+        private = PrivateRooms(history_redis, chosen.channel)
+        node = ChatNode(
+            settings,
+            chosen,
+            history,
+            private,
+            history_redis.publish,
+            introspection,
+            checker,
+            handshake,
+        )
         app[NODE] = node
+        app[API] = Api(
+            node,
+            UserDirectory(
+                session,
+                auth_url=settings.auth_url,
+                client_id=settings.client_id,
+                client_secret=settings.client_secret,
+                timeout=settings.introspection_timeout,
+            ),
+        )
         # An address whose handshakes keep failing is refused when it connects, unparsed.
         app[CONNECTION_SCREEN] = authenticator.failures.screen
         app[HTTP_SESSION] = session
@@ -80,4 +107,6 @@ def create_app(settings: ChatSettings, broker: Broker | None = None) -> web.Appl
     app.cleanup_ctx.append(lifecycle)
     app.on_shutdown.append(on_shutdown)
     app.add_routes(views.routes)
+    app.add_routes(api_rooms.routes)
+    app.add_routes(api_messages.routes)
     return app

@@ -17,6 +17,7 @@ class CloseCode(IntEnum):
     TRY_AGAIN_LATER = 1013  # overloaded or a slow consumer: reconnect later, read faster
     TOKEN_EXPIRED = 4001  # credential expired: refresh it and reconnect
     REVOKED = 4003  # credential revoked or user disabled: do not retry with it
+    DISCONNECTED = 4004  # disconnected by the server API: may reconnect
 
 
 @dataclass(frozen=True)
@@ -39,6 +40,7 @@ WRITE_FAILED = Disconnect(CloseCode.INTERNAL_ERROR, "write failed")
 SLOW_CONSUMER = Disconnect(CloseCode.TRY_AGAIN_LATER, "slow consumer")
 TOKEN_EXPIRED = Disconnect(CloseCode.TOKEN_EXPIRED, "token expired")
 REVOKED = Disconnect(CloseCode.REVOKED, "credential revoked")
+DISCONNECTED = Disconnect(CloseCode.DISCONNECTED, "disconnected by the server")
 
 
 class Refusal(Enum):

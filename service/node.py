@@ -8,6 +8,8 @@ import asyncio
 import itertools
 import logging
 import secrets
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 from common import revocation_events
 from common.backoff import Backoff
@@ -15,6 +17,8 @@ from service.auth.chain import CredentialChecker
 from service.auth.introspection import IntrospectionClient
 from service.broker.base import Broker
 from service.connection import Connection, RateLimit
+from service.control import CHANNEL as CONTROL_CHANNEL
+from service.control import Control
 from service.errors import GOING_AWAY, REVOKED, Refusal, Refused
 from service.handshake import Handshake
 from service.native.commands import Commands
@@ -40,6 +44,7 @@ class ChatNode:
         broker: Broker,
         history: RoomHistory,
         private: PrivateRooms,
+        publish: Callable[[str, bytes], Awaitable[Any]],
         introspection: IntrospectionClient,
         checker: CredentialChecker,
         handshake: Handshake,
@@ -49,12 +54,15 @@ class ChatNode:
         self.sockets = Sockets()
         self.hub = RoomHub(broker, history, settings.namespaces, private)
         self.private = private
+        self.control = Control(publish, self.sockets)
         self.access = RoomAccess(settings.namespaces, private)
         self.introspection = introspection
         self.checker = checker
         self.handshake = handshake
         boot = secrets.token_hex(3)
-        message_ids = (f"{settings.instance_id}-{boot}-{n}" for n in itertools.count(1))
+        self.message_ids = message_ids = (
+            f"{settings.instance_id}-{boot}-{n}" for n in itertools.count(1)
+        )
         self.commands = Commands(
             settings, self.hub, self.access, self.sockets, checker, message_ids
         )
@@ -71,6 +79,8 @@ class ChatNode:
     # -- the broker's event channels -----------------------------------------------------------
 
     def event(self, channel: str, payload: bytes) -> None:
+        if channel == CONTROL_CHANNEL:
+            self.control.event(payload)
         if channel != REVOCATION_CHANNEL:
             return
         revoked = revocation_events.decode(payload)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from typing import Protocol
+from typing import Any, Protocol
 
 from aiohttp import web
 
@@ -32,6 +32,7 @@ from service.settings import ChatSettings
 log = logging.getLogger(__name__)
 
 SUBPROTOCOL = "chat.v1"
+SERVER_SCOPE = "chat:server"  # a service's token for the chat HTTP API (docs/api.md)
 BEARER_PREFIX = "bearer."
 
 
@@ -64,6 +65,39 @@ class CredentialChecker:
     ) -> Identity:
         """`source` and `offset`: the string the credential is a part of, and where in it the
         credential starts, if the caller keeps that string anyway (see `Identity.source`)."""
+        answer = await self._introspected(credential, token_type)
+        if not isinstance(answer.get("username"), str) or not self._has(answer, self._scope):
+            raise invalid_token()  # a service client, or not for chat
+        return Identity(
+            user_id=answer["sub"],
+            username=answer["username"],
+            token_type=token_type,
+            exp=int(answer["exp"]),
+            jti=answer["jti"],
+            sid=answer.get("sid"),
+            source=credential if source is None else source,
+            offset=0 if source is None else offset,
+            kid=answer.get("kid"),
+        )
+
+    async def server(self, credential: str) -> str | None:
+        """For a service's access token with the server scope, its client id; None for a
+        user's token (ask `identity`); refuses anything else."""
+        answer = await self._introspected(credential, "access_token")
+        if answer.get("username") is not None:
+            return None
+        client_id = answer.get("client_id")
+        if not isinstance(client_id, str) or not self._has(answer, SERVER_SCOPE):
+            raise invalid_token("the token has neither the chat nor the chat:server scope")
+        return client_id
+
+    @staticmethod
+    def _has(answer: dict[str, Any], scope: str) -> bool:
+        return scope in str(answer.get("scope", "")).split(" ")
+
+    async def _introspected(self, credential: str, token_type: str) -> dict[str, Any]:
+        """The auth service's answer for an active credential of `token_type`; refuses
+        anything else (and what can be refused without asking, unasked)."""
         if token_type not in ("access_token", "session") or not looks_like(token_type, credential):
             raise invalid_token()  # not even the right shape: no need to ask anyone
         if (
@@ -82,24 +116,9 @@ class CredentialChecker:
         if self._unavailable:
             log.info("introspection available again")
             self._unavailable = False
-        if (
-            answer.get("active") is not True
-            or answer.get("token_type") != token_type
-            or not isinstance(answer.get("username"), str)  # a user, not a service client
-            or self._scope not in str(answer.get("scope", "")).split(" ")
-        ):
+        if answer.get("active") is not True or answer.get("token_type") != token_type:
             raise invalid_token()
-        return Identity(
-            user_id=answer["sub"],
-            username=answer["username"],
-            token_type=token_type,
-            exp=int(answer["exp"]),
-            jti=answer["jti"],
-            sid=answer.get("sid"),
-            source=credential if source is None else source,
-            offset=0 if source is None else offset,
-            kid=answer.get("kid"),
-        )
+        return answer
 
 
 class BearerHeaderAuthenticator:

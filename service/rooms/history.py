@@ -246,3 +246,16 @@ class RoomHistory:
         horizon = int(time.time() * 1000) - ttl * 1000
         stored = [_stored(entry) for entry in reversed(entries)]
         return (epoch or b"").decode(), [s for s in stored if s.sent_ms >= horizon]
+
+    async def after(
+        self, room: str, *, after: int, limit: int, ttl: int
+    ) -> tuple[str, list[Stored]]:
+        """A page of history forward: up to `limit` messages after offset `after`, oldest
+        first, still within `ttl`."""
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.hget(meta_key(room), "epoch")
+            pipe.xrange(history_key(room), f"(0-{after}", "+", count=limit)
+            epoch, entries = await pipe.execute()
+        horizon = int(time.time() * 1000) - ttl * 1000
+        stored = [_stored(entry) for entry in entries]
+        return (epoch or b"").decode(), [s for s in stored if s.sent_ms >= horizon]

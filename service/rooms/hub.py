@@ -169,11 +169,20 @@ class RoomHub:
         )
 
     async def page(
-        self, name: str, policy: Policy, *, before: int | None, limit: int
+        self,
+        name: str,
+        policy: Policy,
+        *,
+        before: int | None,
+        limit: int,
+        after: int | None = None,
     ) -> tuple[str | None, list[Stored]]:
-        """A page of the room's history (None and nothing in a room without history)."""
+        """A page of the room's history, before `before` (newest first, then put oldest
+        first) or after `after` (None and nothing in a room without history)."""
         if not policy.history:
             return None, []
+        if after is not None:
+            return await self._history.after(name, after=after, limit=limit, ttl=policy.history_ttl)
         return await self._history.before(name, before=before, limit=limit, ttl=policy.history_ttl)
 
     # -- receiving (the broker's listener) --------------------------------------------------

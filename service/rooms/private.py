@@ -10,6 +10,7 @@ so a room created again under the name starts a new epoch.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import cast
 
@@ -72,8 +73,9 @@ def members_key(room: str) -> str:
 class PrivateRooms:
     """Creates, lists and changes private rooms (see the module's docstring)."""
 
-    def __init__(self, redis: aioredis.Redis) -> None:
+    def __init__(self, redis: aioredis.Redis, channel_of: Callable[[str], str]) -> None:
         self._redis = redis
+        self._channel = channel_of  # a room's pub/sub channel
         self._create = redis.register_script(_CREATE)
         self._add = redis.register_script(_ADD)
         self._remove = redis.register_script(_REMOVE)
@@ -122,18 +124,18 @@ class PrivateRooms:
         )
         return _text(answer)
 
-    async def remove(self, room: str, user_id: str, channel: str) -> bool:
+    async def remove(self, room: str, user_id: str) -> bool:
         """Whether `user_id` was a member; if so, every instance takes its sockets out."""
         removed = await self._remove(
-            keys=[members_key(room)], args=[user_id, channel, removed_payload(user_id)]
+            keys=[members_key(room)], args=[user_id, self._channel(room), removed_payload(user_id)]
         )
         return bool(removed)
 
-    async def delete(self, room: str, channel: str, *, also: list[str]) -> bool:
+    async def delete(self, room: str, *, also: tuple[str, ...] = ()) -> bool:
         """Deletes the room, its members, its history and the keys in `also`; False when
         it does not exist."""
         keys = [owner_key(room), members_key(room), history_key(room), meta_key(room), *also]
-        deleted = await self._delete(keys=keys, args=[channel, DELETED])
+        deleted = await self._delete(keys=keys, args=[self._channel(room), DELETED])
         return bool(deleted)
 
 

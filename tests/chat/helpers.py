@@ -10,6 +10,8 @@ from typing import Any
 import aiohttp
 from aiohttp.test_utils import TestClient, TestServer
 
+from tests.conftest import CHAT_CLIENT
+
 DEADLINE = 5.0
 Client = TestClient[Any, Any]
 
@@ -43,6 +45,16 @@ class Stack:
             assert r.status == 200, await r.text()
             body: dict[str, Any] = await r.json()
             return body
+
+    async def server_token(self, scope: str = "chat:server") -> str:
+        """A service's access token (client_credentials as the registered client)."""
+        async with self.auth.post(
+            "/token",
+            data={"grant_type": "client_credentials", "scope": scope},
+            headers={"Authorization": aiohttp.encode_basic_auth(*CHAT_CLIENT)},
+        ) as r:
+            assert r.status == 200, await r.text()
+            return str((await r.json())["access_token"])
 
     async def session_cookie(self, username: str, password: str) -> str:
         async with self.auth.post("/login", json={"username": username, "password": password}) as r:
@@ -116,6 +128,16 @@ async def send(ws: aiohttp.ClientWebSocketResponse, room: str, text: str, ref: A
     ack = await receive_type(ws, "ack")
     assert ack["ref"] == ref
     return str(ack["id"])
+
+
+async def api(
+    client: Client, method: str, path: str, token: str | None, body: Any = None
+) -> tuple[int, Any]:
+    """One chat API request; its status and JSON body (None for an empty one)."""
+    headers = {} if token is None else {"Authorization": f"Bearer {token}"}
+    async with client.request(method, path, json=body, headers=headers) as response:
+        text = await response.text()
+        return response.status, json.loads(text) if text else None
 
 
 async def across_instances(

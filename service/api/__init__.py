@@ -1,0 +1,1 @@
+"""The chat HTTP API (`/api/…`, docs/api.md)."""

@@ -1,0 +1,88 @@
+"""The API's failures as values, and the one place they become JSON responses."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+
+from service.broker.base import UNAVAILABLE
+from service.rooms.access import Decision, Verdict
+
+
+class ApiError(Exception):
+    """An answer other than success: status, error code, description, headers."""
+
+    def __init__(
+        self,
+        status: int,
+        error: str,
+        description: str,
+        *,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(description)
+        self.status = status
+        self.error = error
+        self.description = description
+        self.headers = headers or {}
+
+
+def forbidden() -> ApiError:
+    # The same words whether or not the room exists: no oracle.
+    return ApiError(403, "forbidden", "you may not do that in this room")
+
+
+def not_found(description: str) -> ApiError:
+    return ApiError(404, "not_found", description)
+
+
+def bad_request(description: str, error: str = "invalid_request") -> ApiError:
+    return ApiError(400, error, description)
+
+
+def unavailable(description: str = "try again shortly") -> ApiError:
+    return ApiError(503, "temporarily_unavailable", description, headers={"Retry-After": "1"})
+
+
+def refused(decision: Decision) -> ApiError:
+    """What a room access refusal is over HTTP."""
+    if decision.verdict is Verdict.UNKNOWN_NAMESPACE:
+        return bad_request("no namespace of that name is configured", "unknown_namespace")
+    if decision.verdict is Verdict.BAD_ROOM:
+        return bad_request(
+            "a DM room is dm:<username>,<username>, lower case and sorted", "bad_room"
+        )
+    return forbidden()
+
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@web.middleware
+async def api_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Renders `ApiError`, and aiohttp's own HTTP errors on `/api/` paths, as JSON."""
+    try:
+        return await handler(request)
+    except ApiError as error:
+        return _json(error.status, error.error, error.description, error.headers)
+    except UNAVAILABLE:
+        if not request.path.startswith("/api/"):
+            raise
+        return _json(503, "temporarily_unavailable", "try again shortly", {"Retry-After": "1"})
+    except web.HTTPException as exc:
+        if not request.path.startswith("/api/") or exc.status < 400:
+            raise
+        code = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}.get(
+            exc.status, "invalid_request"
+        )
+        headers = {k: v for k, v in exc.headers.items() if k in ("Allow", "Retry-After")}
+        return _json(exc.status, code, exc.reason, headers)
+
+
+def _json(status: int, error: str, description: str, headers: dict[str, str]) -> web.Response:
+    return web.json_response(
+        {"error": error, "error_description": description},
+        status=status,
+        headers={**headers, "Cache-Control": "no-store"},
+    )
