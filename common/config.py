@@ -81,14 +81,17 @@ class EnvReader:
 
         return self._parse(name, default, parse, f"an integer from {minimum} to {maximum}")
 
-    def number(self, name: str, default: float, *, minimum: float = 0.0) -> float:
+    def number(
+        self, name: str, default: float, *, minimum: float = 0.0, maximum: float | None = None
+    ) -> float:
         def parse(value: str) -> float:
             number = float(value)
-            if not number >= minimum:  # also rejects NaN
-                raise ValueError(value)
+            if not number >= minimum or (maximum is not None and not number <= maximum):
+                raise ValueError(value)  # NaN fails both
             return number
 
-        return self._parse(name, default, parse, f"a number >= {minimum}")
+        bounds = f">= {minimum}" if maximum is None else f"from {minimum} to {maximum}"
+        return self._parse(name, default, parse, f"a number {bounds}")
 
     def boolean(self, name: str, default: bool) -> bool:
         def parse(value: str) -> bool:

@@ -24,8 +24,7 @@ from service.broker.redis import RedisBroker
 from service.control import CHANNEL as CONTROL_CHANNEL
 from service.handshake import Handshake
 from service.node import REVOCATION_CHANNEL, ChatNode
-from service.rooms.history import RoomHistory
-from service.rooms.private import PrivateRooms
+from service.rooms.stores import room_stores
 from service.settings import ChatSettings
 from service.views import HTTP_SESSION, NODE
 
@@ -68,19 +67,9 @@ def create_app(settings: ChatSettings, broker: Broker | None = None) -> web.Appl
         )
         authenticator = build_authenticator(checker, settings)
         handshake = Handshake(settings, authenticator, introspection)
-        history_redis = connect(settings.redis_url, decode=False)
-        history = RoomHistory(history_redis, idempotency_ttl=settings.idempotency_ttl)
-        private = PrivateRooms(history_redis, chosen.channel)
-        node = ChatNode(
-            settings,
-            chosen,
-            history,
-            private,
-            history_redis.publish,
-            introspection,
-            checker,
-            handshake,
-        )
+        redis = connect(settings.redis_url, decode=False)
+        stores = room_stores(redis, settings, chosen.channel)
+        node = ChatNode(settings, chosen, stores, introspection, checker, handshake)
         app[NODE] = node
         app[API] = Api(
             node,
@@ -96,9 +85,10 @@ def create_app(settings: ChatSettings, broker: Broker | None = None) -> web.Appl
         app[CONNECTION_SCREEN] = authenticator.failures.screen
         app[HTTP_SESSION] = session
         await chosen.start(node.hub, node)
+        await stores.lease.start()
         yield
         await chosen.close()
-        await history_redis.aclose()
+        await redis.aclose()
         await session.close()
 
     async def on_shutdown(app: web.Application) -> None:

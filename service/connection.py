@@ -150,6 +150,10 @@ class Connection:
         return self.identity.user_id
 
     @property
+    def username(self) -> str:
+        return self.identity.username
+
+    @property
     def closing(self) -> bool:
         return self._closing is not None
 

@@ -8,8 +8,6 @@ import asyncio
 import itertools
 import logging
 import secrets
-from collections.abc import Awaitable, Callable
-from typing import Any
 
 from common import revocation_events
 from common.backoff import Backoff
@@ -24,9 +22,8 @@ from service.handshake import Handshake
 from service.native.commands import Commands
 from service.registry import Sockets
 from service.rooms.access import RoomAccess
-from service.rooms.history import RoomHistory
 from service.rooms.hub import RoomHub
-from service.rooms.private import PrivateRooms
+from service.rooms.stores import RoomStores
 from service.settings import ChatSettings
 
 log = logging.getLogger(__name__)
@@ -42,9 +39,7 @@ class ChatNode:
         self,
         settings: ChatSettings,
         broker: Broker,
-        history: RoomHistory,
-        private: PrivateRooms,
-        publish: Callable[[str, bytes], Awaitable[Any]],
+        stores: RoomStores,
         introspection: IntrospectionClient,
         checker: CredentialChecker,
         handshake: Handshake,
@@ -52,10 +47,13 @@ class ChatNode:
         self.settings = settings
         self.broker = broker
         self.sockets = Sockets()
-        self.hub = RoomHub(broker, history, settings.namespaces, private)
-        self.private = private
-        self.control = Control(publish, self.sockets)
-        self.access = RoomAccess(settings.namespaces, private)
+        self.stores = stores
+        self.hub = RoomHub(
+            broker, stores.history, settings.namespaces, stores.private, stores.tracker
+        )
+        self.private = stores.private
+        self.control = Control(stores.publish, self.sockets)
+        self.access = RoomAccess(settings.namespaces, stores.private)
         self.introspection = introspection
         self.checker = checker
         self.handshake = handshake
@@ -64,7 +62,7 @@ class ChatNode:
             f"{settings.instance_id}-{boot}-{n}" for n in itertools.count(1)
         )
         self.commands = Commands(
-            settings, self.hub, self.access, self.sockets, checker, message_ids
+            settings, self.hub, self.access, stores.presence, self.sockets, checker, message_ids
         )
         self._connection_ids = (f"{settings.instance_id}-{boot}-c{n}" for n in itertools.count(1))
         self._revalidation: asyncio.Task[None] | None = None
@@ -164,3 +162,5 @@ class ChatNode:
         for connection in connections:
             connection.close_soon(GOING_AWAY)
         await asyncio.gather(*(c.wait_closed() for c in connections))
+        await self.stores.tracker.drain()  # closed sockets leave presence after the grace
+        await self.stores.lease.stop()

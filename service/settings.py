@@ -57,6 +57,8 @@ class ChatSettings:
     handshake_failure_window: float
     namespaces: Namespaces
     idempotency_ttl: int
+    presence_grace: float  # seconds a closed socket stays present (a reconnect makes no pair)
+    instance_lease: float  # seconds an instance stays alive in Redis without renewing
     http: HttpLimits
     log_level: str
 
@@ -124,6 +126,8 @@ def read_settings(environ: Mapping[str, str] | None = None) -> tuple[ChatSetting
         handshake_failure_window=env.number("CHAT_HANDSHAKE_FAILURE_WINDOW", 60.0, minimum=1.0),
         namespaces=namespaces,
         idempotency_ttl=env.integer("CHAT_IDEMPOTENCY_TTL", 600, minimum=1, maximum=86400),
+        presence_grace=env.number("CHAT_PRESENCE_GRACE", 3.0, minimum=0.0, maximum=300.0),
+        instance_lease=env.number("CHAT_INSTANCE_LEASE", 5.0, minimum=1.0, maximum=60.0),
         http=http,
         log_level=env.choice("LOG_LEVEL", "INFO", ("DEBUG", "INFO", "WARNING", "ERROR")),
     )

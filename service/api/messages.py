@@ -79,6 +79,19 @@ async def read(request: web.Request) -> web.Response:
     return web.Response(body=body, content_type="application/json")
 
 
+@routes.get("/api/rooms/{room}/presence")
+async def presence(request: web.Request) -> web.Response:
+    api = api_of(request)
+    actor = await api.caller(request)
+    room = room_of(request)
+    policy = allowed(await api.node.access.to_read(actor, room))
+    if not policy.presence:
+        raise not_found("this room's namespace keeps no presence")
+    count, members = await api.node.stores.presence.query(room)
+    listed = [member.public() for member in members]
+    return web.json_response({"room": room, "count": count, "members": listed})
+
+
 @routes.post("/api/users/{username}/disconnect")
 async def disconnect(request: web.Request) -> web.Response:
     api = api_of(request)

@@ -15,6 +15,7 @@ from service.registry import Sockets
 from service.rooms.access import Actor, Decision, RoomAccess, Verdict
 from service.rooms.hub import RoomHub
 from service.rooms.namespaces import Policy
+from service.rooms.presence import PresenceStore
 from service.rooms.room import Joined, NotAllowed, Since
 from service.settings import ChatSettings
 
@@ -27,6 +28,7 @@ class Commands:
         settings: ChatSettings,
         hub: RoomHub,
         access: RoomAccess,
+        presence: PresenceStore,
         sockets: Sockets,
         checker: CredentialChecker,
         message_ids: Iterator[str],
@@ -34,6 +36,7 @@ class Commands:
         self._settings = settings
         self._hub = hub
         self._access = access
+        self._presence_store = presence
         self._sockets = sockets
         self._checker = checker
         self._message_ids = message_ids
@@ -50,6 +53,8 @@ class Commands:
                     await self._send(socket, command)
                 case "history":
                     await self._history(socket, command)
+                case "presence":
+                    await self._presence(socket, command)
                 case "ping":
                     socket.send(frames.reply({"type": "pong"}, command.ref))
                 case "refresh":
@@ -140,6 +145,23 @@ class Commands:
                 "unavailable", "cannot read history now; retry", command.ref
             ) from None
         socket.send(frames.history(command.room, epoch, [s.frame for s in stored], command.ref))
+
+    async def _presence(self, socket: NativeSocket, command: Command) -> None:
+        policy = self._allowed(await self._access.to_read(_actor(socket), command.room), command)
+        if not policy.presence:
+            raise ProtocolError(
+                "presence_disabled", "this room's namespace keeps no presence", command.ref
+            )
+        try:
+            count, members = await self._presence_store.query(command.room)
+        except UNAVAILABLE:
+            raise ProtocolError(
+                "unavailable", "cannot read presence now; retry", command.ref
+            ) from None
+        listed = [
+            {"id": m.id, "username": m.username, "connections": m.connections} for m in members
+        ]
+        socket.send(frames.presence(command.room, count, listed, command.ref))
 
     async def _refresh(self, socket: NativeSocket, command: Command) -> None:
         try:

@@ -12,7 +12,7 @@ ROOM = re.compile(r"^[A-Za-z0-9_.:,-]{1,128}$")
 SURROGATE = re.compile("[\ud800-\udfff]")
 MAX_REF_LENGTH = 128
 MAX_SAFE_INTEGER = 2**53 - 1
-OPS = ("join", "leave", "send", "history", "ping", "refresh")
+OPS = ("join", "leave", "send", "history", "presence", "ping", "refresh")
 MAX_KEY_LENGTH = 64  # idempotency keys, epochs
 MAX_PAGE = 100  # messages per `history` answer
 
@@ -112,7 +112,7 @@ def parse(data: str, *, max_text: int) -> Command:
         raise ProtocolError("unknown_op", f"op must be one of {', '.join(OPS)}", ref)
     if op == "join":
         return Command(op, ref, room=_room(frame, ref), since=_since(frame, ref))
-    if op == "leave":
+    if op in ("leave", "presence"):
         return Command(op, ref, room=_room(frame, ref))
     if op == "history":
         room = _room(frame, ref)
@@ -195,3 +195,7 @@ def history(room: str, epoch: str | None, messages: list[bytes], ref: Ref) -> by
     """A `history` answer around message frames as they were stored (no re-encoding)."""
     head = reply({"type": "history", "room": room, "epoch": epoch}, ref)
     return head[:-1] + b',"messages":[' + b",".join(messages) + b"]}"
+
+
+def presence(room: str, count: int, members: list[dict[str, Any]], ref: Ref) -> bytes:
+    return reply({"type": "presence", "room": room, "count": count, "members": members}, ref)

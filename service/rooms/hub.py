@@ -19,6 +19,7 @@ from service.broker.base import UNAVAILABLE, Broker, BrokerUnavailable
 from service.rooms.history import Published, RoomHistory, Stored
 from service.rooms.messages import parse_control, parse_payload
 from service.rooms.namespaces import Namespaces, Policy
+from service.rooms.presence_tracker import PresenceTracker
 from service.rooms.private import PrivateRooms
 from service.rooms.room import Joined, Member, NotAllowed, Room, Since
 
@@ -29,11 +30,17 @@ class RoomHub:
     """room -> local members, in order (see the module's docstring)."""
 
     def __init__(
-        self, broker: Broker, history: RoomHistory, namespaces: Namespaces, private: PrivateRooms
+        self,
+        broker: Broker,
+        history: RoomHistory,
+        namespaces: Namespaces,
+        private: PrivateRooms,
+        presence: PresenceTracker,
     ) -> None:
         self._broker = broker
         self._history = history
         self._private = private
+        self._presence = presence
         self._namespaces = namespaces
         self._rooms: dict[str, Room] = {}
         self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
@@ -94,16 +101,22 @@ class RoomHub:
                     del self._rooms[name]
                     raise
             mark = room.begin_join()
+        entered = False
         try:
             # Subscribed now: a removal from here on reaches this room (`removed_since`);
             # one before it shows in the re-check.
             if recheck is not None and not await recheck():
                 raise NotAllowed
+            if policy.presence and member not in room.members:
+                await self._presence.enter(name, member.user_id, member.username)
+                entered = True
             if room.needs_read(since):
                 await room.read()
             if room.removed_since(mark, member.user_id):
                 raise NotAllowed
         except BaseException:
+            if entered:
+                self._left(room, member, closing=False)
             room.end_join()
             await self._drop_if_empty(room)
             raise
@@ -113,17 +126,24 @@ class RoomHub:
     def _count_read(self) -> None:
         self.reads += 1
 
-    async def leave(self, name: str, member: Member) -> None:
+    async def leave(self, name: str, member: Member, *, closing: bool = False) -> None:
+        """`member` leaves `name` (`closing`: because its socket closes)."""
         member.rooms.discard(name)
         room = self._rooms.get(name)
         if room is None or member not in room.members:
             return
         room.members.discard(member)
+        self._left(room, member, closing=closing)
         await self._drop_if_empty(room)
 
     async def remove(self, member: Member) -> None:
+        """A closing socket leaves every room (its presence after the grace)."""
         for name in tuple(member.rooms):
-            await self.leave(name, member)
+            await self.leave(name, member, closing=True)
+
+    def _left(self, room: Room, member: Member, *, closing: bool) -> None:
+        if room.policy.presence:
+            self._presence.leave(room.name, member.user_id, member.username, closing=closing)
 
     async def _drop_if_empty(self, room: Room) -> None:
         async with self._room_lock(room.name):
@@ -204,6 +224,7 @@ class RoomHub:
         """`user_id` ("" for all) is no longer in the room: its sockets here are told, and
         get nothing more from it."""
         for member in room.take_out(user_id):
+            self._left(room, member, closing=False)
             member.removed(room.name)
         if not room.members and not room.joining:
             self._background(self._drop_if_empty(room))

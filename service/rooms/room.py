@@ -46,6 +46,10 @@ class Member(Protocol):
     def user_id(self) -> str:
         """Whose socket it is (a removal names the user)."""
 
+    @property
+    def username(self) -> str:
+        """That user's name (presence lists it)."""
+
     def removed(self, room: str) -> None:
         """The member was taken out of `room` (removed, or the room deleted)."""
 

@@ -29,6 +29,9 @@ def chat_environ(redis_url: str, auth_url: str, **overrides: str) -> dict[str, s
         "CHAT_CLIENT_SECRET": CHAT_CLIENT[1],
         "CHAT_ALLOWED_ORIGINS": ORIGIN,
         "CHAT_CLOSE_TIMEOUT": "1",
+        # Short, so that an instance's shutdown (which waits out the grace) is quick; the
+        # grace's own tests set theirs.
+        "CHAT_PRESENCE_GRACE": "0.2",
     }
     env.update(overrides)
     return env

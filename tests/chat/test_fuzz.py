@@ -43,6 +43,7 @@ from hypothesis import strategies as st
 from hypothesis.control import currently_in_test_context
 
 from service.native.frames import MAX_REF_LENGTH, MAX_SAFE_INTEGER, OPS
+from service.rooms.access import dm_pair
 from service.views import NODE
 from tests.chat.conftest import ChatFactory
 from tests.chat.helpers import DEADLINE, ChatUser, Client, Stack, connect, join, receive, send
@@ -314,18 +315,21 @@ def expected(op: str, frame: dict[str, Any], rooms: set[str], tokens: dict[str, 
     if not isinstance(room, str) or not ROOM_PATTERN.fullmatch(room):
         return {"bad_room"}
     known = (room.partition(":")[0] if ":" in room else "") in NAMESPACES
+    refused = policy_refusal(room) if known else {"unknown_namespace"}
     if op == "join":
         if not valid_since(frame.get("since")):
             return {"bad_since"}
-        if not known:
-            return {"unknown_namespace"}
+        if refused:
+            return refused
         return {"joined", "unavailable"} if len(rooms - {room}) < MAX_ROOMS else {"too_many_rooms"}
     if op == "leave":
         return {"left"} if room in rooms else {"not_joined"}
     if op == "history":
         if not valid_page(frame):
             return {"bad_history"}
-        return {"history", "unavailable"} if known else {"unknown_namespace"}
+        return refused or {"history", "unavailable"}
+    if op == "presence":
+        return refused or {"presence", "unavailable"}
     text = frame.get("text")
     if not isinstance(text, str) or not text:
         return {"bad_text"}
@@ -335,9 +339,21 @@ def expected(op: str, frame: dict[str, Any], rooms: set[str], tokens: dict[str, 
         return {"bad_text"}
     if "idempotency_key" in frame and not short_text(frame["idempotency_key"]):
         return {"bad_idempotency_key"}
-    if not known:
-        return {"unknown_namespace"}
+    if refused:
+        return refused
     return {"ack", "unavailable"} if room in rooms else {"not_joined"}
+
+
+def policy_refusal(room: str) -> set[str]:
+    """What CHAT_NAMESPACES' default refuses alice in a room of a configured namespace: a
+    DM she is not in, or misspelt; any private room (the fuzz creates none)."""
+    namespace = room.partition(":")[0] if ":" in room else ""
+    if namespace == "dm":
+        pair = dm_pair(room)
+        if pair is None:
+            return {"bad_room"}
+        return set() if "alice" in pair else {"forbidden"}
+    return {"forbidden"} if namespace == "private" else set()
 
 
 def count_value(value: object) -> bool:
@@ -394,8 +410,11 @@ def check_text_answer(
         return None
     assert answer.get("ref") == ref, answer
     assert ("ref" in answer) == (ref is not None), answer
-    if op in ("join", "leave", "history"):
+    if op in ("join", "leave", "history", "presence"):
         assert answer["room"] == frame["room"], answer
+    if op == "presence":
+        assert isinstance(answer["count"], int), answer
+        assert all(set(m) == {"id", "username", "connections"} for m in answer["members"]), answer
     if op == "join":
         assert isinstance(answer["epoch"], str), answer
         assert isinstance(answer["offset"], int), answer
@@ -761,7 +780,9 @@ class Arena:
         for watcher in self.watchers:
             async with asyncio.timeout(DEADLINE):
                 while (frame := await receive(watcher)).get("id") != message_id:
-                    assert frame["type"] in ("message", "gap"), frame  # fuzzed room traffic
+                    assert frame["type"] in ("message", "gap", "member_joined", "member_left"), (
+                        frame
+                    )
 
     async def close_sender(self) -> None:
         if self.sender is not None:

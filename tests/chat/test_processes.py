@@ -9,6 +9,7 @@ import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any
 
 import aiohttp
 import pytest
@@ -77,6 +78,22 @@ async def open_socket(
     return ws
 
 
+async def receive_type_within(
+    ws: aiohttp.ClientWebSocketResponse, kind: str, deadline: float
+) -> dict[str, Any]:
+    async with asyncio.timeout(deadline):
+        while (frame := await receive(ws, deadline))["type"] != kind:
+            pass
+    return dict(frame)
+
+
+async def _past_frames(ws: aiohttp.ClientWebSocketResponse) -> aiohttp.WSMessage:
+    """The next message that is not a text frame (presence frames may come first)."""
+    while (message := await ws.receive()).type == aiohttp.WSMsgType.TEXT:
+        pass
+    return message
+
+
 async def test_sigkill_of_one_instance_goes_unnoticed_by_the_others_clients(
     chat_process: ChatProcessFactory, stack: Stack, alice: ChatUser, bob: ChatUser
 ) -> None:
@@ -89,7 +106,7 @@ async def test_sigkill_of_one_instance_goes_unnoticed_by_the_others_clients(
 
         doomed.process.send_signal(signal.SIGKILL)
         await doomed.process.wait()
-        closed = await asyncio.wait_for(on_doomed.receive(), 5)
+        closed = await asyncio.wait_for(_past_frames(on_doomed), 5)
         assert closed.type in (aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.ERROR)
 
         for n in range(5):
@@ -111,7 +128,7 @@ async def test_sigterm_closes_sockets_with_1001_and_exits_cleanly(
         started = time.monotonic()
         chat.process.send_signal(signal.SIGTERM)
         for ws in sockets:
-            message = await asyncio.wait_for(ws.receive(), SHUTDOWN_BOUND)
+            message = await asyncio.wait_for(_past_frames(ws), SHUTDOWN_BOUND)
             assert message.type == aiohttp.WSMsgType.CLOSE
             assert message.data == 1001
         code = await asyncio.wait_for(chat.process.wait(), SHUTDOWN_BOUND)
@@ -158,3 +175,26 @@ async def test_the_clients_of_a_killed_instance_resume_on_another_losing_nothing
         assert texts == [f"m{n}" for n in range(5, 12)]
         for ws in (reader, sender, resumed):
             await ws.close()
+
+
+async def test_a_killed_instances_users_leave_presence_within_10_s(
+    chat_process: ChatProcessFactory, stack: Stack, alice: ChatUser, bob: ChatUser
+) -> None:
+    doomed, survivor, other = await chat_process(), await chat_process(), await chat_process()
+    async with aiohttp.ClientSession() as session:
+        await open_socket(session, doomed, alice, "lobby")
+        watcher = await open_socket(session, survivor, bob, "lobby")
+        doomed.process.send_signal(signal.SIGKILL)
+        await doomed.process.wait()
+        started = time.monotonic()
+        left = await asyncio.wait_for(receive_type_within(watcher, "member_left", 10.0), 10.0)
+        assert left["user"]["id"] == alice.id
+        assert time.monotonic() - started < 10.0  # SPEC: within 10 s of the kill
+        await watcher.send_json({"op": "presence", "room": "lobby"})
+        answer = await receive_type(watcher, "presence")
+        assert [m["id"] for m in answer["members"]] == [bob.id]  # no ghost
+        # exactly once: the two survivors raced to clean up, one did
+        await watcher.send_json({"op": "send", "room": "lobby", "text": "marker"})
+        while (frame := await receive(watcher))["type"] != "message":
+            assert frame["type"] != "member_left", frame
+        assert other  # a third instance, to race the survivor for the clean-up

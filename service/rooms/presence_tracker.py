@@ -1,0 +1,95 @@
+"""This instance's part of presence: which of its sockets are in which rooms, entered and
+left in Redis (`PresenceStore`), with a grace for sockets that close.
+
+A socket that leaves a room, or is removed from it, leaves presence at once; a socket that
+closes leaves it `grace` seconds later, so a user who reconnects within the grace (to any
+instance) makes no `member_left` / `member_joined` pair. What this instance has entered is
+recorded against its lease (`InstanceLease`), so that if it dies, another instance takes its
+sockets out of presence (`reap`), within the lease and a scan.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import Counter
+from collections.abc import Callable
+
+from service.broker.base import UNAVAILABLE
+from service.instances import InstanceLease
+from service.rooms.presence import PresenceStore
+
+log = logging.getLogger(__name__)
+
+ROOMS = "rooms"  # the lease's record of the rooms this instance has presence in
+
+
+class PresenceTracker:
+    """Enters and leaves presence for this instance's sockets (see the module's docstring)."""
+
+    def __init__(
+        self,
+        store: PresenceStore,
+        lease: InstanceLease,
+        channel_of: Callable[[str], str],
+        *,
+        grace: float,
+    ) -> None:
+        self._store = store
+        self._lease = lease
+        self._channel = channel_of
+        self._grace = grace
+        self._here: Counter[tuple[str, str, str]] = Counter()  # (room, id, name) -> sockets
+        self._pending: set[asyncio.Task[None]] = set()
+        lease.reaper(ROOMS, self._reap)
+        lease.on_lost = self.resync
+
+    async def enter(self, room: str, user_id: str, username: str) -> None:
+        """One more socket of the user in the room. Raises what Redis raises."""
+        await self._lease.record(ROOMS, room)
+        await self._store.enter(room, self._lease.id, user_id, username, self._channel(room))
+        self._here[(room, user_id, username)] += 1
+
+    def leave(self, room: str, user_id: str, username: str, *, closing: bool) -> None:
+        """One socket fewer: at once, or after the grace when the socket is closing."""
+        key = (room, user_id, username)
+        if self._here[key] <= 0:
+            del self._here[key]
+            return
+        self._here[key] -= 1
+        if not self._here[key]:
+            del self._here[key]
+        delay = self._grace if closing else 0.0
+        task = asyncio.create_task(self._exit(key, delay=delay))
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
+
+    async def _exit(self, key: tuple[str, str, str], *, delay: float) -> None:
+        if delay:
+            await asyncio.sleep(delay)  # the grace itself, not a wait for something
+        room, user_id, username = key
+        try:
+            await self._store.exit(room, self._lease.id, user_id, username, self._channel(room))
+        except UNAVAILABLE:
+            log.warning("could not record a socket leaving presence; the lease's reaper will")
+
+    async def drain(self) -> None:
+        """Waits for every pending exit (each within its grace): on shutdown, so a client
+        reconnecting elsewhere within the grace makes no left/joined pair."""
+        if self._pending:
+            await asyncio.gather(*self._pending, return_exceptions=True)
+
+    async def _reap(self, dead: str, rooms: list[str]) -> None:
+        for room in rooms:
+            await self._store.reap(room, dead, self._channel(room))
+
+    async def resync(self) -> None:
+        """This instance's lease was reaped while it lived: its sockets are entered again."""
+        for (room, user_id, username), sockets in list(self._here.items()):
+            for _ in range(sockets):
+                try:
+                    await self._lease.record(ROOMS, room)
+                    await self._store.enter(room, self._lease.id, user_id, username, None)
+                except UNAVAILABLE:
+                    log.warning("could not enter presence again after a lapsed lease")
+                    return

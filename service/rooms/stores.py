@@ -1,0 +1,45 @@
+"""Everything rooms keep in Redis, built once per process on one client."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from service.instances import InstanceLease
+from service.rooms.history import RoomHistory
+from service.rooms.presence import PresenceStore
+from service.rooms.presence_tracker import PresenceTracker
+from service.rooms.private import PrivateRooms
+from service.settings import ChatSettings
+
+
+@dataclass(frozen=True)
+class RoomStores:
+    history: RoomHistory
+    private: PrivateRooms
+    presence: PresenceStore
+    tracker: PresenceTracker
+    lease: InstanceLease
+    publish: Callable[[str, bytes], Awaitable[Any]]  # a raw PUBLISH (control events)
+
+
+def room_stores(
+    redis: aioredis.Redis, settings: ChatSettings, channel_of: Callable[[str], str]
+) -> RoomStores:
+    # One lease per process: a restarted instance is a new one (its old lease lapses).
+    lease = InstanceLease(
+        redis, f"{settings.instance_id}-{secrets.token_hex(3)}", lease=settings.instance_lease
+    )
+    presence = PresenceStore(redis)
+    return RoomStores(
+        history=RoomHistory(redis, idempotency_ttl=settings.idempotency_ttl),
+        private=PrivateRooms(redis, channel_of),
+        presence=presence,
+        tracker=PresenceTracker(presence, lease, channel_of, grace=settings.presence_grace),
+        lease=lease,
+        publish=redis.publish,
+    )
