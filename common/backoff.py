@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import random
+from collections.abc import Awaitable, Callable
+
+log = logging.getLogger(__name__)
 
 
 class Backoff:
@@ -18,5 +23,25 @@ class Backoff:
         self._attempt += 1
         return random.uniform(delay / 2, delay)  # noqa: S311 - jitter, not security
 
+    @property
+    def attempts(self) -> int:
+        return self._attempt
+
     def reset(self) -> None:
         self._attempt = 0
+
+
+async def until_done(
+    call: Callable[[], Awaitable[object]], errors: tuple[type[Exception], ...], what: str
+) -> None:
+    """Calls `call` until it raises none of `errors`, with backoff: for a write that must
+    happen eventually (an exit from presence while Redis is away). Logs the first failure."""
+    backoff = Backoff(base=0.2, cap=5.0)
+    while True:
+        try:
+            await call()
+            return
+        except errors:
+            if backoff.attempts == 0:
+                log.warning("%s failed; retrying until it succeeds", what)
+        await asyncio.sleep(backoff.next())

@@ -65,10 +65,10 @@ def create_app(settings: ChatSettings, broker: Broker | None = None) -> web.Appl
             event_channels=(REVOCATION_CHANNEL, CONTROL_CHANNEL),
             probe_interval=settings.redis_probe_interval,
         )
-        authenticator = build_authenticator(checker, settings)
-        handshake = Handshake(settings, authenticator, introspection)
         redis = connect(settings.redis_url, decode=False)
         stores = room_stores(redis, settings, chosen.channel)
+        authenticator = build_authenticator(checker, settings)
+        handshake = Handshake(settings, authenticator, introspection, stores.user_sockets)
         node = ChatNode(settings, chosen, stores, introspection, checker, handshake)
         app[NODE] = node
         app[API] = Api(

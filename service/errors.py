@@ -57,6 +57,7 @@ class Refusal(Enum):
     ADDRESS_BLOCKED = "address_blocked"  # too many refused credentials from one address
     SERVER_FULL = "server_full"
     AUTH_UNAVAILABLE = "auth_unavailable"  # the auth service could not answer: retry later
+    UNAVAILABLE = "unavailable"  # Redis could not answer (the per-user count): retry later
 
 
 class Refused(Exception):

@@ -3,54 +3,45 @@
 `Handshake.admit` checks, in order: that the request is an upgrade offering `chat.v1` (if it
 offers subprotocols at all), that this process has room, who holds the credential (the
 authenticator chain, with its Origin policy and failure limits), that it has not expired,
-and the per-user and per-process limits; it returns the identity with its slot reserved, or
-raises `Refused`. What a refusal looks like on the wire is the view's business.
+and the per-process and per-user limits (the latter across all instances); it returns the
+identity with its slots reserved, or raises `Refused`. What a refusal looks like on the wire
+is the view's business.
 """
 
 from __future__ import annotations
 
 import time
-from collections import Counter
 
 from aiohttp import web
 
 from service.auth.chain import SUBPROTOCOL, HandshakeAuthenticator
 from service.auth.identity import Identity
 from service.auth.introspection import IntrospectionClient
+from service.broker.base import UNAVAILABLE
 from service.errors import Refusal, Refused, invalid_token
 from service.settings import ChatSettings
+from service.user_sockets import UserSockets
 
 
 class Admission:
-    """The sockets this process holds, in all and per user, against their limits."""
+    """The sockets this process holds, against its limit (the per-user limit is across all
+    instances: `UserSockets`)."""
 
-    def __init__(self, max_connections: int, max_per_user: int) -> None:
+    def __init__(self, max_connections: int) -> None:
         self._max = max_connections
-        self._max_per_user = max_per_user
         self._total = 0
-        self._per_user: Counter[str] = Counter()
 
     def refuse_if_full(self) -> None:
         if self._total >= self._max:
             raise Refused(Refusal.SERVER_FULL, "this server is full", retry_after=5)
 
-    def admit(self, identity: Identity) -> None:
-        """Reserves a slot for `identity`, or refuses; every admit is paired with a release."""
+    def admit(self) -> None:
+        """Reserves a slot, or refuses; every admit is paired with a release."""
         self.refuse_if_full()
-        if self._per_user[identity.user_id] >= self._max_per_user:
-            raise Refused(
-                Refusal.TOO_MANY_FOR_USER,
-                f"at most {self._max_per_user} sockets per user",
-                retry_after=5,
-            )
         self._total += 1
-        self._per_user[identity.user_id] += 1
 
-    def release(self, identity: Identity) -> None:
+    def release(self) -> None:
         self._total -= 1
-        self._per_user[identity.user_id] -= 1
-        if not self._per_user[identity.user_id]:
-            del self._per_user[identity.user_id]
 
 
 class Handshake:
@@ -61,20 +52,45 @@ class Handshake:
         settings: ChatSettings,
         authenticator: HandshakeAuthenticator,
         introspection: IntrospectionClient,
+        user_sockets: UserSockets,
     ) -> None:
         self.authenticator = authenticator
-        self.admission = Admission(settings.max_connections, settings.max_connections_per_user)
+        self.admission = Admission(settings.max_connections)
         self._introspection = introspection
+        self._user_sockets = user_sockets
+        self._per_user = settings.max_connections_per_user
 
     async def admit(self, request: web.Request, ws: web.WebSocketResponse) -> Identity:
+        """The identity, with its slots (this process's, and its user's across all
+        instances) reserved: every admit is paired with a `release`."""
         _check_upgrade(request, ws)
         # A full server refuses before it spends a look-up on the credential.
         self.admission.refuse_if_full()
         identity = await self.authenticator.authenticate(request)
         if identity.exp <= time.time():
             raise invalid_token("the credential has expired")
-        self.admission.admit(identity)
+        self.admission.admit()
+        try:
+            admitted = await self._user_sockets.admit(identity.user_id)
+        except BaseException as exc:
+            self.admission.release()
+            if isinstance(exc, UNAVAILABLE):
+                raise Refused(
+                    Refusal.UNAVAILABLE, "cannot admit connections now", retry_after=2
+                ) from exc
+            raise
+        if not admitted:
+            self.admission.release()
+            raise Refused(
+                Refusal.TOO_MANY_FOR_USER,
+                f"at most {self._per_user} sockets per user",
+                retry_after=5,
+            )
         return identity
+
+    def release(self, identity: Identity) -> None:
+        self.admission.release()
+        self._user_sockets.release(identity.user_id)
 
     def revoked_since(self, identity: Identity, since: float) -> bool:
         """Whether a revocation of `identity` arrived after `since` (monotonic): closes the

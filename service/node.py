@@ -163,4 +163,5 @@ class ChatNode:
             connection.close_soon(GOING_AWAY)
         await asyncio.gather(*(c.wait_closed() for c in connections))
         await self.stores.tracker.drain()  # closed sockets leave presence after the grace
+        await self.stores.user_sockets.drain()
         await self.stores.lease.stop()

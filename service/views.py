@@ -41,6 +41,7 @@ _REFUSALS: dict[Refusal, tuple[int, str, dict[str, str]]] = {
     Refusal.ADDRESS_BLOCKED: (429, "too_many_requests", {}),
     Refusal.SERVER_FULL: (503, "temporarily_unavailable", {}),
     Refusal.AUTH_UNAVAILABLE: (503, "temporarily_unavailable", {}),
+    Refusal.UNAVAILABLE: (503, "temporarily_unavailable", {}),
 }
 
 
@@ -73,7 +74,7 @@ async def websocket(request: web.Request) -> web.StreamResponse:
     try:
         await ws.prepare(request)
     except BaseException:
-        node.handshake.admission.release(identity)
+        node.handshake.release(identity)
         raise
     await _serve(node, ws, request, identity, started)
     return ws
@@ -135,7 +136,7 @@ async def _serve(
                 connection.send(frames.error("binary_unsupported", "send JSON text frames"))
     finally:
         # The handler may be cancelled (its client hung up): release the slot at once.
-        node.handshake.admission.release(identity)
+        node.handshake.release(identity)
         if connection.rooms or not connection.settled:
             # Leaving rooms and completing a close take awaits: they run as their own task,
             # so that this handler's cancellation cannot cut them short.

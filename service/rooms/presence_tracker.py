@@ -15,6 +15,7 @@ import logging
 from collections import Counter
 from collections.abc import Callable
 
+from common.backoff import until_done
 from service.broker.base import UNAVAILABLE
 from service.instances import InstanceLease
 from service.rooms.presence import PresenceStore
@@ -22,6 +23,7 @@ from service.rooms.presence import PresenceStore
 log = logging.getLogger(__name__)
 
 ROOMS = "rooms"  # the lease's record of the rooms this instance has presence in
+DRAIN_MARGIN = 5.0  # seconds past the grace a shutdown waits for exits to be recorded
 
 
 class PresenceTracker:
@@ -68,16 +70,22 @@ class PresenceTracker:
         if delay:
             await asyncio.sleep(delay)  # the grace itself, not a wait for something
         room, user_id, username = key
-        try:
-            await self._store.exit(room, self._lease.id, user_id, username, self._channel(room))
-        except UNAVAILABLE:
-            log.warning("could not record a socket leaving presence; the lease's reaper will")
+        await until_done(
+            lambda: self._store.exit(room, self._lease.id, user_id, username, self._channel(room)),
+            UNAVAILABLE,
+            "recording a socket leaving presence",
+        )
 
     async def drain(self) -> None:
         """Waits for every pending exit (each within its grace): on shutdown, so a client
         reconnecting elsewhere within the grace makes no left/joined pair."""
-        if self._pending:
-            await asyncio.gather(*self._pending, return_exceptions=True)
+        if not self._pending:
+            return
+        # Bounded: with Redis away the exits would retry forever; the reaper does them then.
+        _, late = await asyncio.wait(self._pending, timeout=self._grace + DRAIN_MARGIN)
+        for task in late:
+            task.cancel()
+        await asyncio.gather(*late, return_exceptions=True)
 
     async def _reap(self, dead: str, rooms: list[str]) -> None:
         for room in rooms:

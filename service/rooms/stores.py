@@ -15,6 +15,7 @@ from service.rooms.presence import PresenceStore
 from service.rooms.presence_tracker import PresenceTracker
 from service.rooms.private import PrivateRooms
 from service.settings import ChatSettings
+from service.user_sockets import UserSockets
 
 
 @dataclass(frozen=True)
@@ -24,6 +25,7 @@ class RoomStores:
     presence: PresenceStore
     tracker: PresenceTracker
     lease: InstanceLease
+    user_sockets: UserSockets
     publish: Callable[[str, bytes], Awaitable[Any]]  # a raw PUBLISH (control events)
 
 
@@ -41,5 +43,6 @@ def room_stores(
         presence=presence,
         tracker=PresenceTracker(presence, lease, channel_of, grace=settings.presence_grace),
         lease=lease,
+        user_sockets=UserSockets(redis, lease, settings.max_connections_per_user),
         publish=redis.publish,
     )

@@ -1020,7 +1020,7 @@ async def test_a_frame_of_exactly_the_limit_is_accepted(arena: Arena) -> None:
 
 
 async def test_a_server_initiated_close_gives_the_users_slot_back(
-    arena: Arena, make_chat: ChatFactory
+    arena: Arena, make_chat: ChatFactory, stack: Stack
 ) -> None:
     chat = await make_chat(
         CHAT_MAX_CONNECTIONS_PER_USER="1",
@@ -1028,13 +1028,18 @@ async def test_a_server_initiated_close_gives_the_users_slot_back(
         CHAT_RATE_BURST="1",
         CHAT_RATE_STRIKES="1",
     )
-    sock, handler = await arena.connect(chat)
+    # The limit is across instances: a user with no socket elsewhere (alice has the arena's).
+    dave = await stack.user("dave", "dave's password")
+    sock, hello = await RawSocket.open(chat, dave.access_token)
+    (connection,) = (c for c in chat.app[NODE].sockets if c.id == hello["connection_id"])
+    handler = connection.ws.task
     await sock.write(*[text_frame({"op": "ping"})] * 3)
     assert (await collect(sock, sentinel=None)).close == POLICY_VIOLATION
     await sock.close()  # answers the close and hangs up, as a client should
     await finished([handler])
+    await chat.app[NODE].stores.user_sockets.drain()  # the slot, given back in Redis
     try:
-        ws = await connect(chat, arena.alice.access_token)
+        ws = await connect(chat, dave.access_token)
     except aiohttp.WSServerHandshakeError as refused:
         raise AssertionError(f"the next socket was refused {refused.status}") from None  # 429
     await ws.close()

@@ -234,9 +234,28 @@ async def test_sockets_per_user_are_limited(
     other = await connect(chat, bob.access_token)  # another user is not affected
     await first.close()
     await asyncio.wait_for(first_connection.finished.wait(), 5)
+    await chat.app[NODE].stores.user_sockets.drain()  # its slot given back in Redis
     third = await connect(chat, alice.access_token)  # a closed socket gave its slot back
     for ws in (second, third, other):
         await ws.close()
+
+
+async def test_the_per_user_limit_holds_across_instances(
+    make_chat: ChatFactory, alice: ChatUser
+) -> None:
+    a = await make_chat(CHAT_MAX_CONNECTIONS_PER_USER="2")
+    b = await make_chat(CHAT_MAX_CONNECTIONS_PER_USER="2")
+    bearer = {"Authorization": f"Bearer {alice.access_token}"}
+    on_a = await connect(a, alice.access_token)
+    await connect(b, alice.access_token)
+    for chat in (a, b):  # two in all, on two instances: the third is refused on either
+        response = await chat.get("/ws", headers={**upgrade_headers(), **bearer})
+        assert response.status == 429
+    (connection,) = a.app[NODE].sockets
+    await on_a.close()
+    await asyncio.wait_for(connection.finished.wait(), 5)
+    await a.app[NODE].stores.user_sockets.drain()
+    await connect(b, alice.access_token)  # the slot freed on A is usable on B
 
 
 async def test_sockets_per_process_are_limited(

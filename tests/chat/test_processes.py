@@ -19,6 +19,12 @@ from tests.chat.helpers import ChatUser, Stack, receive, receive_type
 from tests.conftest import CHAT_CLIENT
 from tests.redis_server import free_port
 
+UPGRADE = {
+    "Connection": "Upgrade",
+    "Upgrade": "websocket",
+    "Sec-WebSocket-Version": "13",
+    "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==",
+}
 SHUTDOWN_BOUND = 10.0  # seconds a SIGTERM'd instance may take to close its sockets and exit
 
 
@@ -28,7 +34,7 @@ class ChatProcess:
     url: str
 
 
-ChatProcessFactory = Callable[[], Awaitable[ChatProcess]]
+ChatProcessFactory = Callable[..., Awaitable[ChatProcess]]
 
 
 @pytest.fixture
@@ -37,7 +43,7 @@ async def chat_process(
 ) -> AsyncIterator[ChatProcessFactory]:
     started: list[ChatProcess] = []
 
-    async def start() -> ChatProcess:
+    async def start(**overrides: str) -> ChatProcess:
         port = free_port()
         env = {
             **os.environ,
@@ -47,6 +53,7 @@ async def chat_process(
             "CHAT_CLIENT_ID": CHAT_CLIENT[0],
             "CHAT_CLIENT_SECRET": CHAT_CLIENT[1],
             "CHAT_CLOSE_TIMEOUT": "1",
+            **overrides,
         }
         process = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "service", env=env, stderr=asyncio.subprocess.PIPE
@@ -182,11 +189,13 @@ async def test_a_killed_instances_users_leave_presence_within_10_s(
 ) -> None:
     doomed, survivor, other = await chat_process(), await chat_process(), await chat_process()
     async with aiohttp.ClientSession() as session:
-        await open_socket(session, doomed, alice, "lobby")
+        on_doomed = await open_socket(session, doomed, alice, "lobby")  # held: dropped, it closes
         watcher = await open_socket(session, survivor, bob, "lobby")
         doomed.process.send_signal(signal.SIGKILL)
         await doomed.process.wait()
         started = time.monotonic()
+        dropped = await asyncio.wait_for(_past_frames(on_doomed), 5)  # open until the kill
+        assert dropped.type in (aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.ERROR)
         left = await asyncio.wait_for(receive_type_within(watcher, "member_left", 10.0), 10.0)
         assert left["user"]["id"] == alice.id
         assert time.monotonic() - started < 10.0  # SPEC: within 10 s of the kill
@@ -198,3 +207,27 @@ async def test_a_killed_instances_users_leave_presence_within_10_s(
         while (frame := await receive(watcher))["type"] != "message":
             assert frame["type"] != "member_left", frame
         assert other  # a third instance, to race the survivor for the clean-up
+
+
+async def test_a_killed_instances_sockets_stop_counting_against_the_user_within_10_s(
+    chat_process: ChatProcessFactory, alice: ChatUser
+) -> None:
+    doomed = await chat_process(CHAT_MAX_CONNECTIONS_PER_USER="1")
+    survivor = await chat_process(CHAT_MAX_CONNECTIONS_PER_USER="1")
+    bearer = {"Authorization": f"Bearer {alice.access_token}"}
+    async with aiohttp.ClientSession() as session:
+        on_doomed = await open_socket(session, doomed, alice, "lobby")  # held: dropped, it closes
+        async with session.get(f"{survivor.url}/ws", headers={**UPGRADE, **bearer}) as response:
+            assert response.status == 429  # her one socket is on the doomed instance
+        doomed.process.send_signal(signal.SIGKILL)
+        await doomed.process.wait()
+        started = time.monotonic()
+        dropped = await asyncio.wait_for(_past_frames(on_doomed), 5)  # open until the kill
+        assert dropped.type in (aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.ERROR)
+        while True:  # each attempt is a real handshake; the answer changes once reaped
+            async with session.get(f"{survivor.url}/ws", headers={**UPGRADE, **bearer}) as r:
+                if r.status == 101:
+                    break
+                assert r.status == 429
+            assert time.monotonic() - started < 10.0  # SPEC: within 10 s
+            await asyncio.sleep(0.25)
