@@ -10,7 +10,7 @@ from aiohttp import web
 from common.connection_gate import CONNECTION_SCREEN
 from common.http_limits import body_deadline
 from common.redis import connect
-from service import views
+from service import openapi, views
 from service.api import messages as api_messages
 from service.api import rooms as api_rooms
 from service.api.context import API, Api
@@ -99,4 +99,5 @@ def create_app(settings: ChatSettings, broker: Broker | None = None) -> web.Appl
     app.add_routes(views.routes)
     app.add_routes(api_rooms.routes)
     app.add_routes(api_messages.routes)
+    app.add_routes(openapi.routes())
     return app

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
 from service.broker.base import UNAVAILABLE
 from service.rooms.access import Decision, Verdict
+
+log = logging.getLogger(__name__)
 
 
 class ApiError(Exception):
@@ -78,6 +82,13 @@ async def api_errors(request: web.Request, handler: Handler) -> web.StreamRespon
         )
         headers = {k: v for k, v in exc.headers.items() if k in ("Allow", "Retry-After")}
         return _json(exc.status, code, exc.reason, headers)
+    except (asyncio.CancelledError, ConnectionResetError):
+        raise
+    except Exception:
+        if not request.path.startswith("/api/"):
+            raise
+        log.exception("the API failed unexpectedly")  # the traceback goes to the log only
+        return _json(500, "server_error", "internal error", {})
 
 
 def _json(status: int, error: str, description: str, headers: dict[str, str]) -> web.Response:

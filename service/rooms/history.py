@@ -238,6 +238,9 @@ class RoomHistory:
     ) -> tuple[str, list[Stored]]:
         """A page of history: the room's epoch and up to `limit` messages before offset
         `before` (the newest ones when None), oldest first, still within `ttl`."""
+        if before is not None and before <= 1:  # nothing comes before the first offset
+            epoch = await self._redis.hget(meta_key(room), "epoch")
+            return (epoch or b"").decode(), []
         top = "+" if before is None else f"(0-{before}"
         async with self._redis.pipeline(transaction=False) as pipe:
             pipe.hget(meta_key(room), "epoch")

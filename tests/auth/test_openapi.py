@@ -12,12 +12,10 @@ runs in a thread with its own event loop, not in the test's loop.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import fnmatch
 import itertools
 import json
-import threading
 import tomllib
 from collections.abc import Iterator
 from http.cookies import SimpleCookie
@@ -28,7 +26,6 @@ import pytest
 import requests
 import schemathesis
 import yaml
-from aiohttp import web
 from aiohttp.test_utils import TestClient
 from hypothesis import HealthCheck, settings
 from schemathesis.checks import not_a_server_error
@@ -43,8 +40,8 @@ from schemathesis.specs.openapi.checks import (
 from auth_service import openapi
 from auth_service.app import create_app
 from auth_service.settings import load_settings
-from common.http_server import start_site
 from tests.conftest import CHAT_CLIENT, PASSWORD, auth_environ
+from tests.live import LiveApp
 
 ROOT = Path(__file__).resolve().parents[2]
 SOURCE = ROOT / "docs" / "openapi.yaml"
@@ -102,48 +99,13 @@ def _protected(operation: dict[str, Any]) -> bool:
 PROTECTED = {op["operationId"]: f"{m} {p}" for m, p, op in _operations() if _protected(op)}
 
 
-class LiveAuthService:
+class LiveAuthService(LiveApp):
     """The real auth service on 127.0.0.1 (a free port), in a thread with its own loop."""
 
     def __init__(self, environ: dict[str, str]) -> None:
-        self._settings = load_settings(environ)
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._serve, name="auth-service", daemon=True)
-        self._runner: web.AppRunner | None = None
+        settings = load_settings(environ)
+        super().__init__(lambda: create_app(settings), settings.http, name="auth-service")
         self._names = itertools.count()
-        self.url = ""
-
-    def _serve(self) -> None:
-        asyncio.set_event_loop(self._loop)
-        self._loop.run_forever()
-        self._loop.run_until_complete(self._loop.shutdown_asyncgens())
-        self._loop.run_until_complete(self._loop.shutdown_default_executor())
-        self._loop.close()
-
-    async def _start(self) -> str:
-        app = create_app(self._settings)
-        self._runner, _site = await start_site(
-            app, self._settings.http, shutdown_timeout=1, host="127.0.0.1", port=0
-        )
-        host, port = self._runner.addresses[0][:2]
-        return f"http://{host}:{port}"
-
-    def start(self) -> None:
-        self._thread.start()
-        try:
-            self.url = asyncio.run_coroutine_threadsafe(self._start(), self._loop).result(10)
-        except BaseException:
-            self.stop()
-            raise
-
-    def stop(self) -> None:
-        try:
-            if self._runner is not None:
-                cleanup = asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop)
-                cleanup.result(10)
-        finally:
-            self._loop.call_soon_threadsafe(self._loop.stop)
-            self._thread.join(10)
 
     def post(self, path: str, **kwargs: Any) -> requests.Response:
         return requests.post(self.url + path, timeout=10, **kwargs)
