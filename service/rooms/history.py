@@ -23,7 +23,7 @@ import hashlib
 import secrets
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import redis.asyncio as aioredis
 
@@ -239,7 +239,7 @@ class RoomHistory:
         """A page of history: the room's epoch and up to `limit` messages before offset
         `before` (the newest ones when None), oldest first, still within `ttl`."""
         if before is not None and before <= 1:  # nothing comes before the first offset
-            epoch = await self._redis.hget(meta_key(room), "epoch")
+            epoch = cast(bytes | None, await self._redis.hget(meta_key(room), "epoch"))
             return (epoch or b"").decode(), []
         top = "+" if before is None else f"(0-{before}"
         async with self._redis.pipeline(transaction=False) as pipe:
