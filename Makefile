@@ -3,7 +3,7 @@ VENV   ?= .venv
 PYTHON ?= python3
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install run test load bench bench-history attack chaos lint format clean
+.PHONY: install run test load bench bench-history bench-presence attack chaos lint format clean
 
 $(STAMP): pyproject.toml
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
@@ -37,6 +37,10 @@ bench: $(BENCH_STAMP)
 ## bench-history: what history costs: the append (in Redis) and a 1,000-socket since storm
 bench-history: $(BENCH_STAMP)
 	$(VENV)/bin/python -m bench.history
+
+## bench-presence: one join and one presence query in a room of 10,000 present users
+bench-presence: $(BENCH_STAMP)
+	$(VENV)/bin/python -m bench.presence
 
 ## attack: the security assessment's attacks against one tree (ATTACK_ARGS: --source DIR,
 ## --label NAME, --scenarios slow,revoke,frames,handshakes, --quick); see bench/README.md

@@ -14,13 +14,24 @@ REDIS_ERRORS: tuple[type[Exception], ...] = (
 )
 
 
+POOL_SIZE = 128  # Redis connections per process at most
+POOL_WAIT = 5.0  # seconds a command waits for a free one before it fails
+
+
 def connect(url: str, *, timeout: float = 2.0, decode: bool = True) -> aioredis.Redis:
     """A pooled client with bounded timeouts, so a dead Redis fails a request, not hangs it.
-    `decode=False`: replies are bytes (what is stored is sent on as it is)."""
-    return aioredis.Redis.from_url(
+    `decode=False`: replies are bytes (what is stored is sent on as it is).
+
+    The pool blocks: past `POOL_SIZE` commands in flight, the next waits for a connection
+    (up to `POOL_WAIT`). redis-py's default pool instead fails at once past 100, which a
+    storm of handshakes or joins (several commands each) would turn into refusals."""
+    pool = aioredis.BlockingConnectionPool.from_url(
         url,
+        max_connections=POOL_SIZE,
+        timeout=POOL_WAIT,
         decode_responses=decode,
         socket_timeout=timeout,
         socket_connect_timeout=timeout,
         health_check_interval=30,
     )
+    return aioredis.Redis.from_pool(pool)  # the client owns the pool: aclose() closes it
