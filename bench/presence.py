@@ -47,6 +47,7 @@ async def _measure(
     client: aioredis.Redis, action: Callable[[], Awaitable[object]]
 ) -> dict[str, Any]:
     """Commands and bytes one `action` costs Redis, less the cost of measuring."""
+
     async def nothing() -> None:
         return None
 
@@ -110,9 +111,11 @@ async def run(redis_url: str) -> dict[str, Any]:
 
 
 def main() -> None:
-    with tempfile.TemporaryDirectory(prefix="bench-presence-") as directory:
-        with redis_server(Path(directory), core=None) as redis_url:
-            report = asyncio.run(run(redis_url))
+    with (
+        tempfile.TemporaryDirectory(prefix="bench-presence-") as directory,
+        redis_server(Path(directory), core=None) as redis_url,
+    ):
+        report = asyncio.run(run(redis_url))
     for key, value in report.items():
         print(f"{key}: {json.dumps(value) if isinstance(value, dict | list) else value}")
 

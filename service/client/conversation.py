@@ -13,7 +13,10 @@ from typing import Any
 
 from service.client.options import room_name
 
-HELP = "commands: /join ROOM (and send there), /leave ROOM, /help; //text sends /text"
+HELP = (
+    "commands: /join ROOM (and send there), /leave ROOM, /who [ROOM] (who is there), /help;"
+    " //text sends /text"
+)
 
 
 @dataclass
@@ -43,7 +46,7 @@ class Outgoing:
     """One line the user typed, as the frame it becomes. A `send` keeps its idempotency key
     across reconnects: resent after a drop, it is published once."""
 
-    op: str  # "send", "join" or "leave"
+    op: str  # "send", "join", "leave" or "presence"
     room: str
     text: str = ""
     key: str = field(default_factory=lambda: uuid.uuid4().hex)
@@ -61,9 +64,12 @@ def parse_line(line: str, current: str | None) -> Outgoing | str:
         argument = argument.strip()
         if command == "help":
             return HELP
-        if command in ("join", "leave"):
+        if command == "who" and not argument:
+            return Outgoing("presence", current) if current else "! /who ROOM, or /join ROOM first"
+        if command in ("join", "leave", "who"):
+            op = "presence" if command == "who" else command
             try:
-                return Outgoing(command, room_name(argument))
+                return Outgoing(op, room_name(argument))
             except argparse.ArgumentTypeError:
                 return f"! usage: /{command} ROOM (a room name: letters, digits, _ . : , -)"
         return f"! unknown command /{command}; {HELP}"

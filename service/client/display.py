@@ -30,11 +30,34 @@ def describe(frame: Mapping[str, Any]) -> str | None:
         return printable(f"[{clock(frame.get('ts'))}] #{room} <{username}>: {frame.get('text')}")
     if kind in ("joined", "left"):
         return printable(f"* {kind} #{room}")
+    if kind == "removed":
+        return printable(f"* removed from #{room}: you are no longer a member")
+    if kind in ("member_joined", "member_left"):
+        user = frame.get("user")
+        name = user.get("username") if isinstance(user, dict) else None
+        return printable(f"* {name} {'joined' if kind == 'member_joined' else 'left'} #{room}")
+    if kind == "presence":
+        return printable(_presence(frame))
     if kind == "gap":
         return printable(_gap(frame))
     if kind == "error":
         return printable(f"! error {frame.get('code')}: {frame.get('message')}")
     return None
+
+
+def _presence(frame: Mapping[str, Any]) -> str:
+    members = frame.get("members")
+    members = members if isinstance(members, list) else []
+    names = [
+        f"{m.get('username')}" + (f" ({m['connections']})" if m.get("connections", 1) > 1 else "")
+        for m in members
+        if isinstance(m, dict)
+    ]
+    count = frame.get("count")
+    more = (
+        f", and {count - len(names)} more" if isinstance(count, int) and count > len(names) else ""
+    )
+    return f"* #{frame.get('room')}: {count} here: {', '.join(names)}{more}"
 
 
 def _gap(frame: Mapping[str, Any]) -> str:

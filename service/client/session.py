@@ -180,6 +180,8 @@ class Session:
                 return rejoined(room, frame, since["offset"] if since else None)
         if kind == "gap":
             conversation.gap(frame)
+        if kind == "removed" and isinstance(room, str):
+            conversation.left(room)  # not joined again after a reconnect
         if kind == "refreshed":
             return f"* token refreshed; valid until {clock(frame.get('expires_at'))}"
         return describe(frame)

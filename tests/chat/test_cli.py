@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from unittest.mock import ANY
 
 import aiohttp
 import pytest
@@ -15,7 +16,7 @@ from service.client.main import _reason
 from service.client.options import PasswordCredential, TokenCredential, parse_options
 from tests.chat.clis import CLOCK, CliFactory, auth_url, chat_client, ws_url
 from tests.chat.conftest import ChatFactory
-from tests.chat.helpers import ChatUser, Stack, connect, join, receive_type
+from tests.chat.helpers import ChatUser, Stack, api, connect, join, receive_type
 from tests.conftest import PASSWORD
 from tests.redis_server import free_port
 
@@ -342,3 +343,30 @@ async def test_a_refused_connection_is_said_plainly() -> None:
         with pytest.raises(aiohttp.ClientConnectorError) as refused:
             await http.ws_connect(f"ws://127.0.0.1:{free_port()}/ws")
     assert _reason(refused.value) == "connection refused"  # not "ssl:default [Connect call…]"
+
+
+async def test_the_client_shows_who_comes_and_goes_and_a_removal(
+    stack: Stack, alice: ChatUser, bob: ChatUser, chat_client: CliFactory
+) -> None:
+    room = "private:plans"
+    await api(stack.a, "POST", "/api/rooms", alice.access_token, {"room": room})
+    await api(stack.a, "PUT", f"/api/rooms/{room}/members/bob", alice.access_token)
+    bob_cli = await chat_client(
+        "--url", ws_url(stack.b), "--room", room, "--token", bob.access_token
+    )
+    await bob_cli.expect(rf"\* joined #{room}")
+    alice_ws = await connect(stack.a, alice.access_token)
+    await join(alice_ws, room)
+    await bob_cli.expect(rf"\* alice joined #{room}")
+    await bob_cli.type("/who")
+    await bob_cli.expect(rf"\* #{room}: 2 here: alice, bob")
+    await api(stack.a, "DELETE", f"/api/rooms/{room}/members/bob", alice.access_token)
+    await bob_cli.expect(rf"\* removed from #{room}: you are no longer a member")
+    await bob_cli.type("still there?")  # the room is no longer the current one
+    await bob_cli.expect(r"! not in a room: /join ROOM first")
+
+
+def test_who_asks_for_presence() -> None:
+    assert parse_line("/who", "lobby") == Outgoing("presence", "lobby", key=ANY)
+    assert parse_line("/who news", "lobby") == Outgoing("presence", "news", key=ANY)
+    assert parse_line("/who", None) == "! /who ROOM, or /join ROOM first"
