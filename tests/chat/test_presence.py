@@ -10,7 +10,9 @@ from typing import Any
 import aiohttp
 import pytest
 
+from common.redis import connect as connect_redis
 from service.rooms import presence as presence_module
+from service.rooms.presence import PresenceStore
 from service.views import NODE
 from tests.chat.conftest import ChatFactory
 from tests.chat.helpers import ChatUser, Stack, api, connect, join, receive_type, send
@@ -188,3 +190,23 @@ async def test_a_big_room_is_counted_but_not_narrated(
     await send(watcher, "lobby", "marker")
     assert await _frames_until_marker(watcher, "marker") == []
     assert (await _presence(watcher, "lobby"))["count"] == 3
+
+
+async def test_count_is_exact_and_the_listing_stops_at_1000(redis_url: str) -> None:
+    redis = connect_redis(redis_url, decode=False)
+    store = PresenceStore(redis)
+    try:
+        for first in range(0, 1005, 250):
+            await asyncio.gather(
+                *(
+                    store.enter("crowd", "i1", f"u{n:04d}", f"user{n:04d}", None)
+                    for n in range(first, min(1005, first + 250))
+                )
+            )
+        await store.enter("crowd", "i2", "u0000", "user0000", None)  # a second socket
+        count, listed = await store.query("crowd")
+        assert count == 1005  # users, not sockets
+        assert len(listed) == presence_module.MAX_LISTED == 1000
+        assert len({p.id for p in listed}) == 1000
+    finally:
+        await redis.aclose()
