@@ -57,6 +57,8 @@ def refused(decision: Decision) -> ApiError:
         return bad_request(
             "a DM room is dm:<username>,<username>, lower case and sorted", "bad_room"
         )
+    if decision.verdict is Verdict.NO_SUCH_ROOM:
+        return not_found("no such room")
     return forbidden()
 
 

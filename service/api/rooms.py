@@ -5,7 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from service.api.context import Api, api_of, json_body, room_of
-from service.api.errors import ApiError, bad_request, forbidden, not_found
+from service.api.errors import ApiError, bad_request, forbidden, not_found, refused
 from service.native.frames import ROOM
 from service.rooms.access import Actor
 from service.rooms.private import Owner
@@ -66,8 +66,9 @@ async def list_members(request: web.Request) -> web.Response:
     actor = await api.caller(request)
     room = room_of(request)
     _private(api, room)
-    if not (await api.node.access.to_read(actor, room)).allowed:
-        raise forbidden()
+    decision = await api.node.access.to_read(actor, room)
+    if not decision.allowed:
+        raise refused(decision)
     owner = await api.node.private.owner(room)
     if owner is None:
         raise not_found("no such room") if actor.server else forbidden()

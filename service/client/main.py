@@ -1,7 +1,8 @@
 """`chat-client`'s run: log in, connect, and reconnect after a drop.
 
 After 1001 (an instance going away), 1006 (a connection lost), 1011, 1012 and 1013 (an
-instance overloaded, or this client read too slowly) it reconnects to the next `--url` with
+instance overloaded, or this client read too slowly), and 4004 (disconnected by the server
+API, which allows a reconnect), it reconnects to the next `--url` with
 backoff, joins its rooms again with `since` and shows what it missed or exactly what is
 lost; after 4001 it refreshes the token first. The first connection is not retried: a wrong
 URL, a refused credential or a service that is down is said at once.
@@ -37,7 +38,7 @@ EXIT_INTERRUPTED = 130
 
 CONNECT_TIMEOUT = 30.0  # the handshake includes the server's own bounded introspection
 HEARTBEAT = 30.0  # notices a server that vanished without closing
-RECONNECT = (1001, 1006, 1011, 1012, 1013)
+RECONNECT = (1001, 1006, 1011, 1012, 1013, 4004)
 TOKEN_EXPIRED = 4001
 FIRST_DELAY, MAX_DELAY = 0.5, 20.0  # seconds before a reconnect: doubling, with jitter
 

@@ -184,6 +184,12 @@ class Session:
             conversation.left(room)  # not joined again after a reconnect
         if kind == "refreshed":
             return f"* token refreshed; valid until {clock(frame.get('expires_at'))}"
+        if kind == "error" and inflight is not None and inflight.ref == frame.get("ref"):
+            asked = inflight.frame  # say which request was refused, and in which room
+            where = f" #{asked['room']}" if "room" in asked else ""
+            return printable(
+                f"! {asked.get('op')}{where} refused: {frame.get('code')}: {frame.get('message')}"
+            )
         return describe(frame)
 
     def _answer(self, ref: object, frame: dict[str, Any]) -> None:

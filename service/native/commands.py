@@ -67,7 +67,10 @@ class Commands:
         """The room's policy when allowed; the refusal as an error frame otherwise."""
         if decision.policy is not None and decision.allowed:
             return decision.policy
-        raise ProtocolError(decision.verdict.value, _REFUSED[decision.verdict], command.ref)
+        verdict = decision.verdict
+        if verdict is Verdict.NO_SUCH_ROOM:  # a server's verdict: a socket is a user's
+            verdict = Verdict.FORBIDDEN
+        raise ProtocolError(verdict.value, _REFUSED[verdict], command.ref)
 
     async def _join(self, socket: NativeSocket, command: Command) -> None:
         room = command.room

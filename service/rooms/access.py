@@ -8,7 +8,8 @@ HTTP API, and any later protocol), so no path can forget a check (SPEC "Rooms").
   sorted (any other spelling is `BAD_ROOM`);
 - `send`: `joined` lets whoever may join send (a socket must have joined first, which the
   socket path checks); `server` lets only the server API send;
-- a server (a `chat:server` token) may do all of it, in any room of a configured namespace.
+- a server (a `chat:server` token) may do all of it, in any room of a configured namespace
+  (a private room must exist: `NO_SUCH_ROOM` otherwise).
 
 A user who may not see a room is `FORBIDDEN` whether or not it exists: a `members` room
 costs one membership read either way, so refusals do not tell rooms apart by their timing.
@@ -29,6 +30,7 @@ class Verdict(Enum):
     ALLOWED = "allowed"
     FORBIDDEN = "forbidden"
     BAD_ROOM = "bad_room"  # a `dm:` name not in its one spelling
+    NO_SUCH_ROOM = "no_such_room"  # for a server only: a private room that does not exist
     UNKNOWN_NAMESPACE = "unknown_namespace"
 
 
@@ -97,12 +99,14 @@ class RoomAccess:
                 return Decision(Verdict.BAD_ROOM, policy)
             if not actor.server and actor.username.lower() not in pair:
                 return Decision(Verdict.FORBIDDEN, policy)
-        elif (
-            policy.join == "members"
-            and not actor.server
-            and not await self._private.is_member(room, actor.id)
-        ):
-            return Decision(Verdict.FORBIDDEN, policy)
+        elif policy.join == "members":
+            if actor.server:
+                # A server may learn what exists; it must not fill a room nobody created,
+                # whose first creator would then find it full of someone else's history.
+                if not await self._private.exists(room):
+                    return Decision(Verdict.NO_SUCH_ROOM, policy)
+            elif not await self._private.is_member(room, actor.id):
+                return Decision(Verdict.FORBIDDEN, policy)
         return Decision(Verdict.ALLOWED, policy)
 
     to_read = to_join

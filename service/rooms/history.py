@@ -235,12 +235,13 @@ class RoomHistory:
 
     async def before(
         self, room: str, *, before: int | None, limit: int, ttl: int
-    ) -> tuple[str, list[Stored]]:
-        """A page of history: the room's epoch and up to `limit` messages before offset
-        `before` (the newest ones when None), oldest first, still within `ttl`."""
+    ) -> tuple[str | None, list[Stored]]:
+        """A page of history: the room's epoch (None before its first message) and up to
+        `limit` messages before offset `before` (the newest ones when None), oldest first,
+        still within `ttl`."""
         if before is not None and before <= 1:  # nothing comes before the first offset
             epoch = cast(bytes | None, await self._redis.hget(meta_key(room), "epoch"))
-            return (epoch or b"").decode(), []
+            return _epoch(epoch), []
         top = "+" if before is None else f"(0-{before}"
         async with self._redis.pipeline(transaction=False) as pipe:
             pipe.hget(meta_key(room), "epoch")
@@ -248,11 +249,11 @@ class RoomHistory:
             epoch, entries = await pipe.execute()
         horizon = int(time.time() * 1000) - ttl * 1000
         stored = [_stored(entry) for entry in reversed(entries)]
-        return (epoch or b"").decode(), [s for s in stored if s.sent_ms >= horizon]
+        return _epoch(epoch), [s for s in stored if s.sent_ms >= horizon]
 
     async def after(
         self, room: str, *, after: int, limit: int, ttl: int
-    ) -> tuple[str, list[Stored]]:
+    ) -> tuple[str | None, list[Stored]]:
         """A page of history forward: up to `limit` messages after offset `after`, oldest
         first, still within `ttl`."""
         async with self._redis.pipeline(transaction=False) as pipe:
@@ -261,4 +262,8 @@ class RoomHistory:
             epoch, entries = await pipe.execute()
         horizon = int(time.time() * 1000) - ttl * 1000
         stored = [_stored(entry) for entry in entries]
-        return (epoch or b"").decode(), [s for s in stored if s.sent_ms >= horizon]
+        return _epoch(epoch), [s for s in stored if s.sent_ms >= horizon]
+
+
+def _epoch(value: bytes | None) -> str | None:
+    return None if value is None else value.decode()

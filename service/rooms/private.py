@@ -95,6 +95,9 @@ class PrivateRooms:
         user_id, _, username = _text(value).partition(" ")
         return Owner(user_id, username)
 
+    async def exists(self, room: str) -> bool:
+        return bool(await self._redis.exists(owner_key(room)))
+
     async def is_member(self, room: str, user_id: str) -> bool:
         return bool(await self._redis.hexists(members_key(room), user_id))
 

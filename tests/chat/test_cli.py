@@ -102,7 +102,7 @@ async def test_refused_lines_are_reported_and_the_session_goes_on(
     await cli.expect(r"\* joined #news")
     # Too long for the server's text limit, then too long to be sent at all.
     await cli.type("x" * 5000, "y" * 100_000, "still here")
-    await cli.expect(r"! error too_long: text is limited to 4096 characters")
+    await cli.expect(r"! send #lobby refused: too_long: text is limited to 4096 characters")
     await cli.expect(rf"{CLOCK} #lobby <alice>: still here")
     cli.end_input()
     status, _, err = await cli.result()
@@ -157,7 +157,7 @@ async def test_a_refused_join_ends_the_session_with_1(
         "--url", ws_url(chat), "--room", "lobby", "--room", "news", "--token", alice.access_token
     )
     await cli.expect(r"\* joined #lobby")
-    await cli.expect(r"! error too_many_rooms: at most 1 rooms")
+    await cli.expect(r"! join #news refused: too_many_rooms: at most 1 rooms")
     status, _, err = await cli.result()
     assert status == 1, err
 

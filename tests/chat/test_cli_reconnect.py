@@ -11,7 +11,7 @@ from aiohttp.test_utils import TestClient
 
 from tests.chat.clis import CLOCK, CliFactory, auth_url, chat_client, ws_url
 from tests.chat.conftest import ChatFactory
-from tests.chat.helpers import ChatUser, Stack, connect, join, receive_type, send
+from tests.chat.helpers import ChatUser, Stack, api, connect, join, receive_type, send
 from tests.conftest import PASSWORD, AuthClientFactory
 from tests.faults import LinkProxy
 
@@ -210,3 +210,22 @@ async def test_join_and_leave_are_commands(
     status, out, err = await cli.result()
     assert status == 0, (out, err)
     await news.close()
+
+
+async def test_a_server_disconnect_4004_is_followed_by_a_reconnect(
+    stack: Stack, alice: ChatUser, bob: ChatUser, chat_client: CliFactory
+) -> None:
+    cli = await chat_client(
+        "--url", ws_url(stack.a), "--url", ws_url(stack.b), "--room", "lobby",
+        "--token", alice.access_token,
+    )  # fmt: skip
+    await cli.expect(r"\* joined #lobby")
+    server = await stack.server_token()
+    status, _ = await api(stack.a, "POST", "/api/users/alice/disconnect", server)
+    assert status == 204
+    await cli.expect(r"\* connection closed: 4004 disconnected by the server")
+    await cli.expect(r"\* rejoined #lobby: nothing missed")
+    bob_ws = await connect(stack.b, bob.access_token)
+    await join(bob_ws, "lobby")
+    await send(bob_ws, "lobby", "still with us?")
+    await cli.expect(rf"{CLOCK} #lobby <bob>: still with us\?")

@@ -201,3 +201,18 @@ async def test_disabled_sockets_close_when_the_room_is_gone(stack: Stack, alice:
     assert not ws.closed
     await ws.close()
     assert await closed_with(ws) is not None or ws.closed
+
+
+async def test_a_server_cannot_fill_a_private_room_nobody_created(stack: Stack) -> None:
+    server = await stack.server_token()
+    body = {"text": "into the void"}
+    status, answer = await api(stack.a, "POST", "/api/rooms/private:nope/messages", server, body)
+    assert (status, answer["error"]) == (404, "not_found")
+    for path in ("messages", "presence", "members"):
+        status, answer = await api(stack.a, "GET", f"/api/rooms/private:nope/{path}", server)
+        assert (status, answer["error"]) == (404, "not_found"), path
+
+
+async def test_a_room_with_no_message_yet_has_no_epoch(stack: Stack, alice: ChatUser) -> None:
+    status, body = await api(stack.a, "GET", "/api/rooms/quiet/messages", alice.access_token)
+    assert (status, body) == (200, {"room": "quiet", "epoch": None, "messages": []})
