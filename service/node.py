@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 
 REVOCATION_CHANNEL = revocation_events.CHANNEL
 REVALIDATION_CONCURRENCY = 32
+STOP_LEASE_WITHIN = 5.0  # seconds a shutdown spends giving its lease back
 
 
 class ChatNode:
@@ -164,4 +165,8 @@ class ChatNode:
         await asyncio.gather(*(c.wait_closed() for c in connections))
         await self.stores.tracker.drain()  # closed sockets leave presence after the grace
         await self.stores.user_sockets.drain()
-        await self.stores.lease.stop()
+        try:
+            async with asyncio.timeout(STOP_LEASE_WITHIN):
+                await self.stores.lease.stop()
+        except TimeoutError:
+            log.warning("could not give the instance lease back in time; it will lapse")
