@@ -14,9 +14,9 @@ from service.native.socket import NativeSocket
 from service.registry import Sockets
 from service.rooms.access import Actor, Decision, RoomAccess, Verdict
 from service.rooms.hub import RoomHub
+from service.rooms.member import Joined, NotAllowed, Since
 from service.rooms.namespaces import Policy
 from service.rooms.presence import PresenceStore
-from service.rooms.room import Joined, NotAllowed, Since
 from service.settings import ChatSettings
 
 

@@ -17,11 +17,12 @@ from typing import Any
 
 from service.broker.base import UNAVAILABLE, Broker, BrokerUnavailable
 from service.rooms.history import Published, RoomHistory, Stored
+from service.rooms.member import Joined, Member, NotAllowed, Since
 from service.rooms.messages import parse_control, parse_payload
 from service.rooms.namespaces import Namespaces, Policy
 from service.rooms.presence_tracker import PresenceTracker
 from service.rooms.private import PrivateRooms
-from service.rooms.room import Joined, Member, NotAllowed, Room, Since
+from service.rooms.room import Room
 
 log = logging.getLogger(__name__)
 

@@ -23,10 +23,9 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Protocol
 
 from service.rooms.history import RoomHistory, Tail
+from service.rooms.member import Joined, Member, Since
 from service.rooms.messages import RoomMessage
 from service.rooms.namespaces import Policy
 
@@ -35,55 +34,6 @@ log = logging.getLogger(__name__)
 REPLAY_LIMIT = 1000  # messages one join may replay; older ones are announced as a gap
 WINDOW_SECONDS = 10.0  # how long one read of a room's history serves later joins
 HELD_LIMIT = 10_000  # messages held back during a repair; past it the oldest are let go
-
-
-class Member(Protocol):
-    """A socket in rooms, whatever protocol it speaks."""
-
-    rooms: set[str]
-
-    @property
-    def user_id(self) -> str:
-        """Whose socket it is (a removal names the user)."""
-
-    @property
-    def username(self) -> str:
-        """That user's name (presence lists it)."""
-
-    def removed(self, room: str) -> None:
-        """The member was taken out of `room` (removed, or the room deleted)."""
-
-    def deliver(self, message: RoomMessage) -> None:
-        """The room's next message (in a room with history: offset order, each once)."""
-
-    def replay(self, messages: list[RoomMessage]) -> None:
-        """What a join with `since` missed, in order, before anything live."""
-
-    def gap(self, room: str, first: int | None, last: int | None, *, reset: bool) -> None:
-        """Messages `first`..`last` of `room` are lost to this member (both None: which ones
-        is unknown, a room without history; `reset`: the room's history was lost)."""
-
-
-class NotAllowed(Exception):
-    """The user was removed from the room while its join was being served."""
-
-
-@dataclass(frozen=True)
-class Since:
-    """Where a client left a room: the last offset it received, of which epoch."""
-
-    offset: int
-    epoch: str
-
-
-@dataclass(frozen=True)
-class Joined:
-    """What a join found: the room's epoch and offset (None without history) and, for a
-    join with `since`, whether nothing was lost."""
-
-    epoch: str | None
-    offset: int | None
-    recovered: bool | None
 
 
 class Room:
