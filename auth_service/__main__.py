@@ -12,15 +12,16 @@ from auth_service.components import AuthComponents
 from auth_service.settings import AuthSettings, load_settings
 from common.entrypoint import settings_or_exit
 from common.http_server import serve
-from common.redis import connect
+from common.redis import connect_to, prepare
 
 
 async def _keys_command(settings: AuthSettings, args: argparse.Namespace) -> int:
     if settings.signing_key_files:
         print("signing keys come from AUTH_SIGNING_KEY_FILES; rotate by editing that list")
         return 2
-    redis = connect(settings.redis_url)
+    redis = connect_to(settings.redis_url, settings.redis_cluster_nodes)
     try:
+        await prepare(redis)
         if args.action == "rotate":
             print(f"new signing key: {await keys.rotate(redis)}")
         elif args.action == "retire":

@@ -16,7 +16,7 @@ from auth_service.errors import error_middleware
 from auth_service.sessions import one_session_cookie
 from auth_service.settings import AuthSettings
 from common.http_limits import body_deadline
-from common.redis import REDIS_ERRORS
+from common.redis import REDIS_ERRORS, prepare
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +27,7 @@ MAX_BODY = 256 * 1024
 async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
     parts = app[COMPONENTS]
     try:
+        await prepare(parts.redis)
         await parts.keyring.load()
         claimed = await parts.users.backfill_skeletons()
         if claimed:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import redis.asyncio as aioredis
 from aiohttp import web
 
 from auth_service.clients import ClientRegistry
@@ -18,7 +17,7 @@ from auth_service.sessions import RedisSessionStorage
 from auth_service.settings import AuthSettings
 from auth_service.tokens import AccessTokens, RefreshTokens
 from auth_service.users import UserStore
-from common.redis import connect
+from common.redis import RedisClient, connect_to
 
 
 @dataclass(frozen=True)
@@ -26,7 +25,7 @@ class AuthComponents:
     """Everything a request handler may need; one instance per application."""
 
     settings: AuthSettings
-    redis: aioredis.Redis
+    redis: RedisClient
     users: UserStore
     passwords: PasswordService
     keyring: KeyRing
@@ -43,7 +42,7 @@ class AuthComponents:
 
     @classmethod
     def build(cls, settings: AuthSettings) -> AuthComponents:
-        redis = connect(settings.redis_url)
+        redis = connect_to(settings.redis_url, settings.redis_cluster_nodes)
         users = UserStore(redis)
         keyring = KeyRing(redis, settings.signing_key_files)
         access = AccessTokens(

@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass
 from typing import cast
 
-import redis.asyncio as aioredis
+from common.redis import RedisClient
 
 
 def grants_key(user_id: str) -> str:
@@ -66,7 +66,7 @@ class Grant:
 class GrantIndex:
     """Adds, lists and drops a user's grants."""
 
-    def __init__(self, redis: aioredis.Redis) -> None:
+    def __init__(self, redis: RedisClient) -> None:
         self._redis = redis
         self._over_limit = redis.register_script(_OVER_LIMIT)
 

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import redis.asyncio as aioredis
-
 from auth_service.clients import ClientRegistry
 from auth_service.keys import KEYS_HASH
 from auth_service.revocation import jti_key
@@ -22,6 +20,7 @@ from auth_service.tokens import (
 )
 from auth_service.users import User, UserStore
 from common.credentials import looks_like_jwt, looks_like_refresh_token, looks_like_session_id
+from common.redis import RedisClient
 
 INACTIVE: dict[str, Any] = {"active": False}
 
@@ -31,7 +30,7 @@ class Introspector:
 
     def __init__(
         self,
-        redis: aioredis.Redis,
+        redis: RedisClient,
         *,
         keys_in_redis: bool,
         access: AccessTokens,

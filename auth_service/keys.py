@@ -17,12 +17,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import cast
 
-import redis.asyncio as aioredis
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from common import revocation_events
-from common.redis import REDIS_ERRORS
+from common.redis import REDIS_ERRORS, RedisClient
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +89,7 @@ def kid_of(private: Ed25519PrivateKey) -> str:
 class KeyRing:
     """The keys this replica signs and verifies with, refreshed from Redis when stale."""
 
-    def __init__(self, redis: aioredis.Redis | None, files: tuple[str, ...] = ()) -> None:
+    def __init__(self, redis: RedisClient | None, files: tuple[str, ...] = ()) -> None:
         self._redis = redis
         self._files = files
         self._keys: dict[str, SigningKey] = {}
@@ -174,7 +173,7 @@ class KeyRing:
         return {"keys": [key.jwk() for key in self._keys.values()]}
 
 
-async def rotate(redis: aioredis.Redis) -> str:
+async def rotate(redis: RedisClient) -> str:
     """Add a new signing key to the shared ring and make it the one that signs."""
     fresh = Ed25519PrivateKey.generate()
     kid = kid_of(fresh)
@@ -193,7 +192,7 @@ return 1
 """
 
 
-async def retire(redis: aioredis.Redis, kid: str) -> bool:
+async def retire(redis: RedisClient, kid: str) -> bool:
     """Remove a key that no longer signs, and announce it (a `kid` revocation event, so chat
     instances close what it signed): its tokens stop being active at once, everywhere.
     False when there is no such key."""

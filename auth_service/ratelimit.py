@@ -13,9 +13,8 @@ import secrets
 import time
 from dataclasses import dataclass
 
-import redis.asyncio as aioredis
-
 from auth_service.errors import too_many
+from common.redis import RedisClient
 
 # One dimension (an account, or an address). KEYS: failures, pending (sorted set of
 # reservations by time), attempts. ARGV: now (ms), reservation id, failure limit, attempt
@@ -94,7 +93,7 @@ class LoginThrottle:
     """
 
     def __init__(
-        self, redis: aioredis.Redis, *, per_user: Limits, per_address: Limits, window: int
+        self, redis: RedisClient, *, per_user: Limits, per_address: Limits, window: int
     ) -> None:
         self._redis = redis
         self._per_user = per_user
@@ -158,7 +157,7 @@ class LoginThrottle:
 class AddressQuota:
     """At most `limit` actions per address per window, counted on each try."""
 
-    def __init__(self, redis: aioredis.Redis, *, name: str, limit: int, window: int) -> None:
+    def __init__(self, redis: RedisClient, *, name: str, limit: int, window: int) -> None:
         self._redis = redis
         self._name = name
         self._limit = limit

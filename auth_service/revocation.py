@@ -10,12 +10,11 @@ from __future__ import annotations
 import logging
 import time
 
-import redis.asyncio as aioredis
-
 from auth_service.grants import Grant, GrantIndex, family_member
 from auth_service.sessions import RedisSessionStorage
 from auth_service.tokens import RefreshTokens
 from common import revocation_events
+from common.redis import RedisClient
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +33,7 @@ return 1
 """
 
 
-async def announce(redis: aioredis.Redis, kind: str, value: str, reason: str) -> None:
+async def announce(redis: RedisClient, kind: str, value: str, reason: str) -> None:
     """Publishes a revocation event (`kind` one of `revocation_events.FIELDS`)."""
     await redis.publish(CHANNEL, revocation_events.encode(kind, value, reason))
     log.info("revoked", extra={"kind": kind, "id": value, "reason": reason})
@@ -45,7 +44,7 @@ class Revocations:
 
     def __init__(
         self,
-        redis: aioredis.Redis,
+        redis: RedisClient,
         refresh: RefreshTokens,
         sessions: RedisSessionStorage,
         grants: GrantIndex,

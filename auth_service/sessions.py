@@ -14,13 +14,13 @@ import secrets
 import time
 from dataclasses import dataclass
 
-import redis.asyncio as aioredis
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 from aiohttp_session import AbstractStorage, Session
 
 from auth_service.errors import invalid_request
 from common.credentials import cookie_values, looks_like_session_id
+from common.redis import RedisClient
 
 PREFIX = "auth:session:"
 
@@ -45,7 +45,7 @@ class RedisSessionStorage(AbstractStorage):
 
     def __init__(
         self,
-        redis: aioredis.Redis,
+        redis: RedisClient,
         *,
         cookie_name: str,
         max_age: int,

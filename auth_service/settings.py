@@ -26,6 +26,7 @@ class AuthSettings:
 
     app_env: str
     redis_url: str
+    redis_cluster_nodes: tuple[tuple[str, int], ...]  # seeds; () for one Redis at redis_url
     host: str
     port: int
     issuer: str
@@ -112,6 +113,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> AuthSettings:
     settings = AuthSettings(
         app_env=env.app_env,
         redis_url=env.url("REDIS_URL", "redis://127.0.0.1:6379/0", schemes=("redis", "rediss")),
+        redis_cluster_nodes=env.cluster_nodes("REDIS_CLUSTER_NODES"),
         host=host,
         port=port,
         issuer=env.url("AUTH_ISSUER", f"http://{host}:{port}", schemes=("http", "https")),

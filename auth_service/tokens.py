@@ -19,13 +19,13 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 import jwt
-import redis.asyncio as aioredis
 
 from auth_service.errors import OAuthError, invalid_grant
 from auth_service.grants import GrantIndex, grants_key
 from auth_service.keys import KeyRing
 from common import revocation_events
 from common.credentials import looks_like_jwt, looks_like_refresh_token
+from common.redis import RedisClient
 
 ACCESS_TYP = "at+jwt"
 ALGORITHM = "EdDSA"
@@ -194,7 +194,7 @@ class RefreshRecord:
 class RefreshTokens:
     """Creates, rotates, looks up and revokes refresh tokens and their families."""
 
-    def __init__(self, redis: aioredis.Redis, grants: GrantIndex, *, ttl: int) -> None:
+    def __init__(self, redis: RedisClient, grants: GrantIndex, *, ttl: int) -> None:
         self._redis = redis
         self._grants = grants
         self.ttl = ttl

@@ -4,7 +4,7 @@ Layout: `auth:user:<id>` is a hash (id, username, password_hash, created_at, dis
 `auth:username:<lowercased name>` maps a name to its id, so two registrations of one name
 (in any letter case) cannot both succeed; `auth:skeleton:<skeleton>` maps a name's
 look-alike skeleton to its id, so `aIice` (capital i), `a1ice` or `alice.` cannot be
-registered next to `alice`.
+registered next to `alice`. Each key stands alone (one cluster slot each); see `create`.
 """
 
 from __future__ import annotations
@@ -15,26 +15,21 @@ import time
 from dataclasses import dataclass
 from typing import cast
 
-import redis.asyncio as aioredis
-
 from auth_service.errors import invalid_request
+from common.redis import RedisClient
 
 USERNAME = re.compile(r"^[A-Za-z0-9_.-]{3,32}$")
 PASSWORD_MIN, PASSWORD_MAX = 8, 1024
 
-# The name, its skeleton and the record in one step: no window where a name is claimed
-# without a user, or a user exists under a name (or a look-alike) somebody else holds.
-# KEYS: the name key, the user record, then the name's skeleton keys.
-_CREATE = """
-if redis.call('EXISTS', KEYS[1]) > 0 then return 0 end
-for i = 3, #KEYS do
-  if redis.call('EXISTS', KEYS[i]) > 0 then return 0 end
-end
-redis.call('SET', KEYS[1], ARGV[1])
-for i = 3, #KEYS do redis.call('SET', KEYS[i], ARGV[1]) end
-redis.call('HSET', KEYS[2], 'id', ARGV[1], 'username', ARGV[2], 'password_hash', ARGV[3],
-           'created_at', ARGV[4], 'disabled', '0')
-return 1
+# A claim on a name or a skeleton is taken with SET NX, and released by its claimant only.
+# Claims are separate keys (on a cluster, separate slots), so a registration takes them one
+# by one: each with a short expiry until the user record exists, then made permanent. Two
+# registrations that conflict share at least one key, so at most one of them gets all of
+# its claims; one that dies half-way leaves claims that expire, never a name held forever.
+CLAIM_SECONDS = 60
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
 """
 
 # Characters that look alike in common fonts, after Unicode TR 39's confusables restricted to
@@ -98,20 +93,35 @@ def _skeleton_keys(username: str) -> list[str]:
 class UserStore:
     """Creates and reads user records."""
 
-    def __init__(self, redis: aioredis.Redis) -> None:
+    def __init__(self, redis: RedisClient) -> None:
         self._redis = redis
-        self._create = redis.register_script(_CREATE)
+        self._release = redis.register_script(_RELEASE)
 
     async def create(self, username: str, password_hash: str) -> User | None:
         """The new user, or None when the name (in any letter case), or a name that looks
-        like it, is taken."""
+        like it, is taken: the name's claims first (released again if one is taken), then
+        the record, then the claims made permanent."""
         user_id = secrets.token_hex(16)
-        created = await self._create(
-            keys=[_name_key(username), _user_key(user_id), *_skeleton_keys(username)],
-            args=[user_id, username, password_hash, int(time.time())],
+        claims = [_name_key(username), *_skeleton_keys(username)]
+        taken: list[str] = []
+        for key in claims:
+            if not await self._redis.set(key, user_id, nx=True, ex=CLAIM_SECONDS):
+                for mine in taken:
+                    await self._release(keys=[mine], args=[user_id])
+                return None
+            taken.append(key)
+        await self._redis.hset(
+            _user_key(user_id),
+            mapping={
+                "id": user_id,
+                "username": username,
+                "password_hash": password_hash,
+                "created_at": int(time.time()),
+                "disabled": "0",
+            },
         )
-        if not created:
-            return None
+        for key in claims:
+            await self._redis.persist(key)
         return User(user_id, username, password_hash, disabled=False)
 
     async def by_id(self, user_id: str) -> User | None:

@@ -131,6 +131,17 @@ class EnvReader:
             return default
         return tuple(part.strip() for part in value.split(",") if part.strip())
 
+    def cluster_nodes(self, name: str) -> tuple[tuple[str, int], ...]:
+        """`host:port` seeds of a Redis Cluster, comma separated; () when unset."""
+        nodes = []
+        for part in self.csv(name):
+            host, sep, port = part.rpartition(":")
+            if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+                self.problems.append(f"{name} must be a comma list of host:port ({part!r} is not)")
+                return ()
+            nodes.append((host, int(port)))
+        return tuple(nodes)
+
     def secret(self, name: str, dev_default: str) -> str:
         """A secret: required in production, a loudly logged default in development."""
         value = self.raw(name)

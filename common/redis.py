@@ -2,20 +2,83 @@
 
 from __future__ import annotations
 
-import redis.asyncio as aioredis
-from redis.exceptions import OutOfMemoryError, ReadOnlyError
+import asyncio
+from typing import Any
 
-# Unreachable or slow, or (after a failover, or at maxmemory) refusing writes: all transient.
+import redis.asyncio as aioredis
+from redis.asyncio.cluster import ClusterNode, RedisCluster
+from redis.exceptions import (
+    ClusterDownError,
+    OutOfMemoryError,
+    ReadOnlyError,
+    TryAgainError,
+)
+
+# Unreachable or slow, or (after a failover, or at maxmemory) refusing writes, or a cluster
+# failing over or migrating a slot (CLUSTERDOWN, TRYAGAIN): all transient.
 REDIS_ERRORS: tuple[type[Exception], ...] = (
     aioredis.ConnectionError,
     aioredis.TimeoutError,
     ReadOnlyError,
     OutOfMemoryError,
+    ClusterDownError,
+    TryAgainError,
 )
 
 
 POOL_SIZE = 128  # Redis connections per process at most
 POOL_WAIT = 5.0  # seconds a command waits for a free one before it fails
+
+
+RedisClient = aioredis.Redis | RedisCluster  # one Redis, or a Redis Cluster
+
+
+class GatedCluster(RedisCluster):
+    """The cluster client with commands queued past `POOL_SIZE` in flight: its per-node
+    connection limit fails a command at once (`MaxConnectionsError`) instead of waiting."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._gate = asyncio.Semaphore(POOL_SIZE)
+
+    async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
+        async with self._gate:
+            return await super().execute_command(*args, **kwargs)
+
+
+def connect_cluster(
+    nodes: tuple[tuple[str, int], ...], *, timeout: float = 2.0, decode: bool = True
+) -> GatedCluster:
+    """A cluster client from seed nodes (the rest of the topology is discovered)."""
+    return GatedCluster(
+        startup_nodes=[ClusterNode(host, port) for host, port in nodes],
+        decode_responses=decode,
+        socket_timeout=timeout,
+        socket_connect_timeout=timeout,
+        max_connections=POOL_SIZE,
+    )
+
+
+async def prepare(client: RedisClient) -> None:
+    """Readies a client before the first burst of commands: a cluster client learns the
+    topology once, up front. Left to do it lazily, concurrent first commands race the
+    discovery (it replaces node objects whose connections they are using)."""
+    if isinstance(client, RedisCluster):
+        await client.initialize()
+
+
+def connect_to(
+    url: str,
+    cluster_nodes: tuple[tuple[str, int], ...],
+    *,
+    timeout: float = 2.0,
+    decode: bool = True,
+) -> RedisClient:
+    """The one place that picks the client: a cluster when seeds are configured
+    (`REDIS_CLUSTER_NODES`), else the Redis at `url`."""
+    if cluster_nodes:
+        return connect_cluster(cluster_nodes, timeout=timeout, decode=decode)
+    return connect(url, timeout=timeout, decode=decode)
 
 
 def connect(url: str, *, timeout: float = 2.0, decode: bool = True) -> aioredis.Redis:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 
 import aiohttp
@@ -9,7 +10,7 @@ from aiohttp import web
 
 from common.connection_gate import CONNECTION_SCREEN
 from common.http_limits import body_deadline
-from common.redis import connect
+from common.redis import REDIS_ERRORS, connect_to, prepare
 from service import openapi, views
 from service.api import messages as api_messages
 from service.api import rooms as api_rooms
@@ -27,6 +28,8 @@ from service.node import REVOCATION_CHANNEL, ChatNode
 from service.rooms.stores import room_stores
 from service.settings import ChatSettings
 from service.views import HTTP_SESSION, NODE
+
+log = logging.getLogger(__name__)
 
 MAX_BODY = 64 * 1024  # the API's bodies are small (a message is at most 4096 characters)
 
@@ -65,7 +68,11 @@ def create_app(settings: ChatSettings, broker: Broker | None = None) -> web.Appl
             event_channels=(REVOCATION_CHANNEL, CONTROL_CHANNEL),
             probe_interval=settings.redis_probe_interval,
         )
-        redis = connect(settings.redis_url, decode=False)
+        redis = connect_to(settings.redis_url, settings.redis_cluster_nodes, decode=False)
+        try:
+            await prepare(redis)
+        except REDIS_ERRORS:
+            log.warning("redis unavailable at start-up; the cluster is discovered on first use")
         stores = room_stores(redis, settings, chosen.channel)
         authenticator = build_authenticator(checker, settings)
         handshake = Handshake(settings, authenticator, introspection, stores.user_sockets)

@@ -18,8 +18,7 @@ import random
 from collections.abc import Awaitable, Callable
 from typing import cast
 
-import redis.asyncio as aioredis
-
+from common.redis import RedisClient
 from service.broker.base import UNAVAILABLE
 
 log = logging.getLogger(__name__)
@@ -54,7 +53,7 @@ def record_key(instance: str, kind: str) -> str:
 class InstanceLease:
     """This instance's lease, its records, and the reaping of lapsed ones."""
 
-    def __init__(self, redis: aioredis.Redis, instance_id: str, *, lease: float) -> None:
+    def __init__(self, redis: RedisClient, instance_id: str, *, lease: float) -> None:
         self.id = instance_id
         self._redis = redis
         self._lease_ms = int(lease * 1000)

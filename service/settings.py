@@ -23,6 +23,7 @@ class ChatSettings:
 
     app_env: str
     redis_url: str
+    redis_cluster_nodes: tuple[tuple[str, int], ...]  # seeds; () for one Redis at redis_url
     host: str
     port: int
     instance_id: str
@@ -90,6 +91,7 @@ def read_settings(environ: Mapping[str, str] | None = None) -> tuple[ChatSetting
     settings = ChatSettings(
         app_env=env.app_env,
         redis_url=env.url("REDIS_URL", "redis://127.0.0.1:6379/0", schemes=("redis", "rediss")),
+        redis_cluster_nodes=env.cluster_nodes("REDIS_CLUSTER_NODES"),
         host=env.string("CHAT_HOST", "127.0.0.1"),
         port=env.port("CHAT_PORT", 8080),
         instance_id=env.string("CHAT_INSTANCE_ID", secrets.token_hex(4)),

@@ -11,9 +11,8 @@ from __future__ import annotations
 
 import asyncio
 
-import redis.asyncio as aioredis
-
 from common.backoff import until_done
+from common.redis import RedisClient
 from service.broker.base import UNAVAILABLE
 from service.instances import InstanceLease
 
@@ -42,7 +41,7 @@ def sockets_key(user_id: str) -> str:
 class UserSockets:
     """Admits and releases a user's sockets against the cluster-wide cap."""
 
-    def __init__(self, redis: aioredis.Redis, lease: InstanceLease, cap: int) -> None:
+    def __init__(self, redis: RedisClient, lease: InstanceLease, cap: int) -> None:
         self._redis = redis
         self._lease = lease
         self._cap = cap

@@ -12,6 +12,7 @@ from aiohttp.test_utils import TestClient
 
 from auth_service.app import create_app
 from auth_service.settings import AuthSettings, load_settings
+from tests.redis_cluster import LocalCluster
 from tests.redis_server import RedisServer
 from tests.servers import HardenedTestServer
 
@@ -85,3 +86,20 @@ def make_auth_client(
 @pytest.fixture
 async def auth(make_auth_client: AuthClientFactory) -> TestClient[Any, Any]:
     return await make_auth_client()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster() -> Iterator[LocalCluster]:
+    """The suite's own Redis Cluster (3 primaries, 3 replicas), started by the first test
+    that asks for it (about 2 s)."""
+    cluster = LocalCluster()
+    cluster.start()
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture
+def cluster_nodes(redis_cluster: LocalCluster) -> tuple[tuple[str, int], ...]:
+    """The cluster's seeds, every primary flushed for each test."""
+    redis_cluster.flush()
+    return tuple(("127.0.0.1", node.port) for node in redis_cluster.nodes[:3])

@@ -120,3 +120,16 @@ def test_url_credentials_are_not_echoed_in_errors() -> None:
         load_settings({"REDIS_URL": "redis://admin:hunter2-secret@redis host/0"})
     assert "hunter2-secret" not in str(caught.value)
     assert "REDIS_URL" in str(caught.value)
+
+
+@pytest.mark.parametrize("service", ["auth", "chat"])
+def test_redis_cluster_nodes_are_read_and_checked(service: str) -> None:
+    from service.settings import load_settings as load_chat_settings
+
+    load = load_settings if service == "auth" else load_chat_settings
+    assert load({}).redis_cluster_nodes == ()
+    nodes = load({"REDIS_CLUSTER_NODES": "10.0.0.1:7000, redis-2:7001"}).redis_cluster_nodes
+    assert nodes == (("10.0.0.1", 7000), ("redis-2", 7001))
+    for bad in ("10.0.0.1", "host:port", ":7000", "host:70000"):
+        with pytest.raises(ConfigError, match="REDIS_CLUSTER_NODES"):
+            load({"REDIS_CLUSTER_NODES": bad})

@@ -25,8 +25,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, cast
 
-import redis.asyncio as aioredis
-
+from common.redis import RedisClient
 from service.rooms.keys import room_key
 
 # A room's epoch outlives its messages: a client back after a quiet spell longer than the
@@ -157,7 +156,7 @@ def _stored(entry: Any) -> Stored:
 class RoomHistory:
     """Appends to and reads rooms' histories (one Redis; see the module's docstring)."""
 
-    def __init__(self, redis: aioredis.Redis, *, idempotency_ttl: int) -> None:
+    def __init__(self, redis: RedisClient, *, idempotency_ttl: int) -> None:
         # Raw bytes: a stored frame goes to sockets exactly as it was written.
         self._redis = redis
         self._idempotency_ttl = idempotency_ttl

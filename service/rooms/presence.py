@@ -20,8 +20,7 @@ import json
 from dataclasses import dataclass
 from typing import Any, cast
 
-import redis.asyncio as aioredis
-
+from common.redis import RedisClient
 from service.rooms.keys import room_key
 
 EVENTS_UP_TO = 100  # present users up to which member_joined / member_left are published
@@ -114,7 +113,7 @@ def _frame(kind: str, room: str, user_id: str, username: str) -> bytes:
 class PresenceStore:
     """Enters, leaves, reaps and reads presence (see the module's docstring)."""
 
-    def __init__(self, redis: aioredis.Redis) -> None:
+    def __init__(self, redis: RedisClient) -> None:
         self._redis = redis
         self._enter = redis.register_script(_ENTER)
         self._exit = redis.register_script(_EXIT)

@@ -14,8 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import cast
 
-import redis.asyncio as aioredis
-
+from common.redis import RedisClient
 from service.rooms.history import history_key, meta_key
 from service.rooms.keys import room_key
 from service.rooms.messages import DELETED, removed_payload
@@ -73,7 +72,7 @@ def members_key(room: str) -> str:
 class PrivateRooms:
     """Creates, lists and changes private rooms (see the module's docstring)."""
 
-    def __init__(self, redis: aioredis.Redis, channel_of: Callable[[str], str]) -> None:
+    def __init__(self, redis: RedisClient, channel_of: Callable[[str], str]) -> None:
         self._redis = redis
         self._channel = channel_of  # a room's pub/sub channel
         self._create = redis.register_script(_CREATE)

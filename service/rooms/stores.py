@@ -7,8 +7,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-import redis.asyncio as aioredis
-
+from common.redis import RedisClient
 from service.instances import InstanceLease
 from service.rooms.history import RoomHistory
 from service.rooms.presence import PresenceStore
@@ -30,7 +29,7 @@ class RoomStores:
 
 
 def room_stores(
-    redis: aioredis.Redis, settings: ChatSettings, channel_of: Callable[[str], str]
+    redis: RedisClient, settings: ChatSettings, channel_of: Callable[[str], str]
 ) -> RoomStores:
     # One lease per process: a restarted instance is a new one (its old lease lapses).
     lease = InstanceLease(

@@ -192,3 +192,20 @@ async def test_lookup_says_when_a_user_is_disabled(auth: Client) -> None:
     await auth.app[COMPONENTS].users.set_disabled(user["id"], True)
     body = await (await auth.get("/users/alice", headers=CHAT_AUTH)).json()
     assert body["disabled"] is True
+
+
+async def test_a_refused_registration_leaves_no_claim_behind(auth: Client, redis_url: str) -> None:
+    await register(auth, "alice")
+    # "a1ice" is free as a name but looks like "alice": refused after claiming its name
+    response = await auth.post("/users", json={"username": "a1ice", "password": PASSWORD})
+    assert response.status == 409
+    client = aioredis.Redis.from_url(redis_url, decode_responses=True)
+    try:
+        assert await client.exists("auth:username:a1ice") == 0  # released, not held
+        # the registered name's claims are permanent; a half-done one would expire
+        assert await client.ttl("auth:username:alice") == -1
+        assert all(
+            [await client.ttl(key) == -1 async for key in client.scan_iter("auth:skeleton:*")]
+        )
+    finally:
+        await client.aclose()
