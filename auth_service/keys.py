@@ -25,8 +25,10 @@ from common.redis import REDIS_ERRORS, RedisClient
 
 log = logging.getLogger(__name__)
 
-KEYS_HASH = "auth:keys"
-ACTIVE_KID = "auth:keys:active"
+# One hash tag, so the scripts that change both keys run in one cluster slot.
+KEYS_HASH = "auth:{keys}"
+ACTIVE_KID = "auth:{keys}:active"
+LEGACY_KEYS_HASH, LEGACY_ACTIVE_KID = "auth:keys", "auth:keys:active"  # before the tag
 # How long a replica trusts its copy of the ring before re-reading it, and how often an
 # unknown `kid` may trigger an early re-read (so garbage kids cannot hammer Redis).
 REFRESH_SECONDS = 30.0
@@ -97,6 +99,7 @@ class KeyRing:
         self._loaded_at = 0.0
         self._unknown_reload_at = 0.0
         self._refreshing: asyncio.Task[None] | None = None
+        self._migrated = False
         if files:
             # Files are read once, at construction: rotating them is a configuration change.
             loaded = [load_private_key(Path(path).read_bytes()) for path in files]
@@ -105,8 +108,26 @@ class KeyRing:
 
     async def load(self) -> None:
         if not self._files:
+            if not self._migrated:  # once per process; periodic re-reads need not ask
+                await self._migrate_legacy_keys()
+                self._migrated = True
             await self._load_from_redis()
             self._loaded_at = time.monotonic()
+
+    async def _migrate_legacy_keys(self) -> None:
+        """Keys stored under their names from before the hash tag are copied across once
+        (key by key, so it also works on a cluster); tokens they signed stay valid."""
+        assert self._redis is not None
+        if await self._redis.exists(KEYS_HASH):
+            return
+        legacy = cast(dict[str, str], await self._redis.hgetall(LEGACY_KEYS_HASH))
+        if not legacy:
+            return
+        await self._redis.hset(KEYS_HASH, mapping=dict(legacy.items()))
+        active = await self._redis.get(LEGACY_ACTIVE_KID)
+        if active is not None:
+            await self._redis.set(ACTIVE_KID, active, nx=True)
+        log.info("moved the signing keys to their hash-tagged names", extra={"keys": len(legacy)})
 
     async def _load_from_redis(self) -> None:
         assert self._redis is not None

@@ -147,3 +147,23 @@ async def test_a_token_living_longer_than_the_service_issues_is_rejected(auth: C
         assert await introspect(auth, await access.sign({**claims, "exp": exp})) == {
             "active": False
         }
+
+
+async def test_a_ring_stored_under_the_old_names_is_moved_and_still_verifies(
+    redis_url: str,
+) -> None:
+    redis = aioredis.Redis.from_url(redis_url, decode_responses=True)
+    try:
+        old = keys.KeyRing(redis)
+        await old.load()  # a ring made now, then put back under the pre-tag names
+        kid = (await old.signing_key()).kid
+        pem = await redis.hget(keys.KEYS_HASH, kid)
+        await redis.delete(keys.KEYS_HASH, keys.ACTIVE_KID)
+        await redis.hset(keys.LEGACY_KEYS_HASH, kid, str(pem))
+        await redis.set(keys.LEGACY_ACTIVE_KID, kid)
+        ring = keys.KeyRing(redis)
+        await ring.load()
+        assert (await ring.signing_key()).kid == kid  # the same key signs: its tokens verify
+        assert await redis.hget(keys.KEYS_HASH, kid) == pem
+    finally:
+        await redis.aclose()
