@@ -12,10 +12,11 @@ from auth_service.introspection import Introspector
 from auth_service.keys import KeyRing
 from auth_service.passwords import PasswordService
 from auth_service.ratelimit import AddressQuota, Limits, LoginThrottle
+from auth_service.refresh import RefreshTokens
 from auth_service.revocation import Revocations
 from auth_service.sessions import RedisSessionStorage
 from auth_service.settings import AuthSettings
-from auth_service.tokens import AccessTokens, RefreshTokens
+from auth_service.tokens import AccessTokens
 from auth_service.users import UserStore
 from common.redis import RedisClient, connect_to
 

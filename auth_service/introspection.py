@@ -10,14 +10,10 @@ from typing import Any
 
 from auth_service.clients import ClientRegistry
 from auth_service.keys import KEYS_HASH
+from auth_service.refresh import RefreshTokens, family_key, legacy_family_key
 from auth_service.revocation import jti_key
 from auth_service.sessions import RedisSessionStorage, SessionInfo
-from auth_service.tokens import (
-    AccessTokens,
-    InvalidToken,
-    RefreshTokens,
-    family_key,
-)
+from auth_service.tokens import AccessTokens, InvalidToken
 from auth_service.users import User, UserStore
 from common.credentials import looks_like_jwt, looks_like_refresh_token, looks_like_session_id
 from common.redis import RedisClient
@@ -111,12 +107,15 @@ class Introspector:
         async with self._redis.pipeline(transaction=False) as pipe:
             pipe.exists(jti_key(claims["jti"]))
             pipe.hget(family_key(str(sid)), "revoked")
+            pipe.hget(legacy_family_key(str(sid)), "revoked")  # a family from before the tag
             pipe.hmget(UserStore.key(claims["sub"]), ["username", "disabled"])
             if self._keys_in_redis:
                 # This replica's copy of the ring may be 30 s old: a key retired on another
                 # replica, or from the command line, must end its tokens now.
                 pipe.hexists(KEYS_HASH, claims["kid"])
-            revoked, family_revoked, (username, disabled), *key_kept = await pipe.execute()
+            answers = await pipe.execute()
+        revoked, family_state, legacy_state, (username, disabled), *key_kept = answers
+        family_revoked = legacy_state if family_state is None else family_state
         if revoked or key_kept == [False]:
             return None
         if user_token:

@@ -14,8 +14,8 @@ from auth_service.components import AuthComponents
 from auth_service.errors import OAuthError, invalid_client, invalid_grant, invalid_request
 from auth_service.grants import family_member
 from auth_service.logins import check_password, still_valid
+from auth_service.refresh import ReusedRefreshToken
 from auth_service.request_input import FORM, NO_STORE, address_of, parts_of, read_form
-from auth_service.tokens import ReusedRefreshToken
 from common.credentials import looks_like_jwt
 
 log = logging.getLogger(__name__)

@@ -11,8 +11,8 @@ import logging
 import time
 
 from auth_service.grants import Grant, GrantIndex, family_member
+from auth_service.refresh import RefreshTokens
 from auth_service.sessions import RedisSessionStorage
-from auth_service.tokens import RefreshTokens
 from common import revocation_events
 from common.redis import RedisClient
 

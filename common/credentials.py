@@ -13,7 +13,9 @@ MAX_TOKEN_LENGTH = 4096
 # header.payload.signature, base64url without padding (the signature may be empty in a
 # forgery: it is refused by verification, not by shape).
 JWT_SHAPE = re.compile(r"^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*$")
-REFRESH_SHAPE = re.compile(r"^rt_[A-Za-z0-9_-]{43}$")
+# rt_<family: 32 hex>.<256 random bits>; or, issued before the family moved into the token,
+# rt_<256 random bits> (still honoured: see auth_service/refresh.py).
+REFRESH_SHAPE = re.compile(r"^rt_(?:[0-9a-f]{32}\.)?[A-Za-z0-9_-]{43}$")
 SESSION_SHAPE = re.compile(r"^[A-Za-z0-9_-]{43}$")  # 256 random bits, base64url
 
 _SHAPES = {"access_token": JWT_SHAPE, "refresh_token": REFRESH_SHAPE, "session": SESSION_SHAPE}

@@ -10,8 +10,14 @@ from redis.crc import key_slot
 from auth_service.grants import grants_key
 from auth_service.keys import ACTIVE_KID, KEYS_HASH
 from auth_service.ratelimit import _keys as throttle_keys
+from auth_service.refresh import (
+    family_in,
+    family_key,
+    legacy_family_key,
+    legacy_record_key,
+    record_key,
+)
 from auth_service.revocation import jti_key
-from auth_service.tokens import _token_key, family_key
 from service.instances import INSTANCES
 from service.rooms.history import history_key, idempotency_key, meta_key
 from service.rooms.presence import instance_key, names_key, presence_key
@@ -19,6 +25,8 @@ from service.rooms.private import members_key, owner_key
 from service.user_sockets import sockets_key
 
 ROOM, USER, INSTANCE = "team:design", "6f1c0d2e", "a1b2c3d4-9f8e7d"
+FAMILY = "0123456789abcdef0123456789abcdef"
+TOKEN, SUCCESSOR = f"rt_{FAMILY}." + "a" * 43, f"rt_{FAMILY}." + "b" * 43
 
 # Each operation that sends several keys to Redis at once (a script's KEYS, a MULTI), named
 # by where it is, with the keys it sends.
@@ -46,18 +54,18 @@ TOGETHER: dict[str, list[str]] = {
     "auth: the same per address": list(throttle_keys("addr", "192.0.2.1")),
     "auth: add a grant (grants MULTI)": [grants_key(USER)],
     "auth: deny an access token (revocation._DENY_AND_ANNOUNCE)": [jti_key("j1")],
-    "auth: start a family (tokens MULTI)": [family_key("f1")],
-    "auth: store a refresh token (tokens MULTI)": [_token_key("rt_" + "a" * 43)],
-}  # fmt: skip
-
-# Still spanning slots, to be moved onto one (each is named in the cluster issue's note):
-# the refresh-token rotation reads the old and the new token's records and writes the family
-# and the user's grants, keyed by token hash, family and user.
-STILL_CROSS_SLOT: dict[str, list[str]] = {
-    "auth: rotate a refresh token (tokens._ROTATE)": [
-        _token_key("rt_" + "a" * 43), _token_key("rt_" + "b" * 43), family_key("f1"),
-        grants_key(USER),
+    "auth: start a family and its first token (refresh MULTI)": [
+        family_key(FAMILY), record_key(FAMILY, TOKEN)
     ],
+    "auth: rotate a refresh token (refresh._ROTATE)": [
+        record_key(FAMILY, TOKEN), record_key(FAMILY, SUCCESSOR), family_key(FAMILY)
+    ],
+    "auth: revoke a family (refresh._REVOKE_FAMILY)": [family_key(FAMILY)],
+    "auth: revoke a family from before the tag": [legacy_family_key(FAMILY)],
+    "auth: copy an earlier token's record (refresh._COPY_IF_ABSENT)": [
+        record_key(FAMILY, "rt_" + "c" * 43)
+    ],
+    "auth: read an earlier token's record": [legacy_record_key("rt_" + "c" * 43)],
 }  # fmt: skip
 
 
@@ -70,10 +78,9 @@ def test_the_keys_used_together_share_one_slot(operation: str) -> None:
     assert len(_slots(TOGETHER[operation])) == 1, TOGETHER[operation]
 
 
-@pytest.mark.parametrize("operation", sorted(STILL_CROSS_SLOT))
-def test_what_still_spans_slots_is_known(operation: str) -> None:
-    # When this fails, the operation was moved onto one slot: move it to TOGETHER.
-    assert len(_slots(STILL_CROSS_SLOT[operation])) > 1
+def test_a_refresh_token_names_its_family() -> None:
+    assert family_in(TOKEN) == FAMILY
+    assert family_in("rt_" + "c" * 43) is None  # from before the family was in the token
 
 
 def test_a_rooms_keys_follow_the_room_not_one_slot_for_all() -> None:

@@ -2,13 +2,16 @@
 brings an expired family back."""
 
 import json
+import time
+from typing import Any
 
+import pytest
 import redis.asyncio as aioredis
 
 from auth_service.components import COMPONENTS
 from auth_service.grants import grants_key
+from auth_service.refresh import family_key, legacy_family_key, legacy_record_key
 from auth_service.revocation import CHANNEL
-from auth_service.tokens import family_key
 from tests.auth.helpers import (
     Client,
     introspect,
@@ -103,3 +106,81 @@ async def test_revoked_grants_do_not_take_the_slots_of_live_ones(
     assert (await introspect(auth, kept["refresh_token"]))["active"] is True
     user_id = (await introspect(auth, kept["access_token"]))["sub"]
     assert await auth.app[COMPONENTS].redis.zcard(grants_key(user_id)) == 3
+
+
+# -- tokens from before the family moved into the token (rt_<secret>) ------------------------
+
+LEGACY_TOKEN = "rt_" + "L" * 43
+
+
+async def _legacy_grant(auth: Client) -> tuple[str, str, str]:
+    """A family and a refresh token stored as the previous release stored them, and an
+    access token of that family: (family, refresh token, access token)."""
+    user = await register(auth)
+    parts = auth.app[COMPONENTS]
+    family, now = "f" * 32, int(time.time())
+    exp = now + parts.refresh.ttl
+    redis = parts.redis
+    await redis.hset(
+        legacy_family_key(family),
+        mapping={"user_id": user["id"], "client_id": "public", "revoked": "0"},
+    )
+    await redis.expireat(legacy_family_key(family), exp)
+    await redis.hset(
+        legacy_record_key(LEGACY_TOKEN),
+        mapping={
+            "user_id": user["id"], "family": family, "client_id": "public", "scope": "chat",
+            "iat": now, "exp": exp, "spent": "0", "jti": "j" * 32,
+        },
+    )  # fmt: skip
+    await redis.expireat(legacy_record_key(LEGACY_TOKEN), exp)
+    access, _ = await parts.access.issue(
+        sub=user["id"], username="alice", scope="chat", client_id="public", sid=family
+    )
+    return family, LEGACY_TOKEN, access
+
+
+async def test_a_token_from_before_the_family_moved_into_it_still_rotates(auth: Client) -> None:
+    family, legacy, access = await _legacy_grant(auth)
+    assert (await introspect(auth, access))["active"] is True  # read from the old name
+    assert (await introspect(auth, legacy))["sid"] == family
+    response = await refresh_grant(auth, legacy)
+    assert response.status == 200, await response.text()
+    successor = (await response.json())["refresh_token"]
+    assert successor.startswith(f"rt_{family}.")  # the new format, the same family
+    assert (await introspect(auth, successor))["active"] is True
+    assert (await introspect(auth, access))["active"] is True
+    # the old token is spent under its new name: using it again is a reuse
+    again = await refresh_grant(auth, legacy)
+    assert again.status == 400
+    for token in (successor, access):
+        assert await introspect(auth, token) == {"active": False}
+
+
+async def test_revoking_a_family_from_before_the_tag_ends_its_access_tokens(
+    auth: Client,
+) -> None:
+    family, _legacy, access = await _legacy_grant(auth)
+    parts = auth.app[COMPONENTS]
+    assert await parts.refresh.revoke_family(family, "revoked") is not None
+    assert await introspect(auth, access) == {"active": False}
+    assert await parts.redis.hget(legacy_family_key(family), "revoked") == "1"
+
+
+async def test_a_revocation_racing_the_copy_is_carried_over(
+    auth: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    family, legacy, _access = await _legacy_grant(auth)
+    parts = auth.app[COMPONENTS]
+    hgetall = parts.redis.hgetall
+
+    async def read_before_the_revocation(name: str) -> Any:
+        answer = await hgetall(name)
+        if name == legacy_family_key(family):
+            # the copy read the family as live; the revocation lands right after the read
+            await parts.redis.hset(legacy_family_key(family), "revoked", "1")
+        return answer
+
+    monkeypatch.setattr(parts.redis, "hgetall", read_before_the_revocation)
+    assert await parts.refresh.lookup(legacy) is None
+    assert await parts.redis.hget(family_key(family), "revoked") == "1"
