@@ -11,6 +11,7 @@ from redis.exceptions import (
     ClusterDownError,
     OutOfMemoryError,
     ReadOnlyError,
+    RedisClusterException,
     TryAgainError,
 )
 
@@ -23,6 +24,7 @@ REDIS_ERRORS: tuple[type[Exception], ...] = (
     OutOfMemoryError,
     ClusterDownError,
     TryAgainError,
+    RedisClusterException,  # e.g. no seed of the cluster reachable
 )
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
@@ -12,6 +13,7 @@ from aiohttp.test_utils import TestClient
 
 from auth_service.app import create_app
 from auth_service.settings import AuthSettings, load_settings
+from common.redis import RedisClient, connect_to
 from tests.redis_cluster import LocalCluster
 from tests.redis_server import RedisServer
 from tests.servers import HardenedTestServer
@@ -65,19 +67,46 @@ def auth_environ(redis_url: str, **overrides: str) -> dict[str, str]:
     return env
 
 
+@dataclass(frozen=True)
+class Store:
+    """Where a test's services keep their data: the suite's Redis, or its Redis Cluster."""
+
+    url: str  # one Redis; on the cluster, a node (classic pub/sub reaches every node)
+    cluster_nodes: tuple[tuple[str, int], ...] = ()
+
+    def environ(self) -> dict[str, str]:
+        if not self.cluster_nodes:
+            return {}
+        return {"REDIS_CLUSTER_NODES": ",".join(f"{h}:{p}" for h, p in self.cluster_nodes)}
+
+    def client(self) -> RedisClient:
+        """A client to look at what the services stored (decoded strings)."""
+        return connect_to(self.url, self.cluster_nodes)
+
+
+@pytest.fixture(params=["redis", "cluster"])
+def store(request: pytest.FixtureRequest, redis_url: str) -> Store:
+    """The auth service's integration tests run on one Redis and on a Redis Cluster."""
+    if request.param == "redis":
+        return Store(redis_url)
+    nodes = request.getfixturevalue("cluster_nodes")
+    return Store(f"redis://127.0.0.1:{nodes[0][1]}/0", nodes)
+
+
 @pytest.fixture
-def auth_settings(redis_url: str) -> AuthSettings:
-    return load_settings(auth_environ(redis_url))
+def auth_settings(redis_url: str, store: Store) -> AuthSettings:
+    return load_settings(auth_environ(redis_url, **store.environ()))
 
 
 @pytest.fixture
 def make_auth_client(
-    aiohttp_client: Callable[..., Awaitable[TestClient[Any, Any]]], redis_url: str
+    aiohttp_client: Callable[..., Awaitable[TestClient[Any, Any]]], redis_url: str, store: Store
 ) -> AuthClientFactory:
-    """Starts another auth service instance on the test Redis, with optional overrides."""
+    """Starts another auth service instance on the test's store, with optional overrides."""
 
     async def make(**overrides: str) -> TestClient[Any, Any]:
-        settings = load_settings(auth_environ(redis_url, **overrides))
+        environ = auth_environ(redis_url, **{**store.environ(), **overrides})
+        settings = load_settings(environ)
         return await aiohttp_client(HardenedTestServer(create_app(settings), settings.http))
 
     return make

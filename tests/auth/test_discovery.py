@@ -1,7 +1,7 @@
 """RFC 8414 metadata, JWKS, health and readiness."""
 
 from tests.auth.helpers import Client
-from tests.conftest import AuthClientFactory
+from tests.conftest import AuthClientFactory, Store
 
 
 async def test_metadata_describes_the_endpoints(auth: Client) -> None:
@@ -31,11 +31,15 @@ async def test_health_and_readiness(auth: Client) -> None:
     assert (await ready.json())["redis"] is True
 
 
-async def test_not_ready_without_redis(make_auth_client: AuthClientFactory) -> None:
-    # A port where nothing listens stands in for a Redis that is down.
+async def test_not_ready_without_redis(make_auth_client: AuthClientFactory, store: Store) -> None:
+    # A port where nothing listens stands in for a Redis (or every cluster seed) that is down.
     from tests.redis_server import free_port
 
-    auth = await make_auth_client(REDIS_URL=f"redis://127.0.0.1:{free_port()}/0")
+    dead = free_port()
+    auth = await make_auth_client(
+        REDIS_URL=f"redis://127.0.0.1:{dead}/0",
+        REDIS_CLUSTER_NODES=f"127.0.0.1:{dead}" if store.cluster_nodes else "",
+    )
     assert (await auth.get("/healthz")).status == 200
     ready = await auth.get("/readyz")
     assert ready.status == 503

@@ -16,7 +16,7 @@ from auth_service.components import COMPONENTS
 from auth_service.revocation import CHANNEL
 from auth_service.settings import AuthSettings
 from tests.auth.helpers import Client, introspect, password_grant, user_with_tokens
-from tests.conftest import AuthClientFactory
+from tests.conftest import AuthClientFactory, Store
 
 
 async def kid(token: str) -> str:
@@ -106,7 +106,7 @@ async def test_a_lost_active_key_is_replaced_not_fatal(make_auth_client: AuthCli
 
 
 async def test_a_key_retired_elsewhere_ends_its_tokens_on_every_replica_at_once(
-    make_auth_client: AuthClientFactory, auth_settings: AuthSettings, redis_url: str
+    make_auth_client: AuthClientFactory, auth_settings: AuthSettings, store: Store
 ) -> None:
     """Finding 6: retiring a key must end what it signed now, not when each replica next
     re-reads the ring, and the retirement is announced so chat instances act on it."""
@@ -115,7 +115,7 @@ async def test_a_key_retired_elsewhere_ends_its_tokens_on_every_replica_at_once(
     old = await user_with_tokens(first)
     old_kid = await kid(old["access_token"])
     assert (await introspect(second, old["access_token"]))["active"] is True  # ring loaded
-    events = aioredis.Redis.from_url(redis_url, decode_responses=True).pubsub()
+    events = aioredis.Redis.from_url(store.url, decode_responses=True).pubsub()
     await events.subscribe(CHANNEL)
     assert (await events.get_message(timeout=5) or {}).get("type") == "subscribe"
     rotate = argparse.Namespace(command="keys", action="rotate", kid=None)
@@ -150,9 +150,9 @@ async def test_a_token_living_longer_than_the_service_issues_is_rejected(auth: C
 
 
 async def test_a_ring_stored_under_the_old_names_is_moved_and_still_verifies(
-    redis_url: str,
+    store: Store,
 ) -> None:
-    redis = aioredis.Redis.from_url(redis_url, decode_responses=True)
+    redis = store.client()
     try:
         old = keys.KeyRing(redis)
         await old.load()  # a ring made now, then put back under the pre-tag names

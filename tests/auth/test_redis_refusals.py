@@ -7,7 +7,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from tests.auth.helpers import Client
-from tests.conftest import PASSWORD
+from tests.conftest import PASSWORD, Store
 from tests.redis_server import free_port
 
 Refusal = Callable[[aioredis.Redis], Awaitable[object]]
@@ -25,6 +25,13 @@ async def _read_only(client: aioredis.Redis) -> object:
 async def _restore(client: aioredis.Redis) -> None:
     await client.replicaof("NO", "ONE")
     await client.config_set("maxmemory", 0)
+
+
+@pytest.fixture
+def store(redis_url: str) -> Store:
+    """These are one Redis's refusals (maxmemory, turned replica); a cluster's failover has
+    its own tests."""
+    return Store(redis_url)
 
 
 @pytest.fixture

@@ -2,10 +2,8 @@
 
 import asyncio
 
-import redis.asyncio as aioredis
-
 from tests.auth.helpers import CHAT_AUTH, Client, introspect, refresh_grant, user_with_tokens
-from tests.conftest import PASSWORD, AuthClientFactory
+from tests.conftest import PASSWORD, AuthClientFactory, Store
 
 
 async def test_refresh_rotates_and_the_new_pair_works(auth: Client) -> None:
@@ -130,9 +128,9 @@ async def test_refresh_may_narrow_but_not_widen_scope(
     assert (await narrowed.json())["scope"] == "chat"
 
 
-async def test_refresh_tokens_are_stored_only_as_hashes(auth: Client, redis_url: str) -> None:
+async def test_refresh_tokens_are_stored_only_as_hashes(auth: Client, store: Store) -> None:
     tokens = await user_with_tokens(auth)
-    client = aioredis.Redis.from_url(redis_url, decode_responses=True)
+    client = store.client()
     try:
         keys = [key async for key in client.scan_iter("*")]
         values = [str(await client.hgetall(k)) for k in keys if await client.type(k) == "hash"]

@@ -10,13 +10,13 @@ import redis.asyncio as aioredis
 
 from auth_service.revocation import CHANNEL
 from tests.auth.helpers import CHAT_AUTH, Client, introspect, refresh_grant, user_with_tokens
-from tests.conftest import OTHER_CLIENT, AuthClientFactory
+from tests.conftest import OTHER_CLIENT, AuthClientFactory, Store
 
 
 @pytest.fixture
-async def revocation_events(redis_url: str) -> AsyncIterator[asyncio.Queue[dict[str, str]]]:
+async def revocation_events(store: Store) -> AsyncIterator[asyncio.Queue[dict[str, str]]]:
     """Events published on the revocation channel, as a queue."""
-    client = aioredis.Redis.from_url(redis_url, decode_responses=True)
+    client = aioredis.Redis.from_url(store.url, decode_responses=True)  # pub/sub reaches every node
     pubsub = client.pubsub()
     await pubsub.subscribe(CHANNEL)
     # Only once the server confirms is the subscription live; events before that are lost.

@@ -10,7 +10,7 @@ from auth_service.revocation import CHANNEL
 from auth_service.settings import load_settings
 from common.config import ConfigError
 from tests.auth.helpers import CHAT_AUTH, Client, introspect, password_grant, register
-from tests.conftest import PASSWORD, AuthClientFactory, auth_environ
+from tests.conftest import PASSWORD, AuthClientFactory, Store, auth_environ
 
 COOKIE = "chat_session"
 
@@ -162,13 +162,11 @@ async def test_introspection_of_a_session_requires_the_client(auth: Client) -> N
     assert (await response.json())["active"] is True
 
 
-async def test_logging_in_again_announces_the_replaced_session(
-    auth: Client, redis_url: str
-) -> None:
+async def test_logging_in_again_announces_the_replaced_session(auth: Client, store: Store) -> None:
     await register(auth)
     first = await login(auth)
     sid = (await introspect(auth, first, token_type_hint="session"))["sid"]
-    client = aioredis.Redis.from_url(redis_url, decode_responses=True)
+    client = aioredis.Redis.from_url(store.url, decode_responses=True)
     pubsub = client.pubsub()
     await pubsub.subscribe(CHANNEL)
     confirmation = await pubsub.get_message(timeout=5)

@@ -20,7 +20,7 @@ from tests.auth.helpers import (
     register,
     user_with_tokens,
 )
-from tests.conftest import PASSWORD, AuthClientFactory
+from tests.conftest import PASSWORD, AuthClientFactory, Store
 
 
 async def test_rotation_extends_the_familys_entry_in_the_grant_index(auth: Client) -> None:
@@ -52,7 +52,7 @@ async def test_revoking_an_expired_family_does_not_recreate_it(auth: Client) -> 
 
 
 async def test_a_user_holds_at_most_the_grant_limit(
-    make_auth_client: AuthClientFactory, redis_url: str
+    make_auth_client: AuthClientFactory, store: Store
 ) -> None:
     """Finding 5: every login leaves a grant for 14 days; past AUTH_MAX_GRANTS_PER_USER the
     least recently used are revoked (and announced), never the one just made."""
@@ -67,7 +67,7 @@ async def test_a_user_holds_at_most_the_grant_limit(
     scores = (first["exp"], first["exp"] - 20, first["exp"] - 10)
     for family, score in zip(families, scores, strict=True):
         await parts.redis.zadd(grants_key(first["sub"]), {f"f:{family}": score})
-    events = aioredis.Redis.from_url(redis_url, decode_responses=True).pubsub()
+    events = aioredis.Redis.from_url(store.url, decode_responses=True).pubsub()
     await events.subscribe(CHANNEL)
     assert (await events.get_message(timeout=5) or {}).get("type") == "subscribe"
     newest = await password_grant(auth)

@@ -3,13 +3,12 @@
 import asyncio
 
 import pytest
-import redis.asyncio as aioredis
 from aiohttp import encode_basic_auth
 
 from auth_service.components import COMPONENTS
 from auth_service.users import SKELETONS_BACKFILLED, skeletons
 from tests.auth.helpers import CHAT_AUTH, Client, register
-from tests.conftest import PASSWORD, AuthClientFactory
+from tests.conftest import PASSWORD, AuthClientFactory, Store
 
 
 async def test_register_returns_the_user(auth: Client) -> None:
@@ -20,9 +19,9 @@ async def test_register_returns_the_user(auth: Client) -> None:
     assert body["username"] == "alice"
 
 
-async def test_password_is_stored_as_argon2id(auth: Client, redis_url: str) -> None:
+async def test_password_is_stored_as_argon2id(auth: Client, store: Store) -> None:
     user = await register(auth)
-    client = aioredis.Redis.from_url(redis_url, decode_responses=True)
+    client = store.client()
     try:
         stored = await client.hget(f"auth:user:{user['id']}", "password_hash")
     finally:
@@ -128,11 +127,11 @@ async def test_names_that_merely_resemble_one_are_allowed(auth: Client, name: st
 
 
 async def test_users_registered_before_skeletons_are_protected_after_a_restart(
-    make_auth_client: AuthClientFactory, redis_url: str
+    make_auth_client: AuthClientFactory, store: Store
 ) -> None:
     auth = await make_auth_client()
     await register(auth, "alice")
-    client = aioredis.Redis.from_url(redis_url, decode_responses=True)
+    client = store.client()
     try:  # as a database written by a version that kept no skeletons
         await client.delete(*(f"auth:skeleton:{s}" for s in skeletons("alice")))
         await client.delete(SKELETONS_BACKFILLED)
@@ -194,12 +193,12 @@ async def test_lookup_says_when_a_user_is_disabled(auth: Client) -> None:
     assert body["disabled"] is True
 
 
-async def test_a_refused_registration_leaves_no_claim_behind(auth: Client, redis_url: str) -> None:
+async def test_a_refused_registration_leaves_no_claim_behind(auth: Client, store: Store) -> None:
     await register(auth, "alice")
     # "a1ice" is free as a name but looks like "alice": refused after claiming its name
     response = await auth.post("/users", json={"username": "a1ice", "password": PASSWORD})
     assert response.status == 409
-    client = aioredis.Redis.from_url(redis_url, decode_responses=True)
+    client = store.client()
     try:
         assert await client.exists("auth:username:a1ice") == 0  # released, not held
         # the registered name's claims are permanent; a half-done one would expire
