@@ -14,7 +14,7 @@ from auth_service.settings import load_settings as load_auth_settings
 from service.app import create_app as create_chat_app
 from service.settings import load_settings as load_chat_settings
 from tests.chat.helpers import ChatUser, Stack
-from tests.conftest import CHAT_CLIENT, PASSWORD, auth_environ
+from tests.conftest import CHAT_CLIENT, PASSWORD, Store, auth_environ
 from tests.servers import HardenedTestServer
 
 ChatFactory = Callable[..., Awaitable[TestClient[Any, Any]]]
@@ -35,6 +35,13 @@ def chat_environ(redis_url: str, auth_url: str, **overrides: str) -> dict[str, s
     }
     env.update(overrides)
     return env
+
+
+@pytest.fixture
+def store(redis_url: str) -> Store:
+    """The chat suite runs on one Redis: the chat service's cluster broker is still to come
+    (issue 13), and an auth service these tests start must share the chat's Redis."""
+    return Store(redis_url)
 
 
 @pytest.fixture
