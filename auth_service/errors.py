@@ -105,8 +105,8 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return await handler(request)
     except OAuthError as error:
         return error_response(error)
-    except REDIS_ERRORS:
-        log.warning("redis unavailable", extra={"path": request.path})
+    except REDIS_ERRORS as exc:
+        log.warning("redis unavailable", extra={"path": request.path, "error": repr(exc)})
         return error_response(Unavailable("storage is unavailable, retry shortly"))
     except web.HTTPException as exc:
         if exc.status < 400:

@@ -10,7 +10,7 @@ from typing import Any
 
 from auth_service.clients import ClientRegistry
 from auth_service.keys import KEYS_HASH
-from auth_service.refresh import RefreshTokens, family_key, legacy_family_key
+from auth_service.refresh import RefreshTokens, family_key
 from auth_service.revocation import jti_key
 from auth_service.sessions import RedisSessionStorage, SessionInfo
 from auth_service.tokens import AccessTokens, InvalidToken
@@ -107,15 +107,17 @@ class Introspector:
         async with self._redis.pipeline(transaction=False) as pipe:
             pipe.exists(jti_key(claims["jti"]))
             pipe.hget(family_key(str(sid)), "revoked")
-            pipe.hget(legacy_family_key(str(sid)), "revoked")  # a family from before the tag
             pipe.hmget(UserStore.key(claims["sub"]), ["username", "disabled"])
             if self._keys_in_redis:
                 # This replica's copy of the ring may be 30 s old: a key retired on another
                 # replica, or from the command line, must end its tokens now.
                 pipe.hexists(KEYS_HASH, claims["kid"])
             answers = await pipe.execute()
-        revoked, family_state, legacy_state, (username, disabled), *key_kept = answers
-        family_revoked = legacy_state if family_state is None else family_state
+        revoked, family_revoked, (username, disabled), *key_kept = answers
+        if family_revoked is None and user_token and isinstance(sid, str):
+            # A family from before the tag, not used since: asked for under its old name
+            # only then, so every other token depends on its own keys' shards alone.
+            family_revoked = await self._refresh.family_revoked_state(sid)
         if revoked or key_kept == [False]:
             return None
         if user_token:

@@ -125,6 +125,26 @@ class LocalCluster:
                 return False
         return True
 
+    def primary_of(self, key: str) -> Node:
+        """The node that serves `key`'s slot now."""
+        for node in self.nodes:
+            if node.process is None or node.process.poll() is not None:
+                continue
+            client = node.client()
+            if client.info("replication").get("role") != "master":
+                continue
+            slot = int(client.execute_command("CLUSTER KEYSLOT", key))
+            for start, end, *_ in client.execute_command("CLUSTER SLOTS"):
+                if start <= slot <= end and _serves(node, client, start):
+                    return node
+        raise RuntimeError(f"no live primary serves {key!r}")
+
+    def kill(self, node: Node) -> None:
+        """SIGKILLs a node (its replica takes over after the node timeout, about 2-4 s)."""
+        assert node.process is not None
+        node.process.kill()
+        node.process.wait(timeout=10)
+
     def flush(self) -> None:
         for node in self.nodes:
             client = node.client()
@@ -136,6 +156,14 @@ class LocalCluster:
             if node.process is not None and node.process.poll() is None:
                 node.process.terminate()
                 node.process.wait(timeout=10)
+
+
+def _serves(node: Node, client: redis.Redis, slot: int) -> bool:
+    """Whether `node` itself is the primary of the slot range starting at `slot`."""
+    for start, _end, primary, *_ in client.execute_command("CLUSTER SLOTS"):
+        if start == slot:
+            return int(primary[1]) == node.port
+    return False
 
 
 def _wait(ready: object, timeout: float, what: str) -> None:
