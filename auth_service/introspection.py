@@ -117,7 +117,7 @@ class Introspector:
         if family_revoked is None and user_token and isinstance(sid, str):
             # A family from before the tag, not used since: asked for under its old name
             # only then, so every other token depends on its own keys' shards alone.
-            family_revoked = await self._refresh.family_revoked_state(sid)
+            family_revoked = await self._refresh.legacy_family_state(sid)
         if revoked or key_kept == [False]:
             return None
         if user_token:

@@ -279,8 +279,11 @@ class RefreshTokens:
         """The family's `revoked` field ('0' live, '1' revoked, None unknown), from its new
         name, else its name from before the tag."""
         state = await self._redis.hget(family_key(family), "revoked")
-        if state is None:
-            state = await self._redis.hget(legacy_family_key(family), "revoked")
+        return await self.legacy_family_state(family) if state is None else str(state)
+
+    async def legacy_family_state(self, family: str) -> str | None:
+        """The `revoked` field of a family from before the tag, under its old name."""
+        state = await self._redis.hget(legacy_family_key(family), "revoked")
         return None if state is None else str(state)
 
     async def revoke_family(self, family: str, reason: str) -> str | None:

@@ -18,6 +18,7 @@ import random
 from collections.abc import Awaitable, Callable
 from typing import cast
 
+from common.log_throttle import ConditionLog
 from common.redis import RedisClient
 from service.broker.base import UNAVAILABLE
 
@@ -65,6 +66,7 @@ class InstanceLease:
         self._tasks: list[asyncio.Task[None]] = []
         self.on_lost: Callable[[], Awaitable[None]] | None = None
         self.reaped = 0  # instances this one cleaned up after (for tests and logs)
+        self._failures = ConditionLog(log, "reaping a lapsed instance failed; retrying")
 
     def reaper(self, kind: str, reap: Reaper) -> None:
         """`reap(dead_id, values)` cleans up what a dead instance recorded as `kind`."""
@@ -122,8 +124,8 @@ class InstanceLease:
                 raise
             except UNAVAILABLE:
                 continue
-            except Exception:
-                log.exception("reaping a lapsed instance failed; retrying")
+            except Exception as exc:  # once a minute at most, whatever keeps failing
+                self._failures.hit(error=repr(exc))
 
     async def reap(self, dead: str) -> bool:
         """Cleans up after `dead` if this instance is the first to claim it."""

@@ -49,8 +49,15 @@ class ChatNode:
         self.broker = broker
         self.sockets = Sockets()
         self.stores = stores
+        boot = secrets.token_hex(3)
+        message_ids = (f"{settings.instance_id}-{boot}-{n}" for n in itertools.count(1))
         self.hub = RoomHub(
-            broker, stores.history, settings.namespaces, stores.private, stores.tracker
+            broker,
+            stores.history,
+            settings.namespaces,
+            stores.private,
+            stores.tracker,
+            message_ids,
         )
         self.private = stores.private
         self.control = Control(stores.publish, self.sockets)
@@ -58,12 +65,8 @@ class ChatNode:
         self.introspection = introspection
         self.checker = checker
         self.handshake = handshake
-        boot = secrets.token_hex(3)
-        self.message_ids = message_ids = (
-            f"{settings.instance_id}-{boot}-{n}" for n in itertools.count(1)
-        )
         self.commands = Commands(
-            settings, self.hub, self.access, stores.presence, self.sockets, checker, message_ids
+            settings, self.hub, self.access, stores.presence, self.sockets, checker
         )
         self._connection_ids = (f"{settings.instance_id}-{boot}-c{n}" for n in itertools.count(1))
         self._revalidation: asyncio.Task[None] | None = None

@@ -39,11 +39,15 @@ def api_of(request: web.Request) -> Api:
     return request.app[API]
 
 
-def room_of(request: web.Request) -> str:
-    room = request.match_info["room"]
-    if not ROOM.fullmatch(room):
+def room_named(value: object) -> str:
+    """A room name from the path or a body, or 400 `bad_room`."""
+    if not isinstance(value, str) or not ROOM.fullmatch(value):
         raise bad_request("room must match ^[A-Za-z0-9_.:,-]{1,128}$", "bad_room")
-    return room
+    return value
+
+
+def room_of(request: web.Request) -> str:
+    return room_named(request.match_info["room"])
 
 
 def allowed(decision: Decision) -> Policy:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 
 from aiohttp import web
 
@@ -36,15 +35,7 @@ async def publish(request: web.Request) -> web.Response:
             f"idempotency_key must be 1 to {MAX_IDEMPOTENCY_KEY} characters", "bad_idempotency_key"
         )
     policy = allowed(await api.node.access.to_send(actor, room, joined=False))
-    message_id = next(api.node.message_ids)
-    frame = frames.message_parts(room, message_id, actor.public(), text, time.time())
-    published = await api.node.hub.publish(
-        room,
-        policy,
-        frame,
-        message_id=message_id,
-        idempotency=None if key is None else (actor.id, key),
-    )
+    published = await api.node.hub.post(room, policy, actor, text, key=key)
     return web.json_response(
         {"id": published.message_id, "offset": published.offset},
         status=200 if published.repeat else 201,

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from service.api.context import Api, api_of, json_body, room_of
+from service.api.context import Api, api_of, json_body, room_named, room_of
 from service.api.errors import ApiError, bad_request, forbidden, not_found, refused
-from service.native.frames import ROOM
 from service.rooms.access import Actor
 from service.rooms.private import Owner
 
@@ -23,15 +22,27 @@ def _private(api: Api, room: str) -> None:
         )
 
 
+async def _private_room(request: web.Request) -> tuple[Api, Actor, str]:
+    """The API, the caller and the private room a request is about (or its refusal)."""
+    api = api_of(request)
+    actor = await api.caller(request)
+    room = room_of(request)
+    _private(api, room)
+    return api, actor, room
+
+
+def _no_room(actor: Actor) -> ApiError:
+    # A server may learn that a room does not exist; a user learns nothing.
+    return not_found("no such room") if actor.server else forbidden()
+
+
 async def _owned(api: Api, actor: Actor, room: str) -> Owner:
     """The room's owner, when the caller may manage it (its owner, or a server)."""
     owner = await api.node.private.owner(room)
-    if actor.server:
-        if owner is None:
-            raise not_found("no such room")
-        return owner
-    if owner is None or owner.id != actor.id:
-        raise forbidden()  # the same whether the room exists or not
+    if owner is None:
+        raise _no_room(actor)
+    if not actor.server and owner.id != actor.id:
+        raise forbidden()  # the same answer as for a room that does not exist
     return owner
 
 
@@ -39,22 +50,16 @@ async def _owned(api: Api, actor: Actor, room: str) -> Owner:
 async def create_room(request: web.Request) -> web.Response:
     api = api_of(request)
     actor = await api.caller(request)
-    room = (await json_body(request)).get("room")
-    if not isinstance(room, str) or not ROOM.fullmatch(room):
-        raise bad_request("room must match ^[A-Za-z0-9_.:,-]{1,128}$", "bad_room")
+    room = room_named((await json_body(request)).get("room"))
     _private(api, room)
-    owner = Owner(actor.id, actor.username)
-    if not await api.node.private.create(room, owner):
+    if not await api.node.private.create(room, Owner(actor.id, actor.username)):
         raise ApiError(409, "room_exists", "a room of that name exists")
     return web.json_response({"room": room, "owner": actor.public()}, status=201)
 
 
 @routes.delete("/api/rooms/{room}")
 async def delete_room(request: web.Request) -> web.Response:
-    api = api_of(request)
-    actor = await api.caller(request)
-    room = room_of(request)
-    _private(api, room)
+    api, actor, room = await _private_room(request)
     await _owned(api, actor, room)
     await api.node.private.delete(room)
     return web.Response(status=204)
@@ -62,16 +67,13 @@ async def delete_room(request: web.Request) -> web.Response:
 
 @routes.get("/api/rooms/{room}/members")
 async def list_members(request: web.Request) -> web.Response:
-    api = api_of(request)
-    actor = await api.caller(request)
-    room = room_of(request)
-    _private(api, room)
+    api, actor, room = await _private_room(request)
     decision = await api.node.access.to_read(actor, room)
     if not decision.allowed:
         raise refused(decision)
     owner = await api.node.private.owner(room)
-    if owner is None:
-        raise not_found("no such room") if actor.server else forbidden()
+    if owner is None:  # deleted since
+        raise _no_room(actor)
     count, members = await api.node.private.members(room)
     return web.json_response(
         {
@@ -85,10 +87,7 @@ async def list_members(request: web.Request) -> web.Response:
 
 @routes.put("/api/rooms/{room}/members/{username}")
 async def add_member(request: web.Request) -> web.Response:
-    api = api_of(request)
-    actor = await api.caller(request)
-    room = room_of(request)
-    _private(api, room)
+    api, actor, room = await _private_room(request)
     await _owned(api, actor, room)
     user = await api.user(request.match_info["username"])
     if user is None or user.disabled:
@@ -97,21 +96,17 @@ async def add_member(request: web.Request) -> web.Response:
     if outcome == "full":
         raise ApiError(409, "room_full", "the room has as many members as it may")
     if outcome == "missing":  # deleted meanwhile
-        raise not_found("no such room") if actor.server else forbidden()
+        raise _no_room(actor)
     return web.Response(status=204)
 
 
 @routes.delete("/api/rooms/{room}/members/{username}")
 async def remove_member(request: web.Request) -> web.Response:
-    api = api_of(request)
-    actor = await api.caller(request)
-    room = room_of(request)
-    _private(api, room)
+    api, actor, room = await _private_room(request)
     username = request.match_info["username"]
-    itself = not actor.server and username.lower() == actor.username.lower()
-    if itself:
+    if not actor.server and username.lower() == actor.username.lower():
         if not await api.node.private.is_member(room, actor.id):
-            raise forbidden()
+            raise forbidden()  # leaving: only a member can
         user_id = actor.id
     else:
         await _owned(api, actor, room)

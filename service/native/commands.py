@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import time
-from collections.abc import Iterator
-
 from service.auth.chain import CredentialChecker
 from service.broker.base import UNAVAILABLE
 from service.errors import Refusal, Refused
@@ -31,7 +28,6 @@ class Commands:
         presence: PresenceStore,
         sockets: Sockets,
         checker: CredentialChecker,
-        message_ids: Iterator[str],
     ) -> None:
         self._settings = settings
         self._hub = hub
@@ -39,7 +35,6 @@ class Commands:
         self._presence_store = presence
         self._sockets = sockets
         self._checker = checker
-        self._message_ids = message_ids
 
     async def handle(self, socket: NativeSocket, data: str) -> None:
         try:
@@ -110,23 +105,9 @@ class Commands:
         policy = self._allowed(decision, command)
         if not joined:
             raise ProtocolError("not_joined", "join the room before sending to it", command.ref)
-        message_id = next(self._message_ids)
-        identity = socket.identity
-        frame = frames.message_parts(
-            command.room,
-            message_id,
-            identity.public(),  # from the credential, never the frame
-            command.text,
-            time.time(),
-        )
-        key = command.idempotency_key
         try:
-            published = await self._hub.publish(
-                command.room,
-                policy,
-                frame,
-                message_id=message_id,
-                idempotency=None if key is None else (identity.user_id, key),
+            published = await self._hub.post(
+                command.room, policy, _actor(socket), command.text, key=command.idempotency_key
             )
         except UNAVAILABLE:
             raise ProtocolError(

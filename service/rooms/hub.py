@@ -12,10 +12,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator
 from typing import Any
 
 from service.broker.base import UNAVAILABLE, Broker, BrokerUnavailable
+from service.native.frames import message_parts
+from service.rooms.access import Actor
 from service.rooms.history import Published, RoomHistory, Stored
 from service.rooms.member import Joined, Member, NotAllowed, Since
 from service.rooms.messages import parse_control, parse_payload
@@ -37,11 +40,13 @@ class RoomHub:
         namespaces: Namespaces,
         private: PrivateRooms,
         presence: PresenceTracker,
+        message_ids: Iterator[str],
     ) -> None:
         self._broker = broker
         self._history = history
         self._private = private
         self._presence = presence
+        self._message_ids = message_ids  # unique across instances
         self._namespaces = namespaces
         self._rooms: dict[str, Room] = {}
         self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
@@ -155,6 +160,21 @@ class RoomHub:
             await self._broker.unsubscribe(room.name)
 
     # -- sending ---------------------------------------------------------------------------
+
+    async def post(
+        self, name: str, policy: Policy, sender: Actor, text: str, *, key: str | None
+    ) -> Published:
+        """Sends `text` from `sender` (whoever the credential says, on every path) with the
+        next message id, idempotent per sender and room when `key` is given."""
+        message_id = next(self._message_ids)
+        frame = message_parts(name, message_id, sender.public(), text, time.time())
+        return await self.publish(
+            name,
+            policy,
+            frame,
+            message_id=message_id,
+            idempotency=None if key is None else (sender.id, key),
+        )
 
     async def publish(
         self,

@@ -55,9 +55,8 @@ class PresenceTracker:
     def leave(self, room: str, user_id: str, username: str, *, closing: bool) -> None:
         """One socket fewer: at once, or after the grace when the socket is closing."""
         key = (room, user_id, username)
-        if self._here[key] <= 0:
-            del self._here[key]
-            return
+        if key not in self._here:
+            return  # never entered (nothing to take back)
         self._here[key] -= 1
         if not self._here[key]:
             del self._here[key]

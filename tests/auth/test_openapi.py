@@ -27,21 +27,14 @@ import requests
 import schemathesis
 import yaml
 from aiohttp.test_utils import TestClient
-from hypothesis import HealthCheck, settings
-from schemathesis.checks import not_a_server_error
-from schemathesis.specs.openapi.checks import (
-    content_type_conformance,
-    ignored_auth,
-    response_headers_conformance,
-    response_schema_conformance,
-    status_code_conformance,
-)
+from schemathesis.specs.openapi.checks import ignored_auth
 
 from auth_service import openapi
 from auth_service.app import create_app
 from auth_service.settings import load_settings
 from tests.conftest import CHAT_CLIENT, PASSWORD, auth_environ
 from tests.live import LiveApp
+from tests.openapi_runs import CONFORMANCE, config, run_settings
 
 ROOT = Path(__file__).resolve().parents[2]
 SOURCE = ROOT / "docs" / "openapi.yaml"
@@ -50,34 +43,12 @@ DOCUMENT: dict[str, Any] = json.loads(COPY.read_text(encoding="utf-8"))
 METHODS = ("get", "put", "post", "delete", "patch", "options", "head", "trace")
 FORM = "application/x-www-form-urlencoded"
 
-CONFORMANCE = [
-    not_a_server_error,
-    status_code_conformance,
-    content_type_conformance,
-    response_schema_conformance,
-    response_headers_conformance,
-]
 # `ignored_auth` acts on 2xx answers of protected operations: it repeats the request without
 # the credential and with an invalid one, and both must be refused with 401 or 403.
 CHECKS = [*CONFORMANCE, ignored_auth]
 
-# Derandomized and bounded: the same requests on every run, the whole file in seconds.
-RUN = settings(
-    max_examples=50,
-    deadline=None,
-    derandomize=True,
-    database=None,
-    suppress_health_check=list(HealthCheck),
-)
-CONFIG = schemathesis.Config.from_dict(
-    {
-        "seed": 6749,
-        "cache": {"enabled": False},
-        "request-timeout": 10,
-        "generation": {"deterministic": True, "database": "none"},
-        "phases": {"stateful": {"enabled": False}},
-    }
-)
+RUN = run_settings(50)
+CONFIG = config(6749)
 CHAT_BASIC = "Basic " + base64.b64encode(":".join(CHAT_CLIENT).encode()).decode()
 # The user the document's examples name, so the examples reach the success answers.
 EXAMPLE_USER = {"username": "alice", "password": PASSWORD}

@@ -22,14 +22,6 @@ import requests
 import schemathesis
 import yaml
 from aiohttp.test_utils import TestClient
-from hypothesis import HealthCheck, settings
-from schemathesis.checks import not_a_server_error
-from schemathesis.specs.openapi.checks import (
-    content_type_conformance,
-    response_headers_conformance,
-    response_schema_conformance,
-    status_code_conformance,
-)
 
 from auth_service.app import create_app as create_auth_app
 from auth_service.settings import load_settings as load_auth_settings
@@ -39,35 +31,16 @@ from service.settings import load_settings as load_chat_settings
 from tests.chat.conftest import ChatFactory, chat_environ
 from tests.conftest import CHAT_CLIENT, PASSWORD, auth_environ
 from tests.live import LiveApp
+from tests.openapi_runs import CONFORMANCE, config, run_settings
 
 ROOT = Path(__file__).resolve().parents[2]
 SOURCE = ROOT / "docs" / "chat-openapi.yaml"
 COPY = ROOT / "service" / RESOURCE
 DOCUMENT: dict[str, Any] = json.loads(COPY.read_text(encoding="utf-8"))
 METHODS = ("get", "put", "post", "delete", "patch")
-CHECKS = [
-    not_a_server_error,
-    status_code_conformance,
-    content_type_conformance,
-    response_schema_conformance,
-    response_headers_conformance,
-]
-RUN = settings(
-    max_examples=25,
-    deadline=None,
-    derandomize=True,
-    database=None,
-    suppress_health_check=list(HealthCheck),
-)
-CONFIG = schemathesis.Config.from_dict(
-    {
-        "seed": 7662,
-        "cache": {"enabled": False},
-        "request-timeout": 10,
-        "generation": {"deterministic": True, "database": "none"},
-        "phases": {"stateful": {"enabled": False}},
-    }
-)
+CHECKS = CONFORMANCE
+RUN = run_settings(25)
+CONFIG = config(7662)
 BASIC = "Basic " + base64.b64encode(":".join(CHAT_CLIENT).encode()).decode()
 
 

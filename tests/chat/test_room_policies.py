@@ -192,6 +192,19 @@ async def _private_room_with(stack: Stack, owner: ChatUser, member: ChatUser) ->
     await api(stack.a, "PUT", f"/api/rooms/{ROOM}/members/{member.username}", owner.access_token)
 
 
+async def _removed_while_joining(
+    stack: Stack, owner: ChatUser, member: ChatUser, held: asyncio.Event
+) -> aiohttp.ClientWebSocketResponse:
+    """`member` joins on instance B; once its join is `held`, `owner` removes it."""
+    ws = await connect(stack.b, member.access_token)
+    await ws.send_json({"op": "join", "room": ROOM})
+    await asyncio.wait_for(held.wait(), 5)
+    path = f"/api/rooms/{ROOM}/members/{member.username}"
+    status, _ = await api(stack.a, "DELETE", path, owner.access_token)
+    assert status == 204
+    return ws
+
+
 async def test_a_removal_while_the_join_reads_history_refuses_the_join(
     stack: Stack, alice: ChatUser, bob: ChatUser
 ) -> None:
@@ -215,11 +228,7 @@ async def test_a_removal_while_the_join_reads_history_refuses_the_join(
         removal_seen.set()
 
     node.hub._take_out = seen_take_out  # type: ignore[method-assign]
-    ws = await connect(stack.b, bob.access_token)
-    await ws.send_json({"op": "join", "room": ROOM})
-    await asyncio.wait_for(reading.wait(), 5)  # subscribed, and reading history
-    status, _ = await api(stack.a, "DELETE", f"/api/rooms/{ROOM}/members/bob", alice.access_token)
-    assert status == 204
+    ws = await _removed_while_joining(stack, alice, bob, reading)  # subscribed, reading history
     await asyncio.wait_for(removal_seen.wait(), 5)  # it reached this instance's room
     release.set()
     assert (await receive_type(ws, "error"))["code"] == "forbidden"
@@ -240,10 +249,6 @@ async def test_a_removal_before_the_subscription_is_caught_by_the_recheck(
         await subscribe(room)
 
     node.broker.subscribe = held_subscribe  # type: ignore[method-assign]
-    ws = await connect(stack.b, bob.access_token)
-    await ws.send_json({"op": "join", "room": ROOM})
-    await asyncio.wait_for(subscribing.wait(), 5)  # the first check passed
-    status, _ = await api(stack.a, "DELETE", f"/api/rooms/{ROOM}/members/bob", alice.access_token)
-    assert status == 204
+    ws = await _removed_while_joining(stack, alice, bob, subscribing)  # the first check passed
     release.set()
     assert (await receive_type(ws, "error"))["code"] == "forbidden"
