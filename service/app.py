@@ -21,6 +21,7 @@ from service.auth.chain import CredentialChecker, build_authenticator
 from service.auth.introspection import IntrospectionClient
 from service.auth.signing_keys import SigningKeys
 from service.broker.base import Broker
+from service.broker.cluster import ClusterBroker
 from service.broker.redis import RedisBroker
 from service.control import CHANNEL as CONTROL_CHANNEL
 from service.handshake import Handshake
@@ -63,17 +64,13 @@ def create_app(settings: ChatSettings, broker: Broker | None = None) -> web.Appl
         )
         await keys.start()  # if the auth service is down, nothing is refused locally until it is up
         checker = CredentialChecker(introspection, keys, required_scope=settings.required_scope)
-        chosen = broker or RedisBroker(
-            settings.redis_url,
-            event_channels=(REVOCATION_CHANNEL, CONTROL_CHANNEL),
-            probe_interval=settings.redis_probe_interval,
-        )
+        chosen = broker or redis_broker(settings)
         redis = connect_to(settings.redis_url, settings.redis_cluster_nodes, decode=False)
         try:
             await prepare(redis)
         except REDIS_ERRORS:
             log.warning("redis unavailable at start-up; the cluster is discovered on first use")
-        stores = room_stores(redis, settings, chosen.channel)
+        stores = room_stores(redis, settings, chosen.channel, sharded=chosen.sharded)
         authenticator = build_authenticator(checker, settings)
         handshake = Handshake(settings, authenticator, introspection, stores.user_sockets)
         node = ChatNode(settings, chosen, stores, introspection, checker, handshake)
@@ -108,3 +105,17 @@ def create_app(settings: ChatSettings, broker: Broker | None = None) -> web.Appl
     app.add_routes(api_messages.routes)
     app.add_routes(openapi.routes())
     return app
+
+
+def redis_broker(settings: ChatSettings) -> Broker:
+    """Sharded pub/sub on a Redis Cluster (`REDIS_CLUSTER_NODES`), else classic on one Redis."""
+    events = (REVOCATION_CHANNEL, CONTROL_CHANNEL)
+    if settings.redis_cluster_nodes:
+        return ClusterBroker(
+            settings.redis_cluster_nodes,
+            event_channels=events,
+            probe_interval=settings.redis_probe_interval,
+        )
+    return RedisBroker(
+        settings.redis_url, event_channels=events, probe_interval=settings.redis_probe_interval
+    )

@@ -133,12 +133,6 @@ def read_settings(environ: Mapping[str, str] | None = None) -> tuple[ChatSetting
         http=http,
         log_level=env.choice("LOG_LEVEL", "INFO", ("DEBUG", "INFO", "WARNING", "ERROR")),
     )
-    if settings.redis_cluster_nodes:
-        # Its stores would work there, its broker not yet: refuse rather than run half on it.
-        env.fail(
-            "REDIS_CLUSTER_NODES: the chat service cannot run on a Redis Cluster yet (its "
-            "broker does not use sharded pub/sub); leave it unset for the chat service"
-        )
     if settings.max_text * 6 + 1024 > settings.max_frame:
         # A maximal text, JSON-escaped, must still fit in one frame.
         env.fail("CHAT_MAX_FRAME must be at least 6 x CHAT_MAX_TEXT + 1024")

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 import redis
 from aiohttp.test_utils import TestClient
+from redis.asyncio.cluster import RedisCluster
 
 from auth_service.app import create_app
 from auth_service.settings import AuthSettings, load_settings
@@ -82,6 +83,32 @@ class Store:
     def client(self) -> RedisClient:
         """A client to look at what the services stored (decoded strings)."""
         return connect_to(self.url, self.cluster_nodes)
+
+    async def subscribers(self, channel: str) -> int:
+        """Subscribers of a room's `channel`: classic ones on one Redis; on the cluster,
+        sharded ones on the primary that owns its slot (`PUBSUB SHARDNUMSUB`)."""
+        client = self.client()
+        try:
+            if isinstance(client, RedisCluster):
+                await client.initialize()
+                node = client.get_node_from_key(channel)
+                reply = await client.execute_command(
+                    "PUBSUB SHARDNUMSUB", channel, target_nodes=node
+                )
+            else:
+                reply = await client.execute_command("PUBSUB NUMSUB", channel)
+        finally:
+            await client.aclose()
+        return _numsub(reply, channel)
+
+
+def _numsub(reply: Any, channel: str) -> int:
+    """A NUMSUB reply, flat ([channel, n]) or as redis-py parsed it ([(channel, n)])."""
+    if isinstance(reply, dict):  # a cluster client's answer, by node
+        (reply,) = reply.values()
+    flat = [item for pair in reply for item in (pair if isinstance(pair, tuple) else (pair,))]
+    answers = dict(zip(flat[::2], flat[1::2], strict=True))
+    return int(answers[channel])
 
 
 @pytest.fixture(params=["redis", "cluster"])

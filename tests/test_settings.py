@@ -128,12 +128,8 @@ def test_redis_cluster_nodes_are_read_and_checked(service: str) -> None:
 
     load = load_settings if service == "auth" else load_chat_settings
     assert load({}).redis_cluster_nodes == ()
-    if service == "auth":
-        nodes = load({"REDIS_CLUSTER_NODES": "10.0.0.1:7000, redis-2:7001"}).redis_cluster_nodes
-        assert nodes == (("10.0.0.1", 7000), ("redis-2", 7001))
-    else:  # not yet: its broker is not on sharded pub/sub
-        with pytest.raises(ConfigError, match="cannot run on a Redis Cluster yet"):
-            load({"REDIS_CLUSTER_NODES": "10.0.0.1:7000"})
+    nodes = load({"REDIS_CLUSTER_NODES": "10.0.0.1:7000, redis-2:7001"}).redis_cluster_nodes
+    assert nodes == (("10.0.0.1", 7000), ("redis-2", 7001))
     for bad in ("10.0.0.1", "host:port", ":7000", "host:70000"):
         with pytest.raises(ConfigError, match="REDIS_CLUSTER_NODES"):
             load({"REDIS_CLUSTER_NODES": bad})

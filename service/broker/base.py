@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import Protocol
 
 from redis.exceptions import RedisError
@@ -23,8 +24,9 @@ class RoomListener(Protocol):
     def room_message(self, room: str, payload: bytes) -> None:
         """A message published to `room` by any instance (including this one)."""
 
-    def link_restored(self) -> None:
-        """The link came back after a drop: messages may have been missed meanwhile."""
+    def link_restored(self, rooms: Collection[str] | None = None) -> None:
+        """The link came back after a drop: messages to `rooms` (None: every room) may have
+        been missed meanwhile."""
 
 
 class EventListener(Protocol):
@@ -44,6 +46,10 @@ class Broker(Protocol):
     every message published after that. Delivery is at-most-once: a message published while
     an instance's link is down is not delivered to that instance.
     """
+
+    # Rooms travel on sharded pub/sub (SPUBLISH): a Redis Cluster's, whose room channels
+    # share their room's slot. Classic PUBLISH otherwise.
+    sharded: bool
 
     @property
     def healthy(self) -> bool: ...

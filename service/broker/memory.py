@@ -20,6 +20,8 @@ class MemoryBus:
 class MemoryBroker:
     """A `Broker` whose messages travel through a `MemoryBus`, delivered on the next loop turn."""
 
+    sharded = False
+
     def __init__(self, bus: MemoryBus | None = None) -> None:
         self._bus = bus or MemoryBus()
         self._listener: RoomListener | None = None

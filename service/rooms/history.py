@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 from common.redis import RedisClient
-from service.rooms.keys import room_key
+from service.rooms.keys import publishing, room_key
 
 # A room's epoch outlives its messages: a client back after a quiet spell longer than the
 # messages' TTL finds its offsets still valid and learns exactly what it missed.
@@ -156,12 +156,13 @@ def _stored(entry: Any) -> Stored:
 class RoomHistory:
     """Appends to and reads rooms' histories (one Redis; see the module's docstring)."""
 
-    def __init__(self, redis: RedisClient, *, idempotency_ttl: int) -> None:
+    def __init__(self, redis: RedisClient, *, idempotency_ttl: int, sharded: bool = False) -> None:
         # Raw bytes: a stored frame goes to sockets exactly as it was written.
         self._redis = redis
         self._idempotency_ttl = idempotency_ttl
-        self._publish = redis.register_script(_PUBLISH)
-        self._publish_once = redis.register_script(_PUBLISH_ONCE)
+        self._publish_command = "SPUBLISH" if sharded else "PUBLISH"
+        self._publish = redis.register_script(publishing(_PUBLISH, sharded=sharded))
+        self._publish_once = redis.register_script(publishing(_PUBLISH_ONCE, sharded=sharded))
         self._tail = redis.register_script(_TAIL)
 
     async def publish(
@@ -212,7 +213,7 @@ class RoomHistory:
         """A message of a room without history: one PUBLISH, as ever; with an idempotency key,
         a script that publishes only the first time."""
         if idempotency is None:
-            await self._redis.publish(channel, frame)
+            await self._redis.execute_command(self._publish_command, channel, frame)
             return Published(None, message_id, None, repeat=False)
         result = await self._publish_once(
             keys=[idempotency_key(room, *idempotency)],

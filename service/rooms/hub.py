@@ -13,7 +13,14 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator
+from collections.abc import (
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Collection,
+    Coroutine,
+    Iterator,
+)
 from typing import Any
 
 from service.broker.base import UNAVAILABLE, Broker, BrokerUnavailable
@@ -255,10 +262,12 @@ class RoomHub:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    def link_restored(self) -> None:
-        """Whatever was published while the link was down was not received: rooms with
-        history repair from it; members of rooms without learn that some were lost."""
-        for room in self._rooms.values():
+    def link_restored(self, rooms: Collection[str] | None = None) -> None:
+        """Whatever was published to `rooms` (None: all) while their link was down was not
+        received: rooms with history repair from it; members of rooms without learn that
+        some were lost."""
+        names = self._rooms.keys() if rooms is None else rooms
+        for room in [self._rooms[name] for name in names if name in self._rooms]:
             room.link_restored()
             if room.policy.join == "members":
                 # A removal published while the link was down was lost with it.

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 from common.redis import RedisClient
-from service.rooms.keys import room_key
+from service.rooms.keys import publishing, room_key
 
 EVENTS_UP_TO = 100  # present users up to which member_joined / member_left are published
 MAX_LISTED = 1_000  # members one presence answer lists
@@ -113,11 +113,11 @@ def _frame(kind: str, room: str, user_id: str, username: str) -> bytes:
 class PresenceStore:
     """Enters, leaves, reaps and reads presence (see the module's docstring)."""
 
-    def __init__(self, redis: RedisClient) -> None:
+    def __init__(self, redis: RedisClient, *, sharded: bool = False) -> None:
         self._redis = redis
-        self._enter = redis.register_script(_ENTER)
-        self._exit = redis.register_script(_EXIT)
-        self._reap = redis.register_script(_REAP)
+        self._enter = redis.register_script(publishing(_ENTER, sharded=sharded))
+        self._exit = redis.register_script(publishing(_EXIT, sharded=sharded))
+        self._reap = redis.register_script(publishing(_REAP, sharded=sharded))
 
     async def enter(
         self, room: str, instance: str, user_id: str, username: str, channel: str | None

@@ -16,7 +16,7 @@ from typing import cast
 
 from common.redis import RedisClient
 from service.rooms.history import history_key, meta_key
-from service.rooms.keys import room_key
+from service.rooms.keys import publishing, room_key
 from service.rooms.messages import DELETED, removed_payload
 
 MAX_MEMBERS = 10_000  # members per private room
@@ -72,13 +72,15 @@ def members_key(room: str) -> str:
 class PrivateRooms:
     """Creates, lists and changes private rooms (see the module's docstring)."""
 
-    def __init__(self, redis: RedisClient, channel_of: Callable[[str], str]) -> None:
+    def __init__(
+        self, redis: RedisClient, channel_of: Callable[[str], str], *, sharded: bool = False
+    ) -> None:
         self._redis = redis
         self._channel = channel_of  # a room's pub/sub channel
-        self._create = redis.register_script(_CREATE)
-        self._add = redis.register_script(_ADD)
-        self._remove = redis.register_script(_REMOVE)
-        self._delete = redis.register_script(_DELETE)
+        self._create = redis.register_script(publishing(_CREATE, sharded=sharded))
+        self._add = redis.register_script(publishing(_ADD, sharded=sharded))
+        self._remove = redis.register_script(publishing(_REMOVE, sharded=sharded))
+        self._delete = redis.register_script(publishing(_DELETE, sharded=sharded))
 
     async def create(self, room: str, owner: Owner) -> bool:
         """False when the room exists already."""

@@ -29,16 +29,21 @@ class RoomStores:
 
 
 def room_stores(
-    redis: RedisClient, settings: ChatSettings, channel_of: Callable[[str], str]
+    redis: RedisClient,
+    settings: ChatSettings,
+    channel_of: Callable[[str], str],
+    *,
+    sharded: bool = False,
 ) -> RoomStores:
+    """`channel_of`: a room's channel; `sharded`: published on with SPUBLISH (a cluster)."""
     # One lease per process: a restarted instance is a new one (its old lease lapses).
     lease = InstanceLease(
         redis, f"{settings.instance_id}-{secrets.token_hex(3)}", lease=settings.instance_lease
     )
-    presence = PresenceStore(redis)
+    presence = PresenceStore(redis, sharded=sharded)
     return RoomStores(
-        history=RoomHistory(redis, idempotency_ttl=settings.idempotency_ttl),
-        private=PrivateRooms(redis, channel_of),
+        history=RoomHistory(redis, idempotency_ttl=settings.idempotency_ttl, sharded=sharded),
+        private=PrivateRooms(redis, channel_of, sharded=sharded),
         presence=presence,
         tracker=PresenceTracker(presence, lease, channel_of, grace=settings.presence_grace),
         lease=lease,

@@ -38,15 +38,8 @@ def chat_environ(redis_url: str, auth_url: str, **overrides: str) -> dict[str, s
 
 
 @pytest.fixture
-def store(redis_url: str) -> Store:
-    """The chat suite runs on one Redis: the chat service's cluster broker is still to come
-    (issue 13), and an auth service these tests start must share the chat's Redis."""
-    return Store(redis_url)
-
-
-@pytest.fixture
-async def auth_server(redis_url: str) -> AsyncIterator[HardenedTestServer]:
-    settings = load_auth_settings(auth_environ(redis_url))
+async def auth_server(redis_url: str, store: Store) -> AsyncIterator[HardenedTestServer]:
+    settings = load_auth_settings(auth_environ(redis_url, **store.environ()))
     server = HardenedTestServer(create_auth_app(settings), settings.http)
     await server.start_server()
     yield server
@@ -57,13 +50,17 @@ async def auth_server(redis_url: str) -> AsyncIterator[HardenedTestServer]:
 def make_chat(
     aiohttp_client: Callable[..., Awaitable[TestClient[Any, Any]]],
     redis_url: str,
+    store: Store,
     auth_server: TestServer,
 ) -> ChatFactory:
-    """Starts a chat instance; keyword arguments override its environment."""
+    """Starts a chat instance (on the test's store: one Redis, or the cluster); keyword
+    arguments override its environment."""
 
     async def make(**overrides: str) -> TestClient[Any, Any]:
         auth_url = str(auth_server.make_url("")).rstrip("/")
-        settings = load_chat_settings(chat_environ(redis_url, auth_url, **overrides))
+        environ = chat_environ(redis_url, auth_url, **store.environ())
+        environ.update(overrides)
+        settings = load_chat_settings(environ)
         return await aiohttp_client(HardenedTestServer(create_chat_app(settings), settings.http))
 
     return make

@@ -18,10 +18,18 @@ from service.broker.redis import RedisBroker
 from service.views import NODE
 from tests.chat.conftest import ChatFactory
 from tests.chat.helpers import ChatUser, Stack, connect, join, receive, receive_type, send
+from tests.conftest import Store
 from tests.faults import LinkProxy
 from tests.redis_server import RedisServer
 
 RESUBSCRIBE_BOUND = 5.0  # the promise: every instance resubscribes within 5 s of Redis's return
+
+
+@pytest.fixture
+def store(redis_url: str) -> Store:
+    """These faults are one Redis's (stopped, its subscriber links killed, its link cut);
+    a cluster's (a primary killed, a slot migrated) are in test_cluster_faults."""
+    return Store(redis_url)
 
 
 @pytest.fixture

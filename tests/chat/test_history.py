@@ -25,6 +25,7 @@ from tests.chat.helpers import (
     receive_type,
     send,
 )
+from tests.conftest import Store
 
 WS = aiohttp.ClientWebSocketResponse
 
@@ -92,13 +93,13 @@ async def test_beyond_history_the_gap_is_exact(
 
 
 async def test_a_room_whose_history_was_deleted_resets(
-    stack: Stack, alice: ChatUser, bob: ChatUser, redis_url: str
+    stack: Stack, alice: ChatUser, bob: ChatUser, store: Store
 ) -> None:
     sender = await connect(stack.a, alice.access_token)
     joined = await join(sender, "lobby")
     await send(sender, "lobby", "old epoch")
     await sender.close()
-    client = aioredis.Redis.from_url(redis_url)
+    client = store.client()
     await client.delete(meta_key("lobby"), history_key("lobby"))
     await client.aclose()
     sender = await connect(stack.a, alice.access_token)

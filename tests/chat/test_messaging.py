@@ -4,7 +4,6 @@ import asyncio
 
 import aiohttp
 import pytest
-import redis.asyncio as aioredis
 
 from service.views import NODE
 from tests.chat.conftest import ChatFactory
@@ -18,6 +17,7 @@ from tests.chat.helpers import (
     receive_type,
     send,
 )
+from tests.conftest import Store
 
 
 async def test_message_through_a_reaches_members_on_b_and_no_one_else(
@@ -209,13 +209,12 @@ async def test_rate_limit_sends_errors_then_closes_1008(
 
 
 async def test_subscription_follows_local_membership(
-    stack: Stack, alice: ChatUser, bob: ChatUser, redis_url: str
+    stack: Stack, alice: ChatUser, bob: ChatUser, store: Store
 ) -> None:
-    redis = aioredis.Redis.from_url(redis_url)
+    channel = stack.a.app[NODE].broker.channel("lobby")
 
     async def subscribers() -> int:
-        counts = await redis.pubsub_numsub("chat:room:lobby")
-        return int(counts[0][1])
+        return await store.subscribers(channel)
 
     first = await connect(stack.a, alice.access_token)
     second = await connect(stack.a, bob.access_token)
@@ -229,13 +228,12 @@ async def test_subscription_follows_local_membership(
     await second.send_json({"op": "leave", "room": "lobby"})
     await receive_type(second, "left")
     assert await subscribers() == 0  # "left" is sent once Redis confirmed the unsubscribe
-    await redis.aclose()
     for ws in (first, second):
         await ws.close()
 
 
 async def test_disconnecting_releases_the_subscription(
-    stack: Stack, alice: ChatUser, redis_url: str
+    stack: Stack, alice: ChatUser, store: Store
 ) -> None:
     node = stack.a.app[NODE]
     ws = await connect(stack.a, alice.access_token)
@@ -244,9 +242,7 @@ async def test_disconnecting_releases_the_subscription(
     await ws.close()
     await asyncio.wait_for(connection.finished.wait(), 5)
     assert "lobby" not in set(node.hub.rooms())
-    redis = aioredis.Redis.from_url(redis_url)
-    assert (await redis.pubsub_numsub("chat:room:lobby"))[0][1] == 0
-    await redis.aclose()
+    assert await store.subscribers(node.broker.channel("lobby")) == 0
 
 
 async def test_direct_answers_echo_the_ref(stack: Stack, alice: ChatUser) -> None:

@@ -19,7 +19,7 @@ from service.node import ChatNode
 from service.views import NODE
 from tests.chat.conftest import ChatFactory
 from tests.chat.helpers import ChatUser, Stack, closed_with, connect
-from tests.conftest import PASSWORD
+from tests.conftest import PASSWORD, Store
 from tests.faults import LinkProxy
 from tests.redis_server import RedisServer
 
@@ -114,9 +114,14 @@ async def test_logout_deletes_the_session_before_announcing_it(
 
 @pytest.fixture
 async def cut_off_chat(
-    make_chat: ChatFactory, redis_server: RedisServer | None, auth_server: TestServer
+    make_chat: ChatFactory,
+    redis_server: RedisServer | None,
+    auth_server: TestServer,
+    store: Store,
 ) -> AsyncIterator[tuple[Any, LinkProxy, LinkProxy]]:
     """A chat instance whose links to Redis and to the auth service can each be cut."""
+    if store.cluster_nodes:
+        pytest.skip("one Redis's link cut; on a cluster: test_cluster_faults")
     if redis_server is None:
         pytest.skip("needs the suite's own redis-server")
     assert isinstance(auth_server.port, int)
