@@ -39,6 +39,11 @@ log = logging.getLogger(__name__)
 CHANNEL_HEAD, CHANNEL_TAIL = "chat:{room:", "}:channel"
 
 
+def room_channel(room: str) -> str:
+    """A room's sharded channel, in the room's slot (its hash tag is the room keys')."""
+    return CHANNEL_HEAD + room + CHANNEL_TAIL
+
+
 @dataclass
 class Shard:
     link: Link
@@ -97,7 +102,7 @@ class ClusterBroker:
         )
 
     def channel(self, room: str) -> str:
-        return CHANNEL_HEAD + room + CHANNEL_TAIL
+        return room_channel(room)
 
     async def start(self, rooms: RoomListener, events: EventListener, *, wait: float = 5.0) -> None:
         self._rooms_listener, self._events_listener = rooms, events
