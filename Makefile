@@ -13,9 +13,10 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-## run: private redis-server (unless REDIS_URL is set), the auth service and the chat instances
+## run: private redis-server (unless REDIS_URL is set; CLUSTER=1: a local Redis Cluster),
+## the auth service and the chat instances
 run: $(STAMP)
-	$(VENV)/bin/python scripts/run_stack.py
+	CLUSTER=$(CLUSTER) $(VENV)/bin/python scripts/run_stack.py
 
 ## test: the whole suite against a redis-server it starts itself (REDIS_URL to use another)
 test: $(STAMP)

@@ -1,10 +1,12 @@
 """`make run`: the whole stack on this machine, stopped together with Ctrl-C.
 
-Starts a private redis-server (unless REDIS_URL is set), the auth service and the chat
-instances, waits until each answers /healthz, prints where they are and how to try them,
-and on Ctrl-C stops everything it started, by pid. A chat instance that exits (killed, say,
-to watch the clients move to the other one) is reported and the rest go on; the run ends
-when Redis or the auth service exits, or when no chat instance is left.
+Starts a private redis-server (unless REDIS_URL is set; with CLUSTER=1 a local Redis Cluster
+of 3 primaries and 3 replicas instead), the auth service and the chat instances, waits until
+each answers /healthz, prints where they are and how to try them, and on Ctrl-C stops
+everything it started, by pid. A chat instance that exits (killed, say, to watch the clients
+move to the other one) is reported and the rest go on; the run ends when Redis or the auth
+service exits, or when no chat instance is left. A cluster's nodes are not watched: kill a
+primary by hand to watch its replica take over.
 """
 
 from __future__ import annotations
@@ -21,6 +23,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # run as a script: the repository's packages are importable
+
+from chaos.local_cluster import LocalCluster  # noqa: E402 - after the path is set
+
 RUN_DIR = ROOT / ".run"
 AUTH_PORT = 8081
 CHAT_PORTS = (8080, 8082)
@@ -112,12 +118,17 @@ def main() -> int:
     # and say so loudly in their logs, which is the truth about this stack.
     env.setdefault("AUTH_URL", f"http://127.0.0.1:{AUTH_PORT}")
     stack = Stack()
+    cluster: LocalCluster | None = None
     # Both explicitly: a job started in the background inherits SIGINT as ignored.
     signal.signal(signal.SIGTERM, _interrupt)
     signal.signal(signal.SIGINT, _interrupt)
     try:
         print("starting the stack")
-        if "REDIS_URL" not in os.environ:
+        if os.environ.get("CLUSTER") == "1":
+            cluster = start_cluster()
+            env["REDIS_CLUSTER_NODES"] = cluster.seeds
+            env["REDIS_URL"] = f"redis://127.0.0.1:{cluster.nodes[0].port}/0"  # unused
+        elif "REDIS_URL" not in os.environ:
             redis_server = shutil.which("redis-server")
             if redis_server is None:
                 print("redis-server is not on PATH: apt-get install redis-server, or set REDIS_URL")
@@ -154,7 +165,7 @@ def main() -> int:
                 )
                 wait_healthy(stack, name, f"http://127.0.0.1:{chat_port}/healthz")
                 chat_urls.append(f"ws://127.0.0.1:{chat_port}/ws")
-        print_banner(env["REDIS_URL"], chat_urls)
+        print_banner(cluster_lines(cluster) if cluster else [env["REDIS_URL"]], chat_urls)
         print(stack.supervise())
         return 1
     except KeyboardInterrupt:
@@ -164,15 +175,42 @@ def main() -> int:
         return 1
     finally:
         stack.stop()
+        if cluster is not None:
+            cluster.stop()
+            print("stopped the local cluster")
 
 
-def print_banner(redis_url: str, chat_urls: list[str]) -> None:
+def start_cluster() -> LocalCluster:
+    if shutil.which("redis-server") is None or shutil.which("redis-cli") is None:
+        raise RuntimeError(
+            "redis-server and redis-cli are not on PATH: apt-get install redis-server"
+        )
+    print("  starting a local Redis Cluster (3 primaries, 3 replicas)")
+    cluster = LocalCluster()
+    cluster.start()
+    return cluster
+
+
+def cluster_lines(cluster: LocalCluster) -> list[str]:
+    """One line per node: its address, role, pid (to kill a primary by hand)."""
+    lines = []
+    for node in cluster.nodes:
+        assert node.process is not None
+        role = node.client().info("replication")["role"]
+        role = "primary" if role == "master" else "replica"
+        lines.append(f"redis://127.0.0.1:{node.port} {role} (pid {node.process.pid})")
+    return lines
+
+
+def print_banner(redis: list[str], chat_urls: list[str]) -> None:
     auth = f"http://127.0.0.1:{AUTH_PORT}"
     client_id, secret = DEV_CHAT_CLIENT
-    print(f"""
-the stack is up (Ctrl-C stops it)
-  redis  {redis_url}
-  auth   {auth}""")
+    print("\nthe stack is up (Ctrl-C stops it)")
+    for line in redis:
+        print(f"  redis  {line}")
+    if len(redis) > 1:
+        print("         (kill -9 a primary's pid to watch a failover: its replica takes over)")
+    print(f"  auth   {auth}")
     for url in chat_urls:
         print(f"  chat   {url}")
     print(f"""

@@ -137,6 +137,10 @@ class ChatNode:
                 except Refused as refused:
                     if refused.refusal is Refusal.AUTH_UNAVAILABLE:
                         return False  # the auth service could not answer: ask again later
+                    log.info(
+                        "re-validation refused a credential",
+                        extra={"refusal": refused.refusal.name, "sockets": len(holders)},
+                    )
                     identity = None
             for connection in holders:
                 if identity is None or identity.user_id != connection.identity.user_id:

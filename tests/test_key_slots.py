@@ -18,6 +18,7 @@ from auth_service.refresh import (
     record_key,
 )
 from auth_service.revocation import jti_key
+from service.broker.cluster import room_channel
 from service.instances import INSTANCES
 from service.rooms.history import history_key, idempotency_key, meta_key
 from service.rooms.presence import instance_key, names_key, presence_key
@@ -31,17 +32,21 @@ TOKEN, SUCCESSOR = f"rt_{FAMILY}." + "a" * 43, f"rt_{FAMILY}." + "b" * 43
 # Each operation that sends several keys to Redis at once (a script's KEYS, a MULTI), named
 # by where it is, with the keys it sends.
 TOGETHER: dict[str, list[str]] = {
-    "chat: publish with history (history._PUBLISH)": [
-        meta_key(ROOM), history_key(ROOM), idempotency_key(ROOM, USER, "k")
+    "chat: publish with history (history._PUBLISH, SPUBLISH on the room's channel)": [
+        meta_key(ROOM), history_key(ROOM), idempotency_key(ROOM, USER, "k"), room_channel(ROOM)
+    ],
+    "chat: publish once without history (history._PUBLISH_ONCE)": [
+        idempotency_key(ROOM, USER, "k"), room_channel(ROOM)
     ],
     "chat: read the tail (history._TAIL)": [meta_key(ROOM), history_key(ROOM)],
     "chat: create a private room (private._CREATE)": [owner_key(ROOM), members_key(ROOM)],
     "chat: add a member (private._ADD)": [owner_key(ROOM), members_key(ROOM)],
+    "chat: remove a member (private._REMOVE)": [members_key(ROOM), room_channel(ROOM)],
     "chat: delete a room (private._DELETE)": [
-        owner_key(ROOM), members_key(ROOM), history_key(ROOM), meta_key(ROOM)
+        owner_key(ROOM), members_key(ROOM), history_key(ROOM), meta_key(ROOM), room_channel(ROOM)
     ],
     "chat: enter, exit, reap presence (presence._ENTER/_EXIT/_REAP)": [
-        presence_key(ROOM), names_key(ROOM), instance_key(ROOM, INSTANCE)
+        presence_key(ROOM), names_key(ROOM), instance_key(ROOM, INSTANCE), room_channel(ROOM)
     ],
     "chat: admit a user's socket (user_sockets._ADMIT)": [sockets_key(USER)],
     "chat: renew a lease (instances._RENEW)": [INSTANCES],

@@ -21,7 +21,7 @@ from auth_service.settings import load_settings
 from auth_service.users import UserStore
 from tests.auth.helpers import CHAT_AUTH, password_grant, register
 from tests.conftest import auth_environ
-from tests.redis_cluster import LocalCluster, Node
+from chaos.local_cluster import LocalCluster, Node
 from tests.servers import HardenedTestServer
 
 RECOVERY_BOUND = 10.0  # seconds until the failed shard's keys are served again

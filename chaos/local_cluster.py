@@ -83,7 +83,7 @@ class LocalCluster:
         for node in self.nodes:
             _wait(lambda node=node: node.client().ping(), timeout, f"node {node.port} to start")
         addresses = [f"127.0.0.1:{node.port}" for node in self.nodes]
-        subprocess.run(
+        subprocess.run(  # noqa: S603 - redis-cli, found on PATH
             [cli, "--cluster", "create", *addresses, "--cluster-replicas", "1", "--cluster-yes"],
             check=True,
             stdout=subprocess.DEVNULL,
@@ -109,7 +109,7 @@ class LocalCluster:
             "--logfile", str(node.directory / "redis.log"),
         ]
         # fmt: on
-        node.process = subprocess.Popen(
+        node.process = subprocess.Popen(  # noqa: S603 - redis-server, found on PATH
             argv,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -117,7 +117,8 @@ class LocalCluster:
 
     def _settled(self) -> bool:
         for node in self.nodes:
-            info = node.client().execute_command("CLUSTER INFO")  # parsed into a dict
+            # parsed into a dict
+            info = node.client().execute_command("CLUSTER INFO")  # type: ignore[no-untyped-call]
             if info.get("cluster_state") != "ok":
                 return False
             replication = node.client().info("replication")
@@ -133,8 +134,8 @@ class LocalCluster:
             client = node.client()
             if client.info("replication").get("role") != "master":
                 continue
-            slot = int(client.execute_command("CLUSTER KEYSLOT", key))
-            for start, end, *_ in client.execute_command("CLUSTER SLOTS"):
+            slot = int(client.execute_command("CLUSTER KEYSLOT", key))  # type: ignore[no-untyped-call]
+            for start, end, *_ in client.execute_command("CLUSTER SLOTS"):  # type: ignore[no-untyped-call]
                 if start <= slot <= end and _serves(node, client, start):
                     return node
         raise RuntimeError(f"no live primary serves {key!r}")
@@ -160,7 +161,7 @@ class LocalCluster:
 
 def _serves(node: Node, client: redis.Redis, slot: int) -> bool:
     """Whether `node` itself is the primary of the slot range starting at `slot`."""
-    for start, _end, primary, *_ in client.execute_command("CLUSTER SLOTS"):
+    for start, _end, primary, *_ in client.execute_command("CLUSTER SLOTS"):  # type: ignore[no-untyped-call]
         if start == slot:
             return int(primary[1]) == node.port
     return False
