@@ -14,8 +14,8 @@ from redis.asyncio.cluster import RedisCluster
 
 from auth_service.app import create_app
 from auth_service.settings import AuthSettings, load_settings
-from common.redis import RedisClient, connect_to
 from chaos.local_cluster import LocalCluster
+from common.redis import RedisClient, connect_to
 from tests.redis_server import RedisServer
 from tests.servers import HardenedTestServer
 

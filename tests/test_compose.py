@@ -204,12 +204,73 @@ def test_app_services_start_only_after_their_dependencies_are_healthy(
 ) -> None:
     expected = {"auth": {"redis"}, "chat1": {"redis", "auth"}, "chat2": {"redis", "auth"}}
     for name, dependencies in expected.items():
-        depends_on = service(compose, name)["depends_on"]
+        depends_on = dict(service(compose, name)["depends_on"])
         assert isinstance(depends_on, dict), f"{name}: depends_on needs conditions"
+        # The cluster, once created, when its profile is on; nothing without it.
+        init = depends_on.pop("cluster-init")
+        assert init == {"condition": "service_completed_successfully", "required": False}
         assert set(depends_on) == dependencies, name
         for dependency, condition in depends_on.items():
             assert condition["condition"] == "service_healthy", f"{name} -> {dependency}"
             assert "healthcheck" in service(compose, dependency), dependency
+
+
+CLUSTER_NODES = [f"redis-node-{n}" for n in range(1, 7)]
+
+
+def test_the_cluster_profile_is_six_durable_cluster_nodes(compose: dict[str, Any]) -> None:
+    profiled = {name for name, spec in compose["services"].items() if spec.get("profiles")}
+    assert profiled == {*CLUSTER_NODES, "cluster-init"}
+    for name in CLUSTER_NODES:
+        node = service(compose, name)
+        assert node["profiles"] == ["cluster"]
+        command = words(node["command"])
+        for flag, value in {
+            "--cluster-enabled": "yes",
+            "--appendonly": "yes",
+            # Healthy shards keep serving while another fails over.
+            "--cluster-require-full-coverage": "no",
+            # What CLUSTER SLOTS tells clients: a name the compose network resolves.
+            "--cluster-announce-hostname": name,
+            "--cluster-preferred-endpoint-type": "hostname",
+        }.items():
+            assert command[command.index(flag) + 1] == value, (name, flag)
+        volumes = [str(volume).split(":") for volume in node["volumes"]]
+        assert [source for source, target in volumes if target == "/data"] == [f"{name}-data"]
+        assert f"{name}-data" in compose["volumes"]
+        assert "redis-cli" in words(node["healthcheck"]["test"])
+        assert "ports" not in node, "the cluster is for the services only"
+
+
+def test_cluster_init_creates_the_cluster_once_from_every_node(compose: dict[str, Any]) -> None:
+    init = service(compose, "cluster-init")
+    assert init["profiles"] == ["cluster"]
+    assert init["restart"] == "no"
+    assert init["depends_on"] == {name: {"condition": "service_healthy"} for name in CLUSTER_NODES}
+    script = " ".join(words(init["command"]))
+    assert "cluster_state:ok && exit 0" in script  # a second `up` leaves it as it is
+    assert "--cluster create" in script
+    assert "--cluster-replicas 1" in script
+    assert "for n in 1 2 3 4 5 6" in script
+
+
+def test_the_services_run_on_the_cluster_when_told_its_seeds(compose: dict[str, Any]) -> None:
+    seeds = env_example_comment("REDIS_CLUSTER_NODES")
+    caller = {**CALLER, "REDIS_CLUSTER_NODES": seeds}
+    for name in APP_SERVICES:
+        assert load(name, resolved(compose, name, CALLER)).redis_cluster_nodes == ()
+        nodes = load(name, resolved(compose, name, caller)).redis_cluster_nodes
+        assert nodes
+        assert all(port == 6379 and host in CLUSTER_NODES for host, port in nodes)
+
+
+def env_example_comment(name: str) -> str:
+    """The example value .env.example gives in a comment (`#   NAME=value`)."""
+    for line in ENV_EXAMPLE.read_text().splitlines():
+        match = re.fullmatch(rf"#\s+{name}=(\S+)", line.strip())
+        if match:
+            return match[1]
+    raise AssertionError(f".env.example shows no example of {name}")
 
 
 def test_ports_are_published_where_the_services_listen(compose: dict[str, Any]) -> None:

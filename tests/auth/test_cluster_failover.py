@@ -19,9 +19,9 @@ from auth_service.refresh import family_key
 from auth_service.revocation import jti_key
 from auth_service.settings import load_settings
 from auth_service.users import UserStore
+from chaos.local_cluster import LocalCluster, Node
 from tests.auth.helpers import CHAT_AUTH, password_grant, register
 from tests.conftest import auth_environ
-from chaos.local_cluster import LocalCluster, Node
 from tests.servers import HardenedTestServer
 
 RECOVERY_BOUND = 10.0  # seconds until the failed shard's keys are served again

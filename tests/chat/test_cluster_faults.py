@@ -15,10 +15,10 @@ from typing import Any
 import aiohttp
 import pytest
 
+from chaos.local_cluster import LocalCluster, Node
 from service.broker.cluster import room_channel as channel
 from tests.chat.helpers import ChatUser, Client, Stack, closed_with, connect, join, receive
 from tests.conftest import Store
-from chaos.local_cluster import LocalCluster, Node
 
 FAILOVER_BOUND = 10.0  # seconds until the failed shard's rooms deliver again
 MIGRATION_BOUND = 1.0  # seconds until a moved room is subscribed on its new owner
