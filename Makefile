@@ -49,9 +49,10 @@ attack: $(STAMP)
 	$(VENV)/bin/python -m bench.attack $(ATTACK_ARGS)
 
 ## chaos: the stack as real processes under faults for CHAOS_ARGS (default 60 s); one verdict
-## line: sent, delivered, lost, duplicated, out of order, gaps announced (see docs/reliability.md)
+## line: sent, delivered, lost, duplicated, out of order, gaps announced (see docs/reliability.md);
+## CLUSTER=1: on a local Redis Cluster, with a primary killed
 chaos: $(STAMP)
-	$(VENV)/bin/python -m chaos $(CHAOS_ARGS)
+	$(VENV)/bin/python -m chaos $(if $(filter 1,$(CLUSTER)),--cluster) $(CHAOS_ARGS)
 
 ## lint: ruff (lint + format check) and mypy --strict
 lint: $(STAMP)

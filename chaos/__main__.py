@@ -6,7 +6,11 @@ server closes them with 1013. Every dropped client reconnects to a random instan
 join with `since`). Then the faults stop, the publishers finish, the readers catch up, and
 one verdict line says what arrived.
 
-    python -m chaos [--duration 60] [--readers 200] [--rooms 20] [--rate 160]
+With `--cluster` (`make chaos CLUSTER=1`) Redis is a local Redis Cluster of 3 primaries and 3
+replicas, and the Redis restart becomes a primary SIGKILLed (restarted as a replica once its
+replica took over); the subscriber links are cut on every node.
+
+    python -m chaos [--duration 60] [--readers 200] [--rooms 20] [--rate 160] [--cluster]
 
 Exit status 0 when nothing retained was lost, duplicated or out of order, every loss beyond
 history was announced with its exact range, and every planned fault happened; 1 otherwise.
@@ -45,13 +49,15 @@ class Faults:
     kills: int = 0
     pubsub_kills: int = 0
     links_cut: int = 0
-    redis_restarts: int = 0
+    redis_restarts: int = 0  # on a cluster: primaries SIGKILLed
+    cluster: bool = False
     planned: Counter[str] = field(default_factory=Counter)
 
     def line(self, readers: list[Reader]) -> str:
+        redis = "primary_kills" if self.cluster else "redis_restarts"
         return (
             f"faults: chat_kills={self.kills} pubsub_kills={self.pubsub_kills} "
-            f"(links={self.links_cut}) redis_restarts={self.redis_restarts} "
+            f"(links={self.links_cut}) {redis}={self.redis_restarts} "
             f"stalled_readers_closed={stalls_closed(readers)} "
             f"reconnects={sum(r.reconnects for r in readers)}"
         )
@@ -74,6 +80,9 @@ def _arguments(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--text-size", type=int, default=3000)
     parser.add_argument("--seed", type=int, default=None)
     parser.add_argument("--workdir", type=Path, default=None, help="logs and Redis files")
+    parser.add_argument(
+        "--cluster", action="store_true", help="on a local Redis Cluster; a primary is killed"
+    )
     args = parser.parse_args(argv)
     if (
         args.duration < 8
@@ -103,7 +112,7 @@ async def _tokens(auth_url: str, count: int) -> list[str]:
 
 async def _faults(stack: ChaosStack, duration: float, faults: Faults, log: list[str]) -> None:
     """The schedule: kills at every quarter (of every instance but the last, where readers
-    stall), the pubsub kill at 0.3, the Redis restart at 0.55."""
+    stall), the pubsub kill at 0.3, the Redis restart (a cluster's primary killed) at 0.55."""
     events: list[tuple[float, str]] = [(duration * k / 4, "kill") for k in range(1, 4)]
     events += [(duration * 0.3, "pubsub"), (duration * 0.55, "redis")]
     faults.planned.update(kind for _, kind in events)
@@ -117,6 +126,9 @@ async def _faults(stack: ChaosStack, duration: float, faults: Faults, log: list[
         elif kind == "pubsub":
             faults.links_cut += await stack.kill_pubsub()
             faults.pubsub_kills += 1
+        elif stack.cluster is not None:
+            kind = f"primary :{await stack.kill_primary()} killed"
+            faults.redis_restarts += 1
         else:
             await stack.restart_redis()
             faults.redis_restarts += 1
@@ -127,7 +139,7 @@ async def _faults(stack: ChaosStack, duration: float, faults: Faults, log: list[
 async def _run(args: argparse.Namespace, workdir: Path) -> int:
     rng = random.Random(args.seed)
     random.seed(rng.random())
-    stack = ChaosStack(workdir, args.instances)
+    stack = ChaosStack(workdir, args.instances, cluster=args.cluster)
     print(f"chaos: starting the stack (logs in {workdir})", file=sys.stderr)
     try:
         await stack.start()
@@ -174,7 +186,7 @@ async def _exercise(args: argparse.Namespace, stack: ChaosStack) -> int:
     reading = [asyncio.create_task(reader.run(stop_readers)) for reader in readers]
     await _until(lambda: all(r.start is not None for r in readers), changed, SETTLE_TIMEOUT)
     publishing = [asyncio.create_task(p.run(stop_publishers)) for p in publishers]
-    faults, log = Faults(), list[str]()
+    faults, log = Faults(cluster=stack.cluster is not None), list[str]()
     progress = asyncio.create_task(_progress(readers, publishers, faults))
     try:
         await _faults(stack, args.duration, faults, log)

@@ -140,6 +140,38 @@ class LocalCluster:
                     return node
         raise RuntimeError(f"no live primary serves {key!r}")
 
+    def restart(self, node: Node) -> None:
+        """Starts a killed node again on its port and files: it rejoins the cluster (as a
+        replica, once its replica took over)."""
+        server = shutil.which("redis-server")
+        assert server is not None
+        self._spawn(server, node)
+        _wait(lambda: node.client().ping(), 30.0, f"node {node.port} to restart")
+
+    def primaries(self) -> list[Node]:
+        """The live nodes that serve slots now."""
+        return [
+            node
+            for node in self.nodes
+            if node.process is not None
+            and node.process.poll() is None
+            and node.client().info("replication").get("role") == "master"
+        ]
+
+    def wait_covered(self, timeout: float = 30.0) -> None:
+        """Returns once the live nodes report every slot served (after a failover)."""
+
+        def covered() -> bool:
+            for node in self.nodes:
+                if node.process is None or node.process.poll() is not None:
+                    continue
+                info = node.client().execute_command("CLUSTER INFO")  # type: ignore[no-untyped-call]
+                if info.get("cluster_slots_ok") != "16384":
+                    return False
+            return True
+
+        _wait(covered, timeout, "every slot to be served again")
+
     def kill(self, node: Node) -> None:
         """SIGKILLs a node (its replica takes over after the node timeout, about 2-4 s)."""
         assert node.process is not None

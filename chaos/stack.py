@@ -1,10 +1,12 @@
-"""The processes `make chaos` runs and breaks: redis-server (AOF), the auth service and the
-chat instances, each on a port of its own that it keeps across restarts."""
+"""The processes `make chaos` runs and breaks: redis-server (AOF) or, with `--cluster`, a local
+Redis Cluster (3 primaries, 3 replicas), the auth service and the chat instances, each on a
+port of its own that it keeps across restarts."""
 
 from __future__ import annotations
 
 import asyncio
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -17,6 +19,8 @@ import aiohttp
 import redis.asyncio as aioredis
 from redis.exceptions import BusyLoadingError
 from redis.exceptions import ConnectionError as RedisConnectionError
+
+from chaos.local_cluster import LocalCluster
 
 ROOT = Path(__file__).resolve().parent.parent
 CLIENT_ID, CLIENT_SECRET = "chat", "chaos-run-chat-secret-7d1e0c55"
@@ -83,9 +87,10 @@ class Service:
 
 
 class ChaosStack:
-    def __init__(self, workdir: Path, instances: int) -> None:
+    def __init__(self, workdir: Path, instances: int, *, cluster: bool = False) -> None:
         self.workdir = workdir
         redis_port, auth_port = free_port(), free_port()
+        self.cluster = LocalCluster() if cluster else None
         self.redis_url = f"redis://127.0.0.1:{redis_port}/0"
         self.auth_url = f"http://127.0.0.1:{auth_port}"
         base = {k: v for k, v in os.environ.items() if not k.startswith(FOREIGN_PREFIXES)}
@@ -107,6 +112,7 @@ class ChaosStack:
             # ...and by that alone: no heartbeat timeout ends a stall first.
             "CHAT_HEARTBEAT": "300",
         }
+        self._env = env  # the cluster's seeds join it once the cluster is up
         self.redis = Service(
             "redis",
             ["redis-server", "--port", str(redis_port), "--bind", "127.0.0.1", "--save", "",
@@ -135,8 +141,13 @@ class ChaosStack:
         return [f"ws://127.0.0.1:{chat.port}/ws" for chat in self.chats]
 
     async def start(self) -> None:
-        self.redis.spawn()
-        await _listening(self.redis)
+        if self.cluster is not None:
+            await asyncio.to_thread(self.cluster.start)
+            for service in (self.auth, *self.chats):
+                service.env["REDIS_CLUSTER_NODES"] = self.cluster.seeds
+        else:
+            self.redis.spawn()
+            await _listening(self.redis)
         self.auth.spawn()
         await _ready(self.auth, "/healthz")
         for chat in self.chats:
@@ -159,18 +170,34 @@ class ChaosStack:
         self.redis.spawn()
         await _listening(self.redis)
 
+    async def kill_primary(self) -> int:
+        """A cluster's: SIGKILL a random primary; once its replica has taken over, start it
+        again (it rejoins as a replica). Returns its port."""
+        assert self.cluster is not None
+        victim = random.choice(await asyncio.to_thread(self.cluster.primaries))
+        await asyncio.to_thread(self.cluster.kill, victim)
+        await asyncio.to_thread(self.cluster.wait_covered)
+        await asyncio.to_thread(self.cluster.restart, victim)
+        return victim.port
+
     async def kill_pubsub(self) -> int:
-        """CLIENT KILL TYPE pubsub: every instance's subscriber link is cut at once."""
-        client = aioredis.Redis.from_url(self.redis_url)
-        try:
-            killed = await client.client_kill_filter(_type="pubsub")
-        finally:
-            await client.aclose()
-        return int(killed)
+        """CLIENT KILL TYPE pubsub (on every node of a cluster): every instance's subscriber
+        links are cut at once."""
+        ports = [n.port for n in self.cluster.nodes] if self.cluster else [self.redis.port]
+        killed = 0
+        for port in ports:
+            client = aioredis.Redis(port=port)
+            try:
+                killed += int(await client.client_kill_filter(_type="pubsub"))
+            finally:
+                await client.aclose()
+        return killed
 
     def stop(self) -> None:
         for service in (*self.chats, self.auth, self.redis):
             service.stop()
+        if self.cluster is not None:
+            self.cluster.stop()
 
 
 async def _ready(service: Service, path: str) -> None:
