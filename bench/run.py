@@ -24,9 +24,9 @@ from typing import Any
 import aiohttp
 
 from bench import loadgen, profiles, scenarios
-from bench.systems import CLIENT_ID, OURS, ROOT, Running, redis_server, start
+from bench.systems import CLIENT_ID, OURS, ROOT, Running, Store, start, store_for
 
-SYSTEMS = ("reference", "ours", "ours-nohistory", "socketio", "channels")  # in run order
+SYSTEMS = ("reference", "ours", "ours-nohistory", "ours-cluster", "socketio", "channels")
 DEFAULT_SYSTEMS = ("reference", "ours", "socketio", "channels")
 SCENARIOS = ("handshakes", "fanout", "latency", "idle", "slow")
 RESULTS = ROOT / "bench" / "results"
@@ -84,14 +84,14 @@ def bearer(tokens: list[str]) -> scenarios.Headers:
 
 async def bench_system(
     name: str,
-    redis_url: str,
+    store: Store,
     logs: Path,
     size: dict[str, Any],
     reference: dict[str, Any],
     profile: set[str],
     wanted: set[str],
 ) -> dict[str, Any]:
-    system = await start(name, redis_url, logs)
+    system = await start(name, store.url, logs, store.env)
     results: dict[str, Any] = {}
     try:
         connector = aiohttp.TCPConnector(limit=0)
@@ -115,6 +115,7 @@ async def bench_system(
                     )
             if "fanout" in wanted:
                 print(f"  {name}: fan-out", flush=True)
+                before = store.publishes_sent()
                 async with profiles.recording(system, "fanout", profile):
                     results["fanout"] = await scenarios.fan_out(
                         system,
@@ -124,6 +125,11 @@ async def bench_system(
                         seconds=size["seconds"],
                         window=32,
                     )
+                if store.cluster is not None:  # the cluster bus's work for the fan-out
+                    after = store.publishes_sent()
+                    results["fanout"]["cluster_bus_sent"] = {
+                        kind: after[kind] - before[kind] for kind in after
+                    }
                 rate = 0.5 * (reference.get("fanout", results["fanout"])["msgs_per_s"])
             if "latency" in wanted:
                 print(f"  {name}: latency at {rate:.0f} msg/s", flush=True)
@@ -184,6 +190,7 @@ def targets(results: dict[str, dict[str, Any]]) -> list[tuple[str, bool, str]]:
     checks: list[tuple[str, bool, str]] = []
     for check in (
         _fanout_targets,
+        _cluster_targets,
         _handshake_targets,
         _latency_targets,
         _memory_targets,
@@ -220,6 +227,20 @@ def _fanout_targets(results: dict[str, Figures], ours: Figures, ref: Figures) ->
         )
         checks.append(("fan-out deliveries/s >= 4 x python-socketio", at_least(s, 4), times(s)))
     return checks
+
+
+def _cluster_targets(results: dict[str, Figures], ours: Figures, ref: Figures) -> Checks:
+    """On the cluster: the fan-out against ours on one Redis (both on this machine, so a
+    ratio, not a scaling claim), and no classic PUBLISH on the cluster bus."""
+    cluster = results["ours-cluster"]["fanout"]
+    c = ratio(cluster["deliveries_per_s"], ours["fanout"]["deliveries_per_s"])
+    bus = cluster["cluster_bus_sent"]
+    return [
+        ("fan-out on the cluster >= 0.8 x on one Redis", at_least(c, 0.8), times(c)),
+        ("room publishes stay in their shard (cluster bus: no classic publish)",
+         bus["publish"] == 0,
+         f"publish {bus['publish']}, publishshard {bus['publishshard']} (to replicas)"),
+    ]  # fmt: skip
 
 
 def _handshake_targets(results: dict[str, Figures], ours: Figures, ref: Figures) -> Checks:
@@ -370,9 +391,9 @@ async def main(argv: list[str] | None = None) -> int:
     started = time.time()
     for name in [s for s in SYSTEMS if s in wanted]:
         print(f"{name}:", flush=True)
-        with redis_server(logs) as redis_url:
+        with store_for(name, logs) as store:
             results[name] = await bench_system(
-                name, redis_url, logs, size, results.get("reference", {}), profile, chosen
+                name, store, logs, size, results.get("reference", {}), profile, chosen
             )
     checks = targets(results)
     report = {

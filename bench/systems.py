@@ -16,9 +16,11 @@ from pathlib import Path
 import aiohttp
 
 from bench.clients import BenchClient, SocketIOClient
+from chaos.local_cluster import LocalCluster
 
 ROOT = Path(__file__).resolve().parent.parent
 SERVER_CORE = "0"  # every server process; Redis and the load generator get the other core
+REDIS_CORE = "1"
 CLIENT_ID, CLIENT_SECRET = "chat", "bench-client-secret-0123456789"
 
 
@@ -112,11 +114,53 @@ def _spawn(argv: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[
     )
 
 
-# Ours as it ships (rooms keep history), and with history off (at most once, as before).
+# Ours as it ships (rooms keep history), with history off (at most once, as before), and
+# as it ships on a local Redis Cluster (3 primaries, 3 replicas) instead of one Redis.
 OURS: dict[str, dict[str, str]] = {
     "ours": {},
     "ours-nohistory": {"CHAT_NAMESPACES": '{"": {"history_size": 0}}'},
+    "ours-cluster": {},
 }
+ON_CLUSTER = {"ours-cluster"}
+
+
+@dataclass
+class Store:
+    """Where a system keeps its state: one Redis, or a local cluster (then `cluster`)."""
+
+    url: str
+    env: dict[str, str] = field(default_factory=dict)
+    cluster: LocalCluster | None = None
+
+    def publishes_sent(self) -> dict[str, int]:
+        """A cluster's bus counters, summed over its nodes: classic PUBLISH copies to every
+        node (`publish`), sharded ones only within the shard (`publishshard`)."""
+        totals = {"publish": 0, "publishshard": 0}
+        for node in self.cluster.nodes if self.cluster else []:
+            info = node.client().execute_command("CLUSTER INFO")  # type: ignore[no-untyped-call]
+            for kind in totals:
+                totals[kind] += int(info.get(f"cluster_stats_messages_{kind}_sent", 0))
+        return totals
+
+
+@contextlib.contextmanager
+def store_for(name: str, logs: Path) -> Iterator[Store]:
+    """The system's Redis: a private redis-server, or for `ours-cluster` a local cluster;
+    either on the load generator's core."""
+    if name not in ON_CLUSTER:
+        with redis_server(logs) as url:
+            yield Store(url)
+        return
+    cluster = LocalCluster()
+    cluster.start()
+    try:
+        for node in cluster.nodes:
+            assert node.process is not None
+            os.sched_setaffinity(node.process.pid, {int(REDIS_CORE)})
+        first = cluster.nodes[0].port
+        yield Store(f"redis://127.0.0.1:{first}/0", {"REDIS_CLUSTER_NODES": cluster.seeds}, cluster)
+    finally:
+        cluster.stop()
 
 
 def ours_env(redis_url: str, auth_port: int) -> dict[str, str]:
@@ -149,9 +193,11 @@ def ours_env(redis_url: str, auth_port: int) -> dict[str, str]:
     }
 
 
-async def start(name: str, redis_url: str, logs: Path) -> Running:
+async def start(
+    name: str, redis_url: str, logs: Path, store_env: dict[str, str] | None = None
+) -> Running:
     """Both instances of `name` (and ours' auth service), listening; on any failure on the way,
-    every process started so far is stopped."""
+    every process started so far is stopped. `store_env`: ours on a cluster."""
     ports = [free_port(), free_port()]
     started: list[subprocess.Popen[bytes]] = []
 
@@ -162,7 +208,7 @@ async def start(name: str, redis_url: str, logs: Path) -> Running:
     try:
         if name in OURS:
             auth_port = free_port()
-            env = {**ours_env(redis_url, auth_port), **OURS[name]}
+            env = {**ours_env(redis_url, auth_port), **OURS[name], **(store_env or {})}
             auth = spawn([sys.executable, "-m", "auth_service"], env, logs / f"{name}-auth.log")
             await wait_listening(auth_port, auth)
             processes = [
