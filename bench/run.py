@@ -230,17 +230,23 @@ def _fanout_targets(results: dict[str, Figures], ours: Figures, ref: Figures) ->
 
 
 def _cluster_targets(results: dict[str, Figures], ours: Figures, ref: Figures) -> Checks:
-    """On the cluster: the fan-out against ours on one Redis (both on this machine, so a
-    ratio, not a scaling claim), and no classic PUBLISH on the cluster bus."""
-    cluster = results["ours-cluster"]["fanout"]
-    c = ratio(cluster["deliveries_per_s"], ours["fanout"]["deliveries_per_s"])
-    bus = cluster["cluster_bus_sent"]
+    """On the cluster: no classic PUBLISH on the cluster bus (room traffic is shard-local)."""
+    bus = results["ours-cluster"]["fanout"]["cluster_bus_sent"]
     return [
-        ("fan-out on the cluster >= 0.8 x on one Redis", at_least(c, 0.8), times(c)),
         ("room publishes stay in their shard (cluster bus: no classic publish)",
          bus["publish"] == 0,
          f"publish {bus['publish']}, publishshard {bus['publishshard']} (to replicas)"),
     ]  # fmt: skip
+
+
+def notes(results: dict[str, dict[str, Any]]) -> list[tuple[str, str]]:
+    """Figures reported without a target: the cluster's fan-out against one Redis (both on
+    this machine, Redis's processes sharing one core: a ratio, not a scaling claim)."""
+    cluster, ours = results.get("ours-cluster", {}), results.get("ours", {})
+    if "fanout" in cluster and "fanout" in ours:
+        c = ratio(cluster["fanout"]["deliveries_per_s"], ours["fanout"]["deliveries_per_s"])
+        return [("fan-out on a local cluster (3+3 nodes) / on one Redis", times(c))]
+    return []
 
 
 def _handshake_targets(results: dict[str, Figures], ours: Figures, ref: Figures) -> Checks:
@@ -418,6 +424,8 @@ async def main(argv: list[str] | None = None) -> int:
     print()
     for target, ok, measured in checks:
         print(f"{'met ' if ok else 'MISS'}  {target}  {measured}")
+    for figure, measured in notes(results):
+        print(f"note  {figure}  {measured}")
     for name in results:
         for scenario in sorted(profile):
             files = sorted(profiles.PROFILES.glob(f"{name}-{scenario}-*.txt"))
