@@ -30,6 +30,7 @@ from redis.exceptions import RedisError
 from common.backoff import Backoff
 from common.redis import connect_cluster
 from service.broker.base import BrokerUnavailable, EventListener, RoomListener
+from service.broker.events import EventLink
 from service.broker.link import Link
 from service.broker.redis import subscriber
 from service.broker.slots import Address, NoSlotMap, SlotMap, read_slots
@@ -73,46 +74,40 @@ class ClusterBroker:
         self._rooms: set[str] = set()  # wanted
         self._lost: set[str] = set()  # wanted, but their subscription lapsed
         self._dropped_at: list[Address] = []  # nodes that dropped rooms: asked first
-        self._events = Link(
+        self._events = EventLink(
             self._any_node,
-            _EventsOwner(self),
-            sharded=False,
-            fixed=event_channels,
+            event_channels,
             probe_interval=probe_interval,
             subscribe_timeout=subscribe_timeout,
-            name="events",
         )
         self._rooms_listener: RoomListener | None = None
-        self._events_listener: EventListener | None = None
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._closing: set[asyncio.Task[None]] = set()  # links of shards left
         self._closed = False
-        self._events_were_up = False
         self.reconnects = 0  # times rooms were restored after a lapse
 
     # -- the Broker seam -----------------------------------------------------------------------
 
     @property
     def healthy(self) -> bool:
-        return (
-            self._events.connected
-            and not self._lost
-            and all(shard.link.connected for shard in self._shards.values() if shard.rooms)
-        )
+        """Ready to serve: the event link is up. A shard failing over pauses its rooms only
+        (they are placed again when it is back); it must not take every instance out of a
+        load balancer's rotation."""
+        return self._events.link.connected
 
     def channel(self, room: str) -> str:
         return room_channel(room)
 
     async def start(self, rooms: RoomListener, events: EventListener, *, wait: float = 5.0) -> None:
-        self._rooms_listener, self._events_listener = rooms, events
+        self._rooms_listener = rooms
         with contextlib.suppress(NoSlotMap):
             self._map = await read_slots((), self._seeds)
-        self._events.start()
+        self._events.start(events)
         self._task = asyncio.create_task(self._keep_placed(), name="cluster placement")
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(wait):
-                await self._events.wait_for(lambda: self._events.connected)
+                await self._events.link.wait_for(lambda: self._events.link.connected)
 
     async def close(self) -> None:
         self._closed = True
@@ -121,7 +116,8 @@ class ClusterBroker:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
         shards, self._shards = list(self._shards.values()), {}
-        await asyncio.gather(self._events.close(), *(shard.link.close() for shard in shards))
+        links = [self._events.link, *(shard.link for shard in shards)]
+        await asyncio.gather(*(link.close() for link in links))
         await self._publisher.aclose()
 
     async def subscribe(self, room: str) -> None:
@@ -251,12 +247,11 @@ class ClusterBroker:
             if not shard.link.connected:
                 shard.link.channels.add(channel)  # subscribed when it connects (`up`)
                 continue
-            if channel in shard.link.channels:
-                continue  # subscribed again by the link itself (`up` tells)
-            try:
-                await shard.link.subscribe(channel)
-            except BrokerUnavailable:
-                continue
+            if channel not in shard.link.channels:  # else its link subscribed it again
+                try:
+                    await shard.link.subscribe(channel)
+                except BrokerUnavailable:
+                    continue
             if room in self._lost and room in self._rooms:
                 self._lost.discard(room)
                 restored.append(room)
@@ -310,26 +305,3 @@ class ClusterBroker:
 
 def _at(link: Link) -> list[Address]:
     return [link.address] if link.address is not None else []
-
-
-class _EventsOwner:
-    """The event link's listener: revocations and control messages, and its restorations."""
-
-    def __init__(self, broker: ClusterBroker) -> None:
-        self._broker = broker
-
-    def message(self, channel: str, payload: bytes) -> None:
-        assert self._broker._events_listener is not None
-        self._broker._events_listener.event(channel, payload)
-
-    def up(self, link: Link, channels: frozenset[str]) -> None:
-        if self._broker._events_were_up:
-            assert self._broker._events_listener is not None
-            self._broker._events_listener.link_restored()
-        self._broker._events_were_up = True
-
-    def lost(self, link: Link) -> None:
-        """It reconnects to some node on its own."""
-
-    def dropped(self, link: Link, channel: str) -> None:
-        """Classic subscriptions are never dropped."""

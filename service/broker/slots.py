@@ -13,6 +13,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 from redis.crc import key_slot
 from redis.exceptions import RedisError
 
@@ -70,7 +72,11 @@ async def read_slots(prefer: Iterable[Address], known: Iterable[Address]) -> Slo
     failures: list[str] = []
     for host, port in [*first, *rest]:
         client = aioredis.Redis(
-            host=host, port=port, socket_timeout=1.0, socket_connect_timeout=1.0
+            host=host,
+            port=port,
+            socket_timeout=1.0,
+            socket_connect_timeout=1.0,
+            retry=Retry(NoBackoff(), 0),  # the next node, not this one again
         )
         try:
             slot_map = parse_slots(await client.execute_command("CLUSTER SLOTS"))  # type: ignore[no-untyped-call]
@@ -78,7 +84,7 @@ async def read_slots(prefer: Iterable[Address], known: Iterable[Address]) -> Slo
                 return slot_map
             failures.append(f"{host}:{port}: no slots")
         except (RedisError, OSError, NoSlotMap) as exc:
-            failures.append(f"{host}:{port}: {exc!r}")
+            failures.append(f"{host}:{port}: {type(exc).__name__}: {exc}")
         finally:
             await client.aclose()
     raise NoSlotMap("; ".join(failures) or "no node known")
