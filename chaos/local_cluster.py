@@ -56,6 +56,10 @@ class LocalCluster:
     """The cluster's nodes; `seeds` is what `REDIS_CLUSTER_NODES` takes."""
 
     nodes: list[Node] = field(default_factory=list)
+    # Where the nodes keep their files and logs (`<root>/<n>/`); a temporary directory,
+    # removed by `stop`, when None.
+    root: Path | None = None
+    _temporary: bool = False
 
     @property
     def seeds(self) -> str:
@@ -66,10 +70,12 @@ class LocalCluster:
         cli = shutil.which("redis-cli")
         if server is None or cli is None:
             raise RuntimeError("redis-server and redis-cli are needed (apt-get redis-server)")
-        root = Path(tempfile.mkdtemp(prefix="test-cluster-"))
+        if self.root is None:
+            self.root, self._temporary = Path(tempfile.mkdtemp(prefix="redis-cluster-")), True
+        root = self.root
         for n in range(NODES):
             directory = root / str(n)
-            directory.mkdir()
+            directory.mkdir(parents=True)
             self.nodes.append(Node(cluster_port(), directory))
         try:
             self._create(server, cli, timeout)
@@ -189,6 +195,8 @@ class LocalCluster:
             if node.process is not None and node.process.poll() is None:
                 node.process.terminate()
                 node.process.wait(timeout=10)
+        if self._temporary and self.root is not None:
+            shutil.rmtree(self.root, ignore_errors=True)
 
 
 def _serves(node: Node, client: redis.Redis, slot: int) -> bool:

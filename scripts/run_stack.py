@@ -26,6 +26,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # run as a script: the repository's packages are importable
 
 from chaos.local_cluster import LocalCluster  # noqa: E402 - after the path is set
+from service.broker.cluster import room_channel  # noqa: E402
 
 RUN_DIR = ROOT / ".run"
 AUTH_PORT = 8081
@@ -38,6 +39,9 @@ class Stack:
     """The processes this run started, in start order."""
 
     processes: list[tuple[str, subprocess.Popen[bytes]]] = field(default_factory=list)
+    # Reported when they exit, never stopping the run: a cluster's nodes (a killed primary's
+    # replica takes over).
+    watched: list[tuple[str, subprocess.Popen[bytes]]] = field(default_factory=list)
 
     def start(self, name: str, argv: list[str], env: dict[str, str]) -> None:
         log = (RUN_DIR / f"{name}.log").open("ab")
@@ -69,12 +73,15 @@ class Stack:
         returns why the run ends."""
         reported: set[str] = set()
         while True:
-            for name, process in self.processes:
+            for name, process in self.processes + self.watched:
                 code = process.poll()
                 if code is None or name in reported:
                     continue
                 reported.add(name)
                 how = f"killed by signal {-code}" if code < 0 else f"exit status {code}"
+                if (name, process) in self.watched:
+                    print(f"{name} exited ({how}); the cluster fails over to its replica")
+                    continue
                 if not name.startswith("chat"):
                     return f"{name} exited ({how}); see .run/{name}.log"
                 left = [n for n, p in self.processes if n.startswith("chat") and p.poll() is None]
@@ -126,6 +133,9 @@ def main() -> int:
         print("starting the stack")
         if os.environ.get("CLUSTER") == "1":
             cluster = start_cluster()
+            for node in cluster.nodes:
+                assert node.process is not None
+                stack.watched.append((f"redis node :{node.port}", node.process))
             env["REDIS_CLUSTER_NODES"] = cluster.seeds
             env["REDIS_URL"] = f"redis://127.0.0.1:{cluster.nodes[0].port}/0"  # unused
         elif "REDIS_URL" not in os.environ:
@@ -185,20 +195,28 @@ def start_cluster() -> LocalCluster:
         raise RuntimeError(
             "redis-server and redis-cli are not on PATH: apt-get install redis-server"
         )
-    print("  starting a local Redis Cluster (3 primaries, 3 replicas)")
-    cluster = LocalCluster()
+    root = RUN_DIR / "cluster"
+    shutil.rmtree(root, ignore_errors=True)  # a fresh cluster each run
+    print(f"  starting a local Redis Cluster (3 primaries, 3 replicas; files and logs in {root})")
+    cluster = LocalCluster(root=root)
     cluster.start()
     return cluster
 
 
 def cluster_lines(cluster: LocalCluster) -> list[str]:
-    """One line per node: its address, role, pid (to kill a primary by hand)."""
+    """One line per node: its address, role, pid (to kill a primary by hand), and which one
+    serves the example room."""
+    lobby = cluster.primary_of(room_channel("lobby"))
     lines = []
     for node in cluster.nodes:
         assert node.process is not None
         role = node.client().info("replication")["role"]
         role = "primary" if role == "master" else "replica"
-        lines.append(f"redis://127.0.0.1:{node.port} {role} (pid {node.process.pid})")
+        log = node.directory.relative_to(ROOT) / "redis.log"
+        serves = ", serves #lobby" if node is lobby else ""
+        lines.append(
+            f"redis://127.0.0.1:{node.port} {role} (pid {node.process.pid}, log {log}{serves})"
+        )
     return lines
 
 

@@ -183,6 +183,8 @@ class ClusterBroker:
             shard = self._shards[owner] = Shard(link)
             link.start()
         shard.rooms.add(room)
+        # Wanted on the link from now: a link still connecting subscribes it at its start.
+        shard.link.channels.add(room_channel(room))
         self._placed[room] = owner
         return shard
 
@@ -243,11 +245,12 @@ class ClusterBroker:
                 continue  # that shard is failing over: next round
             if self._placed.get(room) != owner:
                 self._unplace(room)
+            there = self._shards.get(owner)
+            subscribed = there is not None and channel in there.link.channels
             shard = self._place_on(room, owner)
             if not shard.link.connected:
-                shard.link.channels.add(channel)  # subscribed when it connects (`up`)
-                continue
-            if channel not in shard.link.channels:  # else its link subscribed it again
+                continue  # subscribed when it connects (`up` tells)
+            if not subscribed:  # else its link subscribed it again already
                 try:
                     await shard.link.subscribe(channel)
                 except BrokerUnavailable:

@@ -34,6 +34,10 @@ log = logging.getLogger(__name__)
 LINK_ERRORS = (RedisError, OSError, AttributeError, TimeoutError, BrokerUnavailable)
 
 
+class _NothingToSubscribe(Exception):
+    """A link with no channel yet: a connection with no subscription cannot be probed."""
+
+
 class LinkOwner(Protocol):
     def message(self, channel: str, payload: bytes) -> None:
         """A message on one of the link's channels."""
@@ -145,6 +149,8 @@ class Link:
                 await self._session(client, backoff)
             except asyncio.CancelledError:
                 raise
+            except _NothingToSubscribe:
+                pass
             except Exception as exc:
                 if self.connected or not (self._ever_connected or self._warned):
                     log.warning(
@@ -169,6 +175,8 @@ class Link:
         pubsub = client.pubsub()
         self._pubsub = pubsub
         channels = set(self.channels)
+        if not channels and not self._fixed:
+            raise _NothingToSubscribe  # its owner closes it, or gives it a channel first
         pending = {(kind, channel) for kind, channel in self._opening(channels)}
         if self._fixed:
             await pubsub.subscribe(*self._fixed)

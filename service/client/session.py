@@ -15,6 +15,7 @@ from typing import Any
 import aiohttp
 from aiohttp import WSMsgType
 
+from common.backoff import Backoff
 from service.client.console import CLOSE_TIMEOUT, Console, printable
 from service.client.conversation import Conversation
 from service.client.display import clock, describe, rejoined
@@ -22,7 +23,9 @@ from service.client.tokens import Refused, Tokens
 
 HELLO_TIMEOUT = 10.0
 ANSWER_TIMEOUT = 5.0  # for the answer (ack, joined, left or an error) to each frame we send
-MAX_RETRIES = 8  # of one frame refused with `rate_limited` or `unavailable`
+# A frame refused with `rate_limited` or `unavailable` is sent again for up to this long: a
+# Redis Cluster shard failing over (Redis's default node timeout alone is 15 s) fits in it.
+RETRY_FOR = 30.0
 MIN_GAP, MAX_GAP = 0.05, 2.0  # seconds between frames while the server asks us to slow down
 REFRESH_RETRY = 5.0  # seconds between attempts to refresh while the auth service is down
 ABNORMAL_CLOSURE = 1006
@@ -52,6 +55,7 @@ class _Request:
     frame: dict[str, Any]
     rejoin: bool
     answer: asyncio.Future[dict[str, Any]]
+    attempt: int = 0  # how many times it was refused for a moment before this send
 
 
 class Session:
@@ -187,9 +191,13 @@ class Session:
         if kind == "error" and inflight is not None and inflight.ref == frame.get("ref"):
             asked = inflight.frame  # say which request was refused, and in which room
             where = f" #{asked['room']}" if "room" in asked else ""
-            return printable(
+            said = (
                 f"! {asked.get('op')}{where} refused: {frame.get('code')}: {frame.get('message')}"
             )
+            if frame.get("code") in TRANSIENT:  # said once; the client retries by itself
+                retrying = f" (sending it again for up to {RETRY_FOR:.0f} s)"
+                return printable(said + retrying) if inflight.attempt == 0 else None
+            return printable(said)
         return describe(frame)
 
     def _answer(self, ref: object, frame: dict[str, Any]) -> None:
@@ -234,9 +242,14 @@ class Session:
         """Sends `frame` and waits for its answer; True when the server accepted it."""
         ref = next(self._refs)
         frame = {**frame, "ref": ref}
-        for _ in range(MAX_RETRIES):
+        deadline = time.monotonic() + RETRY_FOR
+        backoff = Backoff(base=MIN_GAP, cap=MAX_GAP)  # while the server is unavailable
+        attempt = 0
+        while True:
             await self._pace()
-            request = _Request(ref, frame, rejoin, asyncio.get_running_loop().create_future())
+            request = _Request(
+                ref, frame, rejoin, asyncio.get_running_loop().create_future(), attempt
+            )
             self._inflight = request
             try:
                 await self._ws.send_str(json.dumps(frame, ensure_ascii=False))
@@ -246,13 +259,18 @@ class Session:
                 raise NoAnswer from None
             finally:
                 self._inflight = None
-            if not (answer.get("type") == "error" and answer.get("code") in TRANSIENT):
+            code = answer.get("code")
+            if not (answer.get("type") == "error" and code in TRANSIENT):
                 self._gap *= 0.9
                 return answer.get("type") != "error"
-            self._gap = min(max(self._gap * 2, MIN_GAP), MAX_GAP)
-        code = answer.get("code")
-        self._console.say(f"! error {code}: refused {MAX_RETRIES} times; given up")
-        return False
+            attempt += 1
+            if time.monotonic() >= deadline:
+                self._console.say(f"! error {code}: refused for {RETRY_FOR:.0f} s; given up")
+                return False
+            if code == "rate_limited":  # the server asks every frame to slow down
+                self._gap = min(max(self._gap * 2, MIN_GAP), MAX_GAP)
+            else:  # it cannot store this one right now: wait, then send it again
+                await asyncio.sleep(backoff.next())
 
     async def _pace(self) -> None:
         wait = self._last_send + self._gap - time.monotonic()

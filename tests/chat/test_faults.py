@@ -16,11 +16,14 @@ from aiohttp.test_utils import TestServer
 
 from service.broker.redis import RedisBroker
 from service.views import NODE
+from tests.chat.clis import CliFactory, chat_client, ws_url
 from tests.chat.conftest import ChatFactory
 from tests.chat.helpers import ChatUser, Stack, connect, join, receive, receive_type, send
 from tests.conftest import Store
 from tests.faults import LinkProxy
 from tests.redis_server import RedisServer
+
+__all__ = ["chat_client"]  # the fixture, imported for the tests here
 
 RESUBSCRIBE_BOUND = 5.0  # the promise: every instance resubscribes within 5 s of Redis's return
 
@@ -149,6 +152,33 @@ async def test_killed_subscriber_connections_recover(
     arrived = await receive(listener)
     assert (arrived["type"], arrived["id"]) == ("message", message_id)  # no gap before it
     await sender.close()
+    await listener.close()
+
+
+async def test_the_client_sends_a_line_again_until_redis_takes_it(
+    make_chat: ChatFactory,
+    stack: Stack,
+    alice: ChatUser,
+    bob: ChatUser,
+    proxied_redis: LinkProxy,
+    chat_client: CliFactory,
+) -> None:
+    """A line sent while the instance cannot reach Redis is refused `unavailable`; chat-client
+    says so once and sends it again until it is stored (as through a cluster failover)."""
+    chat = await make_chat(REDIS_URL=proxied_redis.url)
+    listener = await connect(stack.b, bob.access_token)
+    await join(listener, "lobby")
+    cli = await chat_client("--url", ws_url(chat), "--room", "lobby", "--token", alice.access_token)
+    await cli.expect(r"\* joined #lobby")
+    proxied_redis.cut()
+    await cli.type("while redis is away")
+    await cli.expect(r"! send #lobby refused: unavailable: .* \(sending it again for up to 30 s\)")
+    proxied_redis.restore()
+    assert (await receive_type(listener, "message"))["text"] == "while redis is away"
+    cli.end_input()
+    status, out, err = await cli.result()
+    assert status == 0, (out, err)
+    assert "refused" not in out  # said once, not at every attempt
     await listener.close()
 
 
