@@ -8,7 +8,9 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.exceptions import (
+    AskError,
     ClusterDownError,
+    ClusterError,
     OutOfMemoryError,
     ReadOnlyError,
     RedisClusterException,
@@ -25,6 +27,8 @@ REDIS_ERRORS: tuple[type[Exception], ...] = (
     ClusterDownError,
     TryAgainError,
     RedisClusterException,  # e.g. no seed of the cluster reachable
+    ClusterError,  # redirections exhausted ("TTL exhausted"): a MOVED storm
+    AskError,  # MOVED or ASK left over once redirections were exhausted (MovedError is one)
 )
 
 

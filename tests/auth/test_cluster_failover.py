@@ -21,7 +21,7 @@ from auth_service.settings import load_settings
 from auth_service.users import UserStore
 from chaos.local_cluster import LocalCluster, Node
 from tests.auth.helpers import CHAT_AUTH, password_grant, register
-from tests.conftest import auth_environ
+from tests.conftest import PASSWORD, auth_environ
 from tests.servers import HardenedTestServer
 
 RECOVERY_BOUND = 10.0  # seconds until the failed shard's keys are served again
@@ -96,3 +96,28 @@ async def test_auth_keeps_working_through_a_primary_failover(
             break
         await asyncio.sleep(0.1)  # the next round of requests, while the replica takes over
     assert recovered_at is not None, f"not served again within {RECOVERY_BOUND} s"
+
+
+async def test_a_moved_storm_is_a_503_not_a_traceback(
+    aiohttp_client: Callable[..., Awaitable[TestClient[Any, Any]]],
+    redis_url: str,
+    own_cluster: LocalCluster,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A slot left MIGRATING to a node that is not importing it: its owner answers ASK, the
+    other MOVED back, and the client gives up ("TTL exhausted"). The request whose key is in
+    that slot gets 503 like any Redis refusal; nothing else is touched."""
+    settings = load_settings(auth_environ(redis_url, REDIS_CLUSTER_NODES=own_cluster.seeds))
+    auth = await aiohttp_client(HardenedTestServer(create_app(settings), settings.http))
+    owner = own_cluster.primary_of("auth:username:carol")
+    other = next(node for node in own_cluster.primaries() if node is not owner)
+    slot = int(owner.client().execute_command("CLUSTER KEYSLOT", "auth:username:carol"))
+    other_id = other.client().execute_command("CLUSTER MYID")
+    owner.client().execute_command("CLUSTER SETSLOT", slot, "MIGRATING", other_id)
+    response = await auth.post("/users", json={"username": "carol", "password": PASSWORD})
+    assert response.status == 503
+    assert (await response.json())["error"] == "temporarily_unavailable"
+    assert "unhandled error" not in caplog.text
+    owner.client().execute_command("CLUSTER SETSLOT", slot, "STABLE")
+    response = await auth.post("/users", json={"username": "carol", "password": PASSWORD})
+    assert response.status == 201

@@ -143,9 +143,6 @@ async def test_a_primary_killed_during_traffic(
     stack: Stack, alice: ChatUser, bob: ChatUser, own_cluster: LocalCluster
 ) -> None:
     by_primary = rooms_by_primary(own_cluster)
-    victim = own_cluster.primary_of(channel(next(iter(by_primary.values()))))
-    doomed = by_primary[victim.port]
-    spared = [room for port, room in by_primary.items() if port != victim.port]
     listener = await connect(stack.b, alice.access_token)
     for room in by_primary.values():
         await join(listener, room)
@@ -153,6 +150,10 @@ async def test_a_primary_killed_during_traffic(
     for n in range(5):
         for room in by_primary.values():
             await traffic.send(room, f"before {n}")
+    # A primary no instance's event link is on: both stay ready throughout.
+    victim = _event_link_primary(own_cluster, with_link=False)
+    doomed = by_primary[victim.port]
+    spared = [room for port, room in by_primary.items() if port != victim.port]
     await asyncio.to_thread(own_cluster.kill, victim)
     killed_at = time.monotonic()
     n = 0
@@ -160,6 +161,9 @@ async def test_a_primary_killed_during_traffic(
         assert time.monotonic() - killed_at < FAILOVER_BOUND, "the failed shard did not return"
         for room in by_primary.values():
             await traffic.send(room, f"after {n}", since=killed_at)
+        for chat in (stack.a, stack.b):  # one shard's failover takes no instance out of service
+            async with chat.get("/readyz") as ready:
+                assert ready.status == 200, await ready.text()
         n += 1
         await asyncio.sleep(0.05)  # a steady rate through the failover, not a wait for it
 
@@ -280,14 +284,16 @@ async def test_a_revocation_during_a_failover_still_closes_the_socket(
     await keeper.close()
 
 
-def _event_link_primary(cluster: LocalCluster) -> Node:
+def _event_link_primary(cluster: LocalCluster, *, with_link: bool = True) -> Node:
     """A primary that an instance's event link (two classic channels) is on, so that its
-    loss is what that link must survive; any primary if they all chose replicas."""
+    loss is what that link must survive (any primary if they all chose replicas); or, not
+    `with_link`, one that none is on (two links, three primaries: there is one)."""
     primaries = [node for node in cluster.nodes if _role(node) == "master"]
     for node in primaries:
         clients = node.client().execute_command("CLIENT LIST TYPE pubsub")
-        if "sub=2" in str(clients):
+        if ("sub=2" in str(clients)) == with_link:
             return node
+    assert with_link
     return primaries[0]
 
 
