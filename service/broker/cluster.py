@@ -84,6 +84,7 @@ class ClusterBroker:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._closing: set[asyncio.Task[None]] = set()  # links of shards left
+        self._subscribing: set[str] = set()  # rooms a `subscribe` call is placing
         self._closed = False
         self.reconnects = 0  # times rooms were restored after a lapse
 
@@ -117,19 +118,22 @@ class ClusterBroker:
                 await self._task
         shards, self._shards = list(self._shards.values()), {}
         links = [self._events.link, *(shard.link for shard in shards)]
-        await asyncio.gather(*(link.close() for link in links))
+        closing = [link.close() for link in links]
+        await asyncio.gather(*closing, *self._closing, return_exceptions=True)
         await self._publisher.aclose()
 
     async def subscribe(self, room: str) -> None:
         if self._closed:
             raise BrokerUnavailable("the broker is closed")
         self._rooms.add(room)
+        self._subscribing.add(room)  # the placement loop leaves it to this call
         try:
             for attempt in range(2):  # once more after a MOVED: the map was stale
                 shard = await self._place(room)
                 try:
                     await self._connected(shard.link)
                     await shard.link.subscribe(self.channel(room))
+                    self._lost.discard(room)  # a drop meanwhile was this call's to handle
                     return
                 except BrokerUnavailable:
                     self._unplace(room)
@@ -140,6 +144,8 @@ class ClusterBroker:
             self._rooms.discard(room)
             self._lost.discard(room)
             raise BrokerUnavailable("could not subscribe") from exc
+        finally:
+            self._subscribing.discard(room)
 
     async def unsubscribe(self, room: str) -> None:
         self._rooms.discard(room)
@@ -169,6 +175,8 @@ class ClusterBroker:
         return self._place_on(room, owner)
 
     def _place_on(self, room: str, owner: Address) -> Shard:
+        if self._closed:
+            raise BrokerUnavailable("the broker is closed")
         shard = self._shards.get(owner)
         if shard is None:
             link = Link(
@@ -226,6 +234,8 @@ class ClusterBroker:
                     log.info(
                         "rooms not placed yet", extra={"rooms": len(self._lost), "error": repr(exc)}
                     )
+                except Exception:  # a bug must not end the placing of rooms for good
+                    log.exception("placing rooms failed; trying again")
                 if not self._lost:
                     backoff.reset()
                     break
@@ -239,18 +249,18 @@ class ClusterBroker:
             if room not in self._rooms:
                 self._lost.discard(room)
                 continue
+            if room in self._subscribing:
+                continue  # a join is placing it
             channel = self.channel(room)
             owner = self._map.owner(channel)
             if owner is None:
                 continue  # that shard is failing over: next round
             if self._placed.get(room) != owner:
                 self._unplace(room)
-            there = self._shards.get(owner)
-            subscribed = there is not None and channel in there.link.channels
             shard = self._place_on(room, owner)
             if not shard.link.connected:
                 continue  # subscribed when it connects (`up` tells)
-            if not subscribed:  # else its link subscribed it again already
+            if channel not in shard.link.subscribed:
                 try:
                     await shard.link.subscribe(channel)
                 except BrokerUnavailable:

@@ -17,13 +17,13 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Collection
+from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 import redis.asyncio as aioredis
 from redis.asyncio.client import PubSub
 from redis.crc import key_slot
-from redis.exceptions import AskError, MovedError, RedisError
+from redis.exceptions import AskError, MovedError, RedisError, ResponseError
 
 from common.backoff import Backoff
 from service.broker.base import BrokerUnavailable
@@ -79,6 +79,7 @@ class Link:
         self.name = name
         self.address = address  # the node it is for, when fixed (a shard's primary)
         self.channels: set[str] = set()  # wanted, besides the fixed ones
+        self.subscribed: set[str] = set()  # of those, confirmed by Redis on this connection
         # (subscribe kind, channel) -> resolved when Redis confirms it.
         self._confirmations: dict[tuple[str, str], asyncio.Future[None]] = {}
         self._pubsub: PubSub | None = None
@@ -108,7 +109,8 @@ class Link:
             await self._state.wait_for(predicate)
 
     async def subscribe(self, channel: str) -> None:
-        """Returns once Redis confirmed the subscription; raises `BrokerUnavailable` else."""
+        """Returns once Redis confirmed the subscription; raises `BrokerUnavailable` else.
+        (A confirmation arriving after a failure finds the channel unwanted: taken back.)"""
         self.channels.add(channel)
         pubsub = self._pubsub
         if pubsub is None or not self.connected or self._closed:
@@ -118,16 +120,14 @@ class Link:
             await self._confirmed(self._sub, channel, pubsub)
         except Exception as exc:  # whatever the link did, the channel is not subscribed
             self.channels.discard(channel)
-            # Redis may still confirm it later; take it back so no unwanted one lingers.
-            with contextlib.suppress(*LINK_ERRORS):
-                await _command(pubsub, self._unsub)(channel)
             raise BrokerUnavailable("could not subscribe") from exc
 
     async def unsubscribe(self, channel: str) -> None:
         self.channels.discard(channel)
         pubsub = self._pubsub
-        if pubsub is not None and self.connected and not self._closed:
+        if pubsub is not None and self.connected and channel in self.subscribed:
             # On any failure the channel is gone anyway: a reconnect subscribes only wanted ones.
+            # (One not subscribed, e.g. dropped by Redis, has nothing to undo.)
             with contextlib.suppress(*LINK_ERRORS):
                 await self._confirmed(self._unsub, channel, pubsub)
 
@@ -162,6 +162,7 @@ class Link:
                     self._owner.lost(self)
             finally:
                 self.connected = False
+                self.subscribed.clear()
                 self._fail_confirmations()
                 pubsub, self._pubsub = self._pubsub, None
                 with contextlib.suppress(Exception):  # the link is broken; closing says nothing
@@ -174,22 +175,26 @@ class Link:
     async def _session(self, client: aioredis.Redis, backoff: Backoff) -> None:
         pubsub = client.pubsub()
         self._pubsub = pubsub
-        channels = set(self.channels)
-        if not channels and not self._fixed:
+        if not self.channels and not self._fixed:
             raise _NothingToSubscribe  # its owner closes it, or gives it a channel first
-        pending = {(kind, channel) for kind, channel in self._opening(channels)}
+        pending = {("subscribe", channel) for channel in self._fixed}
         if self._fixed:
             await pubsub.subscribe(*self._fixed)
-        for channel in channels:  # one by one: on a cluster, one SSUBSCRIBE names one slot
-            await _command(pubsub, self._sub)(channel)
-        await self._await_confirmations(pubsub, pending)
-        # Channels given up while the subscriptions were being confirmed are not wanted now.
-        for channel in channels - self.channels:
-            await _command(pubsub, self._unsub)(channel)
+        sent: set[str] = set()
+        while True:  # until every wanted channel is confirmed, those added meanwhile too
+            todo = self.channels - sent
+            for channel in todo:  # one by one: on a cluster, one SSUBSCRIBE names one slot
+                await _command(pubsub, self._sub)(channel)
+                pending.add((self._sub, channel))
+            sent |= todo
+            await self._await_confirmations(pubsub, pending)
+            await self._take_back(pubsub)
+            if not self.channels - sent:
+                break
         self.connected = True
         self._ever_connected = True
         backoff.reset()
-        self._owner.up(self, frozenset(channels & self.channels))
+        self._owner.up(self, frozenset(self.subscribed))
         await self._notify()
         last_heard = time.monotonic()
         probing = False
@@ -200,6 +205,7 @@ class Link:
                 last_heard = now
                 probing = False
                 self._dispatch(message)
+                await self._take_back(pubsub)
                 if message["type"] == "pong":
                     await self._notify()
             elif probing and now - last_heard > 2 * self._probe_interval:
@@ -208,20 +214,25 @@ class Link:
                 await pubsub.ping()
                 probing = True
 
-    def _opening(self, channels: Collection[str]) -> list[tuple[str, str]]:
-        return [("subscribe", channel) for channel in self._fixed] + [
-            (self._sub, channel) for channel in channels
-        ]
+    async def _take_back(self, pubsub: PubSub) -> None:
+        """Unsubscribes what Redis confirmed after it stopped being wanted."""
+        for channel in self.subscribed - self.channels:
+            if (self._unsub, channel) not in self._confirmations:
+                await _command(pubsub, self._unsub)(channel)
+                self.subscribed.discard(channel)
 
     async def _next(self, pubsub: PubSub, wait: float) -> dict[str, Any] | None:
-        """The next message; a `MOVED` answer to a subscription drops that slot's channels
-        and stands for a heard message (the link itself is fine)."""
+        """The next message. An error answer is one command's, not the link's: `MOVED` to a
+        subscription drops that slot's channels; another refusal fails what is waiting."""
         try:
             message: dict[str, Any] | None = await pubsub.get_message(timeout=wait)
             return message
         except (MovedError, AskError) as exc:
             self._slot_moved(exc.slot_id)
             return {"type": "moved"}
+        except ResponseError as exc:  # CLUSTERDOWN, TRYAGAIN...: its caller tries again
+            self._fail_confirmations(exc)
+            return {"type": "refused"}
 
     async def _await_confirmations(self, pubsub: PubSub, pending: set[tuple[str, str]]) -> None:
         """Returns once Redis confirmed every channel: a link that accepts the connection
@@ -235,9 +246,11 @@ class Link:
             message = await self._next(pubsub, remaining)
             if message is None:
                 continue
-            if message["type"] == "moved":
-                pending = {
-                    (kind, ch) for kind, ch in pending if kind == "subscribe" or ch in self.channels
+            if message["type"] == "refused":
+                raise ConnectionError("redis refused a subscription")
+            if message["type"] == "moved":  # dropped channels are not waited for
+                pending -= {
+                    (k, ch) for k, ch in pending if k == self._sub and ch not in self.channels
                 }
             elif message["type"] in ("subscribe", "ssubscribe"):
                 pending.discard((message["type"], message["channel"].decode()))
@@ -248,12 +261,17 @@ class Link:
         if kind == "pong":  # a probe's answer; it names no channel
             self.probes_answered += 1
             return
-        if kind == "moved":
+        if kind in ("moved", "refused"):
             return
         channel = message["channel"].decode()
         if kind in ("message", "smessage"):
             self._owner.message(channel, message["data"])
             return
+        fixed = channel in self._fixed
+        if kind == self._sub and not fixed:
+            self.subscribed.add(channel)
+        elif kind == self._unsub:
+            self.subscribed.discard(channel)
         waiter = self._confirmations.pop((kind, channel), None)
         if waiter is not None:
             if not waiter.done():
@@ -263,20 +281,31 @@ class Link:
             self._owner.dropped(self, channel)
 
     def _slot_moved(self, slot: int) -> None:
+        """Redis answered `MOVED` for `slot`: it serves none of its channels here. A waiting
+        `subscribe` learns it by its failure; the other channels are dropped."""
+        waited = set()
         for (kind, channel), waiter in list(self._confirmations.items()):
-            if kind == self._sub and key_slot(channel.encode()) == slot:
-                del self._confirmations[(kind, channel)]
-                if not waiter.done():
-                    waiter.set_exception(BrokerUnavailable("the slot moved"))
-                    waiter.exception()
+            if key_slot(channel.encode()) != slot:
+                continue
+            del self._confirmations[(kind, channel)]
+            waited.add(channel)
+            if waiter.done():
+                continue
+            if kind == self._unsub:
+                waiter.set_result(None)  # not subscribed here: nothing left to undo
+            else:
+                waiter.set_exception(BrokerUnavailable("the slot moved"))
+                waiter.exception()
         for channel in [c for c in self.channels if key_slot(c.encode()) == slot]:
-            self.channels.discard(channel)
-            self._owner.dropped(self, channel)
+            self.subscribed.discard(channel)
+            if channel not in waited:
+                self.channels.discard(channel)
+                self._owner.dropped(self, channel)
 
-    def _fail_confirmations(self) -> None:
+    def _fail_confirmations(self, why: Exception | None = None) -> None:
         for waiter in self._confirmations.values():
             if not waiter.done():
-                waiter.set_exception(BrokerUnavailable("redis link lost"))
+                waiter.set_exception(BrokerUnavailable(f"redis link lost or refused: {why!r}"))
                 waiter.exception()  # retrieved here: the subscriber may have given up already
         self._confirmations.clear()
 

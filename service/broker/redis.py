@@ -32,7 +32,11 @@ def subscriber(url: str) -> aioredis.Redis:
     back: a drop has to surface so that channels are subscribed again and listeners learn
     what may have been missed. Raw bytes: a room message is forwarded as it arrives."""
     return aioredis.Redis.from_url(
-        url, decode_responses=False, socket_connect_timeout=2.0, retry=Retry(NoBackoff(), 0)
+        url,
+        decode_responses=False,
+        socket_connect_timeout=2.0,
+        socket_timeout=5.0,  # the connect handshake's reads; the reader passes its own wait
+        retry=Retry(NoBackoff(), 0),
     )
 
 
