@@ -302,12 +302,12 @@ class ClusterBroker:
         address = link.address
         shard = self._shards.get(address) if address is not None else None
         if shard is not None and shard.link is link:
-            self._lose(shard.rooms, address)
+            self._lose(shard.rooms, None)  # that node may be dead: not the one to ask first
 
     def dropped(self, link: Link, channel: str) -> None:
         room = channel[len(CHANNEL_HEAD) : -len(CHANNEL_TAIL)]
         if room in self._rooms:
-            self._lose({room}, link.address)
+            self._lose({room}, link.address)  # alive, and it knows where the slot went
 
     def _lose(self, rooms: set[str], at: Address | None) -> None:
         self._lost.update(rooms & self._rooms)
