@@ -178,6 +178,19 @@ class LocalCluster:
 
         _wait(covered, timeout, "every slot to be served again")
 
+    def wait_replicated(self, primary: Node, timeout: float = 10.0) -> None:
+        """Returns once every replica of `primary` has all it wrote: Redis replicates
+        asynchronously, so a primary killed sooner takes its last writes with it (what a
+        test of "nothing wrong after a failover" must rule out before it kills)."""
+
+        def caught_up() -> bool:
+            info = primary.client().info("replication")
+            offset = int(info["master_repl_offset"])
+            replicas = [v for k, v in info.items() if k.startswith("slave") and k[5:].isdigit()]
+            return bool(replicas) and all(int(r["offset"]) >= offset for r in replicas)
+
+        _wait(caught_up, timeout, f"the replicas of {primary.port} to catch up")
+
     def kill(self, node: Node) -> None:
         """SIGKILLs a node (its replica takes over after the node timeout, about 2-4 s)."""
         assert node.process is not None

@@ -83,6 +83,9 @@ async def test_auth_keeps_working_through_a_primary_failover(
     assert spared
     assert struck
 
+    # What it wrote is on its replica: this test is about answers, not Redis's asynchronous
+    # replication (a token issued just before a crash may be lost: docs/reliability.md).
+    own_cluster.wait_replicated(victim)
     own_cluster.kill(victim)
     killed = time.monotonic()
     recovered_at = None

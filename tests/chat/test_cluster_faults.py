@@ -154,6 +154,9 @@ async def test_a_primary_killed_during_traffic(
     victim = _event_link_primary(own_cluster, with_link=False)
     doomed = by_primary[victim.port]
     spared = [room for port, room in by_primary.items() if port != victim.port]
+    # Its tokens' and sessions' records are on its replica (a failover may lose the last
+    # writes: that is the room-history part of this test, not the tokens').
+    await asyncio.to_thread(own_cluster.wait_replicated, victim)
     await asyncio.to_thread(own_cluster.kill, victim)
     killed_at = time.monotonic()
     n = 0
@@ -269,6 +272,7 @@ async def test_a_revocation_during_a_failover_still_closes_the_socket(
     doomed = [await connect(chat, alice.access_token) for chat in chats]
     keeper = await connect(stack.b, bob.access_token)
     victim = _event_link_primary(own_cluster)
+    await asyncio.to_thread(own_cluster.wait_replicated, victim)  # the tokens' records
     await asyncio.to_thread(own_cluster.kill, victim)
     async with asyncio.timeout(FAILOVER_BOUND):
         while True:  # the auth service answers 503 while the revoked token's shard fails over
