@@ -404,3 +404,13 @@ def test_env_example_holds_no_secret_values() -> None:
 def test_dockerignore_keeps_local_state_out_of_the_build_context() -> None:
     ignored = set(DOCKERIGNORE.read_text().split())
     assert {".git", ".venv", ".run", "tests", ".env"} <= ignored
+
+
+def test_the_server_image_ships_no_client() -> None:
+    copied = [arguments.split()[0] for keyword, arguments in dockerfile() if keyword == "COPY"]
+    assert "chat_client" not in copied
+    assert {"common", "auth_service", "service"} <= set(copied)
+    servers = [*(ROOT / "service").rglob("*.py"), *(ROOT / "auth_service").rglob("*.py")]
+    assert servers
+    for path in servers:  # the image would fail to import it
+        assert "chat_client" not in path.read_text(), path

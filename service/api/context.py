@@ -8,10 +8,10 @@ from typing import Any
 
 from aiohttp import web
 
+from common.room_names import ROOM
 from service.api.errors import ApiError, bad_request, refused, unavailable
 from service.api.principal import caller
 from service.api.users import DirectoryUnavailable, User, UserDirectory
-from service.native.frames import ROOM
 from service.node import ChatNode
 from service.rooms.access import Actor, Decision
 from service.rooms.namespaces import Policy

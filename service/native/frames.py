@@ -7,7 +7,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-ROOM = re.compile(r"^[A-Za-z0-9_.:,-]{1,128}$")
+from common.room_names import ROOM
+
 # JSON may spell lone UTF-16 surrogates ("\ud800"), which no UTF-8 frame can carry back.
 SURROGATE = re.compile("[\ud800-\udfff]")
 MAX_REF_LENGTH = 128

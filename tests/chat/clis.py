@@ -75,7 +75,7 @@ CliFactory = Callable[..., Awaitable[Cli]]
 
 @pytest.fixture
 async def chat_client() -> AsyncIterator[CliFactory]:
-    """Starts `python -m service.client` with arguments and extra environment; every process is
+    """Starts `python -m chat_client` with arguments and extra environment; every process is
     killed and reaped at teardown, whatever the test did."""
     started: list[asyncio.subprocess.Process] = []
 
@@ -87,7 +87,7 @@ async def chat_client() -> AsyncIterator[CliFactory]:
         process = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
-            "service.client",
+            "chat_client",
             *args,
             stdin=asyncio.subprocess.PIPE if stdin is None else stdin,
             stdout=asyncio.subprocess.PIPE,

@@ -9,11 +9,11 @@ from unittest.mock import ANY
 import aiohttp
 import pytest
 
-from service.client.console import MAX_LINE
-from service.client.conversation import HELP, Outgoing, parse_line
-from service.client.display import describe, rejoined
-from service.client.main import _reason
-from service.client.options import PasswordCredential, TokenCredential, parse_options
+from chat_client.console import MAX_LINE
+from chat_client.conversation import HELP, Outgoing, parse_line
+from chat_client.display import describe, rejoined
+from chat_client.main import _reason
+from chat_client.options import PasswordCredential, TokenCredential, parse_options
 from tests.chat.clis import CLOCK, CliFactory, auth_url, chat_client, ws_url
 from tests.chat.conftest import ChatFactory
 from tests.chat.helpers import ChatUser, Stack, api, connect, join, receive_type

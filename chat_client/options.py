@@ -10,8 +10,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
-from service.client.console import PROG
-from service.native.frames import ROOM
+from chat_client.console import PROG
+from common.room_names import ROOM
 
 DEFAULT_URL = "ws://127.0.0.1:8080/ws"
 DEFAULT_AUTH_URL = "http://127.0.0.1:8081"

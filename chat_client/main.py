@@ -19,17 +19,17 @@ from collections.abc import AsyncIterator, Sequence
 
 import aiohttp
 
-from service.client.console import (
+from chat_client.console import (
     CLOSE_TIMEOUT,
     Console,
     blocking_modes_restored,
     printable,
     stdin_lines,
 )
-from service.client.conversation import Conversation
-from service.client.options import Options, parse_options
-from service.client.session import Ending, Session
-from service.client.tokens import Refused, Tokens, refuse_http_errors
+from chat_client.conversation import Conversation
+from chat_client.options import Options, parse_options
+from chat_client.session import Ending, Session
+from chat_client.tokens import Refused, Tokens, refuse_http_errors
 
 EXIT_OK = 0
 EXIT_FAILED = 1

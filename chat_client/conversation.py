@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from service.client.options import room_name
+from chat_client.options import room_name
 
 HELP = (
     "commands: /join ROOM (and send there), /leave ROOM, /who [ROOM] (who is there), /help;"

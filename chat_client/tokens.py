@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 
 import aiohttp
 
-from service.client.console import printable
-from service.client.options import Credential, PasswordCredential
+from chat_client.console import printable
+from chat_client.options import Credential, PasswordCredential
 
 REQUEST_TIMEOUT = 30.0
 REFRESH_AT = 0.75  # of the access token's lifetime...

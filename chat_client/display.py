@@ -7,7 +7,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from service.client.console import printable
+from chat_client.console import printable
 
 
 def clock(ts: object) -> str:

@@ -15,11 +15,11 @@ from typing import Any
 import aiohttp
 from aiohttp import WSMsgType
 
+from chat_client.console import CLOSE_TIMEOUT, Console, printable
+from chat_client.conversation import Conversation
+from chat_client.display import clock, describe, rejoined
+from chat_client.tokens import Refused, Tokens
 from common.backoff import Backoff
-from service.client.console import CLOSE_TIMEOUT, Console, printable
-from service.client.conversation import Conversation
-from service.client.display import clock, describe, rejoined
-from service.client.tokens import Refused, Tokens
 
 HELLO_TIMEOUT = 10.0
 ANSWER_TIMEOUT = 5.0  # for the answer (ack, joined, left or an error) to each frame we send

@@ -1,0 +1,3 @@
+from chat_client.main import main
+
+main()

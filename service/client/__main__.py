@@ -1,3 +1,0 @@
-from service.client.main import main
-
-main()
