@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
+from urllib.parse import urlsplit, urlunsplit
 
 from auth_service import keys
 from auth_service.app import create_app
@@ -12,7 +13,7 @@ from auth_service.components import AuthComponents
 from auth_service.settings import AuthSettings, load_settings
 from common.entrypoint import settings_or_exit
 from common.http_server import serve
-from common.redis import connect_to, prepare
+from common.redis import REDIS_ERRORS, connect_to, prepare
 
 
 async def _keys_command(settings: AuthSettings, args: argparse.Namespace) -> int:
@@ -78,13 +79,28 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
 
     settings = settings_or_exit("auth-service", load_settings)
-    if args.command == "keys":
-        if args.action == "retire" and not args.kid:
-            parser.error("keys retire needs the kid to retire")
-        raise SystemExit(asyncio.run(_keys_command(settings, args)))
-    if args.command == "users":
-        raise SystemExit(asyncio.run(_users_command(settings, args)))
+    if args.command == "keys" and args.action == "retire" and not args.kid:
+        parser.error("keys retire needs the kid to retire")
+    command = {"keys": _keys_command, "users": _users_command}.get(args.command)
+    if command is not None:
+        try:
+            raise SystemExit(asyncio.run(command(settings, args)))
+        except REDIS_ERRORS as exc:  # one line, not a traceback: say where it looked
+            where = settings.redis_cluster_nodes or _without_password(settings.redis_url)
+            print(
+                f"auth-service: cannot reach Redis at {where} ({exc}); set REDIS_URL (or "
+                "REDIS_CLUSTER_NODES) to the Redis the service uses (make run prints it)",
+                file=sys.stderr,
+            )
+            raise SystemExit(1) from None
     serve("auth-service", create_app(settings), settings.host, settings.port, settings.http)
+
+
+def _without_password(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    return urlunsplit(parts._replace(netloc=parts.netloc.replace(f":{parts.password}@", ":***@")))
 
 
 if __name__ == "__main__":

@@ -91,6 +91,16 @@ class Stack:
             time.sleep(0.5)  # supervising children: there is no event to wait on
 
 
+def port_free(port: int) -> bool:
+    """Nothing listens on 127.0.0.1:`port` (so a health answer there will be our child's)."""
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -106,7 +116,7 @@ def wait_healthy(stack: Stack, name: str, url: str, timeout: float = 20.0) -> No
             )
         try:
             with urllib.request.urlopen(url, timeout=1) as response:  # noqa: S310 (our own URL)
-                if response.status == 200:
+                if response.status == 200 and stack.dead() is None:  # our child's answer
                     return
         except OSError:
             pass
@@ -126,9 +136,21 @@ def main() -> int:
     env.setdefault("AUTH_URL", f"http://127.0.0.1:{AUTH_PORT}")
     stack = Stack()
     cluster: LocalCluster | None = None
+    busy = [port for port in (AUTH_PORT, *CHAT_PORTS) if not port_free(port)]
+    if busy:
+        for port in busy:
+            print(f"port {port} is already in use (another `make run`?): stop that, or free it")
+        return 1
     # Both explicitly: a job started in the background inherits SIGINT as ignored.
     signal.signal(signal.SIGTERM, _interrupt)
     signal.signal(signal.SIGINT, _interrupt)
+    # Every instance's page may open every instance's /ws (a reconnect moves to another).
+    env.setdefault(
+        "CHAT_ALLOWED_ORIGINS",
+        ",".join(
+            f"http://{host}:{port}" for port in CHAT_PORTS for host in ("127.0.0.1", "localhost")
+        ),
+    )
     try:
         print("starting the stack")
         if os.environ.get("CLUSTER") == "1":
@@ -176,6 +198,13 @@ def main() -> int:
                 wait_healthy(stack, name, f"http://127.0.0.1:{chat_port}/healthz")
                 chat_urls.append(f"ws://127.0.0.1:{chat_port}/ws")
         print_banner(cluster_lines(cluster) if cluster else [env["REDIS_URL"]], chat_urls)
+        redis_env = (
+            f"REDIS_CLUSTER_NODES={env['REDIS_CLUSTER_NODES']}"
+            if cluster
+            else f"REDIS_URL={env['REDIS_URL']}"
+        )
+        print(f"admin commands reach this stack's Redis with {redis_env}, for example:")
+        print(f"  {redis_env} .venv/bin/auth-service users disable alice\n", flush=True)
         print(stack.supervise())
         return 1
     except KeyboardInterrupt:

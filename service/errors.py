@@ -81,7 +81,9 @@ def no_credentials() -> Refused:
 
 
 def forbidden_origin() -> Refused:
-    return Refused(Refusal.FORBIDDEN_ORIGIN, "this Origin may not open /ws")
+    return Refused(
+        Refusal.FORBIDDEN_ORIGIN, "this Origin may not open /ws (it is not in CHAT_ALLOWED_ORIGINS)"
+    )
 
 
 def duplicate_cookie() -> Refused:

@@ -64,6 +64,14 @@ class ChatSettings:
     log_level: str
 
 
+def own_origins(host: str, port: int) -> frozenset[str]:
+    """In development, unless CHAT_ALLOWED_ORIGINS says otherwise: the instance's own
+    origins, so a page it serves may open its /ws with the session cookie."""
+    local = host in ("127.0.0.1", "localhost", "0.0.0.0")  # noqa: S104 - compared, not bound
+    names = {"127.0.0.1", "localhost"} if local else {host}
+    return frozenset(f"http://{name}:{port}" for name in names)
+
+
 def load_settings(environ: Mapping[str, str] | None = None) -> ChatSettings:
     """Read and validate the environment; raises `ConfigError` naming every bad variable."""
     settings, _ = read_settings(environ)
@@ -98,7 +106,9 @@ def read_settings(environ: Mapping[str, str] | None = None) -> tuple[ChatSetting
         auth_url=env.url("AUTH_URL", "http://127.0.0.1:8081", schemes=("http", "https")),
         client_id=env.string("CHAT_CLIENT_ID", "chat"),
         client_secret=env.secret("CHAT_CLIENT_SECRET", DEV_CLIENT_SECRET),
-        allowed_origins=frozenset(origins),
+        allowed_origins=frozenset(origins)
+        if env.raw("CHAT_ALLOWED_ORIGINS") is not None or env.production
+        else own_origins(env.string("CHAT_HOST", "127.0.0.1"), env.port("CHAT_PORT", 8080)),
         origin_policy=env.choice("CHAT_ORIGIN_POLICY", "cookie", ORIGIN_POLICIES),
         session_cookie=env.string("AUTH_COOKIE_NAME", default_cookie_name(env)),
         required_scope=env.string("CHAT_REQUIRED_SCOPE", "chat"),

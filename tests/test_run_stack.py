@@ -6,6 +6,7 @@ from __future__ import annotations
 import concurrent.futures
 import importlib.util
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -73,3 +74,18 @@ def test_a_chat_instance_exiting_is_reported_and_the_rest_go_on(
 def test_the_auth_service_exiting_ends_the_run(stack: Any) -> None:
     _kill(stack, "auth")
     assert stack.supervise().startswith("auth exited (killed by signal 9)")
+
+
+def test_a_busy_port_is_named_and_nothing_starts(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run_stack = _load()
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        monkeypatch.setattr(run_stack, "AUTH_PORT", port)
+        assert run_stack.main() == 1
+    out = capsys.readouterr().out
+    assert f"port {port} is already in use" in out
+    assert "starting the stack" not in out

@@ -133,3 +133,20 @@ def test_redis_cluster_nodes_are_read_and_checked(service: str) -> None:
     for bad in ("10.0.0.1", "host:port", ":7000", "host:70000"):
         with pytest.raises(ConfigError, match="REDIS_CLUSTER_NODES"):
             load({"REDIS_CLUSTER_NODES": bad})
+
+
+def test_allowed_origins_default_to_the_instances_own_in_development_only() -> None:
+    from service.settings import load_settings as load_chat_settings
+
+    development = load_chat_settings({"CHAT_PORT": "8082"})
+    assert development.allowed_origins == {"http://127.0.0.1:8082", "http://localhost:8082"}
+    named = load_chat_settings({"CHAT_HOST": "chat.internal", "CHAT_PORT": "9000"})
+    assert named.allowed_origins == {"http://chat.internal:9000"}
+    explicit = load_chat_settings({"CHAT_ALLOWED_ORIGINS": "https://chat.example"})
+    assert explicit.allowed_origins == {"https://chat.example"}  # as said, nothing added
+    production = {
+        "APP_ENV": "production",
+        "CHAT_CLIENT_SECRET": "s" * 32,
+        "AUTH_URL": "https://auth.example",
+    }
+    assert load_chat_settings(production).allowed_origins == frozenset()

@@ -67,7 +67,8 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 @web.middleware
 async def api_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Renders `ApiError`, and aiohttp's own HTTP errors on `/api/` paths, as JSON."""
+    """Renders `ApiError`, aiohttp's own HTTP errors on `/api/` paths, and 404 / 405
+    anywhere, as JSON."""
     try:
         return await handler(request)
     except ApiError as error:
@@ -77,7 +78,9 @@ async def api_errors(request: web.Request, handler: Handler) -> web.StreamRespon
             raise
         return _json(503, "temporarily_unavailable", "try again shortly", {"Retry-After": "1"})
     except web.HTTPException as exc:
-        if not request.path.startswith("/api/") or exc.status < 400:
+        # The API's errors, and anywhere a path or method that does not exist (as the auth
+        # service answers): JSON, not aiohttp's text.
+        if exc.status < 400 or not (request.path.startswith("/api/") or exc.status in (404, 405)):
             raise
         code = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}.get(
             exc.status, "invalid_request"
