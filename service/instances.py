@@ -23,6 +23,7 @@ from common.redis import RedisClient
 from service.broker.base import UNAVAILABLE
 
 log = logging.getLogger(__name__)
+_JITTER = random.Random()  # noqa: S311 - jitter; not the global generator (see common.backoff)
 
 INSTANCES = "chat:instances"
 SCAN_INTERVAL = 1.0
@@ -114,7 +115,7 @@ class InstanceLease:
 
     async def _reaping(self) -> None:
         while True:
-            await asyncio.sleep(SCAN_INTERVAL * random.uniform(0.8, 1.2))  # noqa: S311
+            await asyncio.sleep(SCAN_INTERVAL * _JITTER.uniform(0.8, 1.2))
             try:
                 for dead in await self._lapsed(keys=[INSTANCES]):
                     dead_id = dead.decode() if isinstance(dead, bytes) else str(dead)

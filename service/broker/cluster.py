@@ -21,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 from dataclasses import dataclass, field
 
 import redis.asyncio as aioredis
@@ -33,7 +32,7 @@ from service.broker.base import BrokerUnavailable, EventListener, RoomListener
 from service.broker.events import EventLink
 from service.broker.link import Link
 from service.broker.redis import subscriber
-from service.broker.slots import Address, NoSlotMap, SlotMap, read_slots
+from service.broker.slots import SPREAD, Address, NoSlotMap, SlotMap, read_slots
 
 log = logging.getLogger(__name__)
 
@@ -281,7 +280,7 @@ class ClusterBroker:
         return set(self._seeds) | (set(self._map.nodes) if self._map else set())
 
     def _any_node(self) -> aioredis.Redis:
-        host, port = random.choice(sorted(self._known()))  # noqa: S311 - spreading, not security
+        host, port = SPREAD.choice(sorted(self._known()))
         return subscriber(f"redis://{host}:{port}")
 
     # -- what the shard links tell ---------------------------------------------------------------

@@ -19,6 +19,7 @@ from redis.crc import key_slot
 from redis.exceptions import RedisError
 
 Address = tuple[str, int]
+SPREAD = random.Random()  # noqa: S311 - spreading; not the global generator
 
 
 class NoSlotMap(Exception):
@@ -68,7 +69,7 @@ async def read_slots(prefer: Iterable[Address], known: Iterable[Address]) -> Slo
     rest of `known` in random order."""
     first = list(dict.fromkeys(prefer))
     rest = [node for node in set(known) if node not in first]
-    random.shuffle(rest)
+    SPREAD.shuffle(rest)
     failures: list[str] = []
     for host, port in [*first, *rest]:
         client = aioredis.Redis(
