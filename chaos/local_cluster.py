@@ -24,7 +24,8 @@ NODES = 6  # 3 primaries, each with one replica
 BUS_OFFSET = 10_000  # a node's cluster bus listens 10,000 ports above it
 
 
-def _bindable(port: int) -> bool:
+def bindable(port: int) -> bool:
+    """Nothing holds 127.0.0.1:`port` (a health answer there would be a new process's)."""
     with socket.socket() as sock:
         try:
             sock.bind(("127.0.0.1", port))
@@ -37,7 +38,7 @@ def cluster_port() -> int:
     """A free port whose cluster bus port (+10,000) is free and exists as well."""
     while True:
         port = random.randint(20_000, 65_535 - BUS_OFFSET)
-        if _bindable(port) and _bindable(port + BUS_OFFSET):
+        if bindable(port) and bindable(port + BUS_OFFSET):
             return port
 
 

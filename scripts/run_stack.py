@@ -25,7 +25,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # run as a script: the repository's packages are importable
 
-from chaos.local_cluster import LocalCluster  # noqa: E402 - after the path is set
+from chaos.local_cluster import LocalCluster, bindable  # noqa: E402 - after the path is set
 from service.broker.cluster import room_channel  # noqa: E402
 
 RUN_DIR = ROOT / ".run"
@@ -91,16 +91,6 @@ class Stack:
             time.sleep(0.5)  # supervising children: there is no event to wait on
 
 
-def port_free(port: int) -> bool:
-    """Nothing listens on 127.0.0.1:`port` (so a health answer there will be our child's)."""
-    with socket.socket() as sock:
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -136,7 +126,7 @@ def main() -> int:
     env.setdefault("AUTH_URL", f"http://127.0.0.1:{AUTH_PORT}")
     stack = Stack()
     cluster: LocalCluster | None = None
-    busy = [port for port in (AUTH_PORT, *CHAT_PORTS) if not port_free(port)]
+    busy = [port for port in (AUTH_PORT, *CHAT_PORTS) if not bindable(port)]
     if busy:
         for port in busy:
             print(f"port {port} is already in use (another `make run`?): stop that, or free it")
