@@ -205,7 +205,8 @@ class Link:
                 last_heard = now
                 probing = False
                 self._dispatch(message)
-                await self._take_back(pubsub)
+                if message["type"] == self._sub:  # not per message: only a confirmation
+                    await self._take_back(pubsub)  # can make something unwanted subscribed
                 if message["type"] == "pong":
                     await self._notify()
             elif probing and now - last_heard > 2 * self._probe_interval:
