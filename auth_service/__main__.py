@@ -20,7 +20,9 @@ async def _keys_command(settings: AuthSettings, args: argparse.Namespace) -> int
     if settings.signing_key_files:
         print("signing keys come from AUTH_SIGNING_KEY_FILES; rotate by editing that list")
         return 2
-    redis = connect_to(settings.redis_url, settings.redis_cluster_nodes)
+    redis = connect_to(
+        settings.redis_url, settings.redis_cluster_nodes, password=settings.redis_password
+    )
     try:
         await prepare(redis)
         if args.action == "rotate":

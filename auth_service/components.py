@@ -43,7 +43,9 @@ class AuthComponents:
 
     @classmethod
     def build(cls, settings: AuthSettings) -> AuthComponents:
-        redis = connect_to(settings.redis_url, settings.redis_cluster_nodes)
+        redis = connect_to(
+            settings.redis_url, settings.redis_cluster_nodes, password=settings.redis_password
+        )
         users = UserStore(redis)
         keyring = KeyRing(redis, settings.signing_key_files)
         access = AccessTokens(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 
@@ -27,6 +27,7 @@ class AuthSettings:
     app_env: str
     redis_url: str
     redis_cluster_nodes: tuple[tuple[str, int], ...]  # seeds; () for one Redis at redis_url
+    redis_password: str | None = field(repr=False)  # REDIS_PASSWORD
     host: str
     port: int
     issuer: str
@@ -114,6 +115,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> AuthSettings:
         app_env=env.app_env,
         redis_url=env.url("REDIS_URL", "redis://127.0.0.1:6379/0", schemes=("redis", "rediss")),
         redis_cluster_nodes=env.cluster_nodes("REDIS_CLUSTER_NODES"),
+        redis_password=env.redis_password(env.raw("REDIS_URL") or ""),
         host=host,
         port=port,
         issuer=env.url("AUTH_ISSUER", f"http://{host}:{port}", schemes=("http", "https")),

@@ -9,6 +9,7 @@ test, every replica's link to its primary up (an unsynced replica cannot be prom
 
 from __future__ import annotations
 
+import os
 import random
 import shutil
 import socket
@@ -47,9 +48,12 @@ class Node:
     port: int
     directory: Path
     process: subprocess.Popen[bytes] | None = None
+    password: str | None = None
 
     def client(self) -> redis.Redis:
-        return redis.Redis(port=self.port, socket_timeout=2, decode_responses=True)
+        return redis.Redis(
+            port=self.port, password=self.password, socket_timeout=2, decode_responses=True
+        )
 
 
 @dataclass
@@ -60,6 +64,8 @@ class LocalCluster:
     # Where the nodes keep their files and logs (`<root>/<n>/`); a temporary directory,
     # removed by `stop`, when None.
     root: Path | None = None
+    # `requirepass` (and `masterauth`) of every node; what REDIS_PASSWORD takes.
+    password: str | None = None
     _temporary: bool = False
 
     @property
@@ -77,7 +83,7 @@ class LocalCluster:
         for n in range(NODES):
             directory = root / str(n)
             directory.mkdir(parents=True)
-            self.nodes.append(Node(cluster_port(), directory))
+            self.nodes.append(Node(cluster_port(), directory, password=self.password))
         try:
             self._create(server, cli, timeout)
         except BaseException:
@@ -96,13 +102,20 @@ class LocalCluster:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             timeout=timeout,
+            # redis-cli reads the password from here, not from its (visible) arguments.
+            env={**os.environ, **({"REDISCLI_AUTH": self.password} if self.password else {})},
         )
         _wait(self._settled, timeout, "the cluster to settle")
 
     def _spawn(self, server: str, node: Node) -> None:
+        config = node.directory / "auth.conf"  # a password kept out of `ps`
+        config.write_text(
+            f"requirepass {node.password}\nmasterauth {node.password}\n" if node.password else ""
+        )
         # fmt: off
         argv = [
             server,
+            str(config),
             "--port", str(node.port),
             "--bind", "127.0.0.1",
             "--cluster-enabled", "yes",

@@ -6,6 +6,7 @@ import logging
 import re
 from collections.abc import Callable, Mapping
 from typing import TypeVar
+from urllib.parse import unquote, urlsplit
 
 T = TypeVar("T")
 
@@ -141,6 +142,16 @@ class EnvReader:
                 return ()
             nodes.append((host, int(port)))
         return tuple(nodes)
+
+    def redis_password(self, url: str) -> str | None:
+        """`REDIS_PASSWORD`: the password of every Redis connection, the cluster's nodes
+        included (REDIS_CLUSTER_NODES has no place for one). A password `url` carries too
+        must be the same one, or which one is used would be a guess."""
+        password = self.raw("REDIS_PASSWORD")
+        in_url = urlsplit(url).password
+        if password and in_url and unquote(in_url) != password:
+            self.problems.append("REDIS_PASSWORD differs from the password in REDIS_URL")
+        return password
 
     def secret(self, name: str, dev_default: str) -> str:
         """A secret: required in production, a loudly logged default in development."""

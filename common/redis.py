@@ -53,11 +53,17 @@ class GatedCluster(RedisCluster):
 
 
 def connect_cluster(
-    nodes: tuple[tuple[str, int], ...], *, timeout: float = 2.0, decode: bool = True
+    nodes: tuple[tuple[str, int], ...],
+    *,
+    timeout: float = 2.0,
+    decode: bool = True,
+    password: str | None = None,
 ) -> GatedCluster:
-    """A cluster client from seed nodes (the rest of the topology is discovered)."""
+    """A cluster client from seed nodes (the rest of the topology is discovered);
+    `password` (REDIS_PASSWORD) is sent to every node it meets."""
     return GatedCluster(
         startup_nodes=[ClusterNode(host, port) for host, port in nodes],
+        password=password,
         decode_responses=decode,
         socket_timeout=timeout,
         socket_connect_timeout=timeout,
@@ -79,15 +85,18 @@ def connect_to(
     *,
     timeout: float = 2.0,
     decode: bool = True,
+    password: str | None = None,
 ) -> RedisClient:
     """The one place that picks the client: a cluster when seeds are configured
     (`REDIS_CLUSTER_NODES`), else the Redis at `url`."""
     if cluster_nodes:
-        return connect_cluster(cluster_nodes, timeout=timeout, decode=decode)
-    return connect(url, timeout=timeout, decode=decode)
+        return connect_cluster(cluster_nodes, timeout=timeout, decode=decode, password=password)
+    return connect(url, timeout=timeout, decode=decode, password=password)
 
 
-def connect(url: str, *, timeout: float = 2.0, decode: bool = True) -> aioredis.Redis:
+def connect(
+    url: str, *, timeout: float = 2.0, decode: bool = True, password: str | None = None
+) -> aioredis.Redis:
     """A pooled client with bounded timeouts, so a dead Redis fails a request, not hangs it.
     `decode=False`: replies are bytes (what is stored is sent on as it is).
 
@@ -96,6 +105,7 @@ def connect(url: str, *, timeout: float = 2.0, decode: bool = True) -> aioredis.
     storm of handshakes or joins (several commands each) would turn into refusals."""
     pool = aioredis.BlockingConnectionPool.from_url(
         url,
+        password=password,  # REDIS_PASSWORD; one in the URL is the same (settings check)
         max_connections=POOL_SIZE,
         timeout=POOL_WAIT,
         decode_responses=decode,

@@ -65,7 +65,12 @@ def create_app(settings: ChatSettings, broker: Broker | None = None) -> web.Appl
         await keys.start()  # if the auth service is down, nothing is refused locally until it is up
         checker = CredentialChecker(introspection, keys, required_scope=settings.required_scope)
         chosen = broker or redis_broker(settings)
-        redis = connect_to(settings.redis_url, settings.redis_cluster_nodes, decode=False)
+        redis = connect_to(
+            settings.redis_url,
+            settings.redis_cluster_nodes,
+            decode=False,
+            password=settings.redis_password,
+        )
         try:
             await prepare(redis)
         except REDIS_ERRORS:
@@ -115,7 +120,11 @@ def redis_broker(settings: ChatSettings) -> Broker:
             settings.redis_cluster_nodes,
             event_channels=events,
             probe_interval=settings.redis_probe_interval,
+            password=settings.redis_password,
         )
     return RedisBroker(
-        settings.redis_url, event_channels=events, probe_interval=settings.redis_probe_interval
+        settings.redis_url,
+        event_channels=events,
+        probe_interval=settings.redis_probe_interval,
+        password=settings.redis_password,
     )

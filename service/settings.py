@@ -6,7 +6,7 @@ import os
 import re
 import secrets
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from common.config import EnvReader, default_cookie_name
 from common.http_limits import HttpLimits, read_http_limits
@@ -24,6 +24,7 @@ class ChatSettings:
     app_env: str
     redis_url: str
     redis_cluster_nodes: tuple[tuple[str, int], ...]  # seeds; () for one Redis at redis_url
+    redis_password: str | None = field(repr=False)  # REDIS_PASSWORD
     host: str
     port: int
     instance_id: str
@@ -100,6 +101,7 @@ def read_settings(environ: Mapping[str, str] | None = None) -> tuple[ChatSetting
         app_env=env.app_env,
         redis_url=env.url("REDIS_URL", "redis://127.0.0.1:6379/0", schemes=("redis", "rediss")),
         redis_cluster_nodes=env.cluster_nodes("REDIS_CLUSTER_NODES"),
+        redis_password=env.redis_password(env.raw("REDIS_URL") or ""),
         host=env.string("CHAT_HOST", "127.0.0.1"),
         port=env.port("CHAT_PORT", 8080),
         instance_id=env.string("CHAT_INSTANCE_ID", secrets.token_hex(4)),

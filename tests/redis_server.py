@@ -21,7 +21,7 @@ def free_port() -> int:
 class RedisServer:
     """One redis-server process on a fixed port; `stop()` and `start()` keep the port."""
 
-    def __init__(self) -> None:
+    def __init__(self, password: str | None = None) -> None:
         executable = shutil.which("redis-server")
         if executable is None:
             raise RuntimeError("redis-server is not on PATH (apt-get install redis-server)")
@@ -29,15 +29,19 @@ class RedisServer:
         self.port = free_port()
         self._dir = tempfile.mkdtemp(prefix="test-redis-")
         self._process: subprocess.Popen[bytes] | None = None
+        self.password = password  # `requirepass`, kept in a file out of `ps`
 
     @property
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
     def start(self, timeout: float = 10.0) -> None:
+        config = Path(self._dir) / "auth.conf"
+        config.write_text(f"requirepass {self.password}\n" if self.password else "")
         self._process = subprocess.Popen(
             [
                 self._executable,
+                str(config),
                 "--port",
                 str(self.port),
                 "--bind",
@@ -56,7 +60,7 @@ class RedisServer:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        client = redis.Redis(port=self.port, socket_timeout=1)
+        client = redis.Redis(port=self.port, password=self.password, socket_timeout=1)
         deadline = time.monotonic() + timeout
         try:
             while True:

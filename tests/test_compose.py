@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import re
+import shlex
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -32,7 +33,7 @@ APP_SERVICES = {"auth": "auth_service", "chat1": "service", "chat2": "service"}
 CHAT_SERVICES = ("chat1", "chat2")
 PUBLISHED = {"auth": 8081, "chat1": 8080, "chat2": 8082}
 EVERY_INTERFACE = "0.0.0.0"  # noqa: S104 (a container is reached only on its own interfaces)
-SECRETS = ("AUTH_CLIENTS", "CHAT_CLIENT_SECRET")
+SECRETS = ("CHAT_CLIENT_SECRET", "REDIS_PASSWORD")
 SECRET_NAME = re.compile(r"SECRET|PASSWORD|CLIENTS$")
 DEV_SECRETS = (auth_settings.DEV_CLIENTS, chat_settings.DEV_CLIENT_SECRET)
 
@@ -41,7 +42,7 @@ INTERPOLATION = re.compile(
 )
 
 # What a caller of `docker compose up` provides: well-formed secrets, nothing else.
-CALLER = {"AUTH_CLIENTS": "chat:" + "s" * 32, "CHAT_CLIENT_SECRET": "s" * 32}
+CALLER = {"CHAT_CLIENT_SECRET": "s" * 32, "REDIS_PASSWORD": "p" * 32}
 
 
 class RecordingEnviron(Mapping[str, str]):
@@ -148,6 +149,20 @@ def published_ports(spec: dict[str, Any]) -> list[tuple[int, int]]:
     return pairs
 
 
+def redis_argv(spec: dict[str, Any]) -> tuple[list[str], str]:
+    """A Redis container's redis-server arguments, and what its shell feeds it on standard
+    input (`printf '…' | redis-server - …`: the password, kept off every command line)."""
+    command = words(spec["command"])
+    assert command[:2] == ["sh", "-c"], (
+        "redis-server is started by a shell that feeds it its password"
+    )
+    feed, pipe, server = command[2].partition("|")
+    assert pipe, "the password reaches redis-server through a pipe"
+    argv = shlex.split(server)
+    assert argv[:2] == ["redis-server", "-"], "redis-server reads its config from standard input"
+    return argv, feed
+
+
 def dockerfile() -> list[tuple[str, str]]:
     """The Dockerfile's instructions as (INSTRUCTION, arguments), continuations joined."""
     instructions = []
@@ -178,7 +193,7 @@ def test_the_stack_is_redis_auth_and_two_chat_replicas(compose: dict[str, Any]) 
 def test_redis_is_durable(compose: dict[str, Any]) -> None:
     redis = service(compose, "redis")
     assert str(redis["image"]).split(":")[0] == "redis"
-    command = words(redis["command"])
+    command, _ = redis_argv(redis)
     assert "--appendonly" in command, "redis must run with --appendonly yes (AOF)"
     assert command[command.index("--appendonly") + 1] == "yes", "redis must keep AOF on"
     volumes = [str(volume).split(":") for volume in redis.get("volumes", [])]
@@ -188,15 +203,15 @@ def test_redis_is_durable(compose: dict[str, Any]) -> None:
 
 
 def test_every_service_has_a_healthcheck(compose: dict[str, Any]) -> None:
-    check = words(service(compose, "redis")["healthcheck"]["test"])
-    assert "redis-cli" in check
-    assert "ping" in check
+    check = " ".join(words(service(compose, "redis")["healthcheck"]["test"]))
+    assert "redis-cli ping | grep -q PONG" in check  # a refused AUTH answers, but not PONG
     for name in APP_SERVICES:
         settings = load(name, resolved(compose, name, CALLER))
         check = words(service(compose, name)["healthcheck"]["test"])
         assert check[0] in ("CMD", "CMD-SHELL")
         assert "python" in check, f"{name}: the slim image has no curl; use python's urllib"
-        assert f"127.0.0.1:{settings.port}/healthz" in " ".join(check), name
+        # Ready, not merely alive: Redis reachable (and, for chat, its pub/sub link up).
+        assert f"127.0.0.1:{settings.port}/readyz" in " ".join(check), name
 
 
 def test_app_services_start_only_after_their_dependencies_are_healthy(
@@ -224,7 +239,7 @@ def test_the_cluster_profile_is_six_durable_cluster_nodes(compose: dict[str, Any
     for name in CLUSTER_NODES:
         node = service(compose, name)
         assert node["profiles"] == ["cluster"]
-        command = words(node["command"])
+        command, _ = redis_argv(node)
         for flag, value in {
             "--cluster-enabled": "yes",
             "--appendonly": "yes",
@@ -238,7 +253,7 @@ def test_the_cluster_profile_is_six_durable_cluster_nodes(compose: dict[str, Any
         volumes = [str(volume).split(":") for volume in node["volumes"]]
         assert [source for source, target in volumes if target == "/data"] == [f"{name}-data"]
         assert f"{name}-data" in compose["volumes"]
-        assert "redis-cli" in words(node["healthcheck"]["test"])
+        assert "redis-cli ping" in " ".join(words(node["healthcheck"]["test"]))
         assert "ports" not in node, "the cluster is for the services only"
 
 
@@ -248,6 +263,7 @@ def test_cluster_init_creates_the_cluster_once_from_every_node(compose: dict[str
     assert init["restart"] == "no"
     assert init["depends_on"] == {name: {"condition": "service_healthy"} for name in CLUSTER_NODES}
     script = " ".join(words(init["command"]))
+    assert 'export REDISCLI_AUTH="$$REDIS_PASSWORD"' in script
     assert "cluster_state:ok && exit 0" in script  # a second `up` leaves it as it is
     assert "--cluster create" in script
     assert "--cluster-replicas 1" in script
@@ -334,6 +350,8 @@ def test_secrets_come_from_whoever_runs_compose(compose: dict[str, Any]) -> None
         assert dev_secret not in text
     for name in APP_SERVICES:
         for variable, value in environment(compose, name).items():
+            if variable == "AUTH_CLIENTS":  # derived from the chat pair: see the next test
+                continue
             if variable in SECRETS or SECRET_NAME.search(variable):
                 required = re.fullmatch(rf"\$\{{{variable}:\?[^}}]+\}}", value)
                 assert required, f"{name}: {variable} must be ${{{variable}:?message}}"
@@ -414,3 +432,36 @@ def test_the_server_image_ships_no_client() -> None:
     assert servers
     for path in servers:  # the image would fail to import it
         assert "chat_client" not in path.read_text(), path
+
+
+def test_the_chat_client_secret_is_written_once(compose: dict[str, Any]) -> None:
+    """The auth service registers exactly the pair the chat services present."""
+    assert "CHAT_CLIENT_SECRET" in CALLER
+    assert "AUTH_CLIENTS" not in CALLER
+    for caller in (CALLER, {**CALLER, "CHAT_CLIENT_ID": "chat-prod"}):
+        auth = auth_settings.load_settings(resolved(compose, "auth", caller))
+        for name in CHAT_SERVICES:
+            chat = chat_settings.load_settings(resolved(compose, name, caller))
+            assert dict(auth.clients) == {chat.client_id: chat.client_secret}
+
+
+def test_every_redis_demands_the_one_password(compose: dict[str, Any]) -> None:
+    """Redis holds the signing keys: it refuses anyone without REDIS_PASSWORD, which reaches
+    it on standard input (not a command line) and reaches both services as a setting."""
+    redises = ["redis", *CLUSTER_NODES]
+    for name in redises:
+        spec = service(compose, name)
+        argv, feed = redis_argv(spec)
+        assert "requirepass" not in argv
+        assert "--requirepass" not in argv
+        assert "requirepass %s" in feed, name
+        assert '"$$REDIS_PASSWORD"' in feed, name
+        if name != "redis":
+            assert "masterauth %s" in feed, f"{name}: replicas must authenticate to primaries"
+        assert "REDISCLI_AUTH" in " ".join(words(spec["healthcheck"]["test"])), name
+        assert (
+            interpolate(spec["environment"]["REDIS_PASSWORD"], CALLER) == CALLER["REDIS_PASSWORD"]
+        )
+    for name in APP_SERVICES:
+        settings = load(name, resolved(compose, name, CALLER))
+        assert settings.redis_password == CALLER["REDIS_PASSWORD"], name

@@ -62,9 +62,11 @@ class ClusterBroker:
         event_channels: tuple[str, ...],
         probe_interval: float = 5.0,
         subscribe_timeout: float = 5.0,
+        password: str | None = None,
     ) -> None:
         self._seeds = seeds
-        self._publisher = connect_cluster(seeds, decode=False)
+        self._password = password
+        self._publisher = connect_cluster(seeds, decode=False, password=password)
         self._probe_interval = probe_interval
         self._subscribe_timeout = subscribe_timeout
         self._map: SlotMap | None = None
@@ -102,7 +104,7 @@ class ClusterBroker:
     async def start(self, rooms: RoomListener, events: EventListener, *, wait: float = 5.0) -> None:
         self._rooms_listener = rooms
         with contextlib.suppress(NoSlotMap):
-            self._map = await read_slots((), self._seeds)
+            self._map = await read_slots((), self._seeds, self._password)
         self._events.start(events)
         self._task = asyncio.create_task(self._keep_placed(), name="cluster placement")
         with contextlib.suppress(TimeoutError):
@@ -138,7 +140,7 @@ class ClusterBroker:
                     self._unplace(room)
                     if attempt == 1 or self._map is None or self._closed:
                         raise
-                    self._map = await read_slots(_at(shard.link), self._known())
+                    self._map = await read_slots(_at(shard.link), self._known(), self._password)
         except (BrokerUnavailable, NoSlotMap) as exc:
             self._rooms.discard(room)
             self._lost.discard(room)
@@ -167,7 +169,7 @@ class ClusterBroker:
     async def _place(self, room: str) -> Shard:
         """The shard `room` belongs on now, with a link (new ones connect in the background)."""
         if self._map is None:
-            self._map = await read_slots((), self._known())
+            self._map = await read_slots((), self._known(), self._password)
         owner = self._map.owner(self.channel(room))
         if owner is None:
             raise BrokerUnavailable("no node serves the room's slot")
@@ -179,7 +181,7 @@ class ClusterBroker:
         shard = self._shards.get(owner)
         if shard is None:
             link = Link(
-                lambda: subscriber(f"redis://{owner[0]}:{owner[1]}"),
+                lambda: subscriber(f"redis://{owner[0]}:{owner[1]}", self._password),
                 self,
                 sharded=True,
                 probe_interval=self._probe_interval,
@@ -242,7 +244,7 @@ class ClusterBroker:
 
     async def _place_lost(self) -> None:
         prefer, self._dropped_at = self._dropped_at, []
-        self._map = await read_slots(prefer, self._known())
+        self._map = await read_slots(prefer, self._known(), self._password)
         restored: list[str] = []
         for room in list(self._lost):
             if room not in self._rooms:
@@ -281,7 +283,7 @@ class ClusterBroker:
 
     def _any_node(self) -> aioredis.Redis:
         host, port = SPREAD.choice(sorted(self._known()))
-        return subscriber(f"redis://{host}:{port}")
+        return subscriber(f"redis://{host}:{port}", self._password)
 
     # -- what the shard links tell ---------------------------------------------------------------
 

@@ -27,12 +27,13 @@ log = logging.getLogger(__name__)
 ROOM_PREFIX = "chat:room:"
 
 
-def subscriber(url: str) -> aioredis.Redis:
+def subscriber(url: str, password: str | None = None) -> aioredis.Redis:
     """A client for a subscriber link (`url` a redis:// URL). It must not retry behind our
     back: a drop has to surface so that channels are subscribed again and listeners learn
     what may have been missed. Raw bytes: a room message is forwarded as it arrives."""
     return aioredis.Redis.from_url(
         url,
+        password=password,
         decode_responses=False,
         socket_connect_timeout=2.0,
         socket_timeout=5.0,  # the connect handshake's reads; the reader passes its own wait
@@ -52,14 +53,15 @@ class RedisBroker:
         event_channels: tuple[str, ...] = (),
         probe_interval: float = 5.0,
         subscribe_timeout: float = 5.0,
+        password: str | None = None,
     ) -> None:
         if not event_channels:
             # An event channel keeps the link in subscribed mode, where PING probes are answered.
             raise ValueError("RedisBroker needs at least one event channel")
-        self._publisher = connect(url)
+        self._publisher = connect(url, password=password)
         self._events = event_channels
         self._link = Link(
-            lambda: subscriber(url=url),
+            lambda: subscriber(url, password),
             self,
             sharded=False,
             fixed=event_channels,

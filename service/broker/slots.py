@@ -64,7 +64,9 @@ def parse_slots(reply: object) -> SlotMap:
     )
 
 
-async def read_slots(prefer: Iterable[Address], known: Iterable[Address]) -> SlotMap:
+async def read_slots(
+    prefer: Iterable[Address], known: Iterable[Address], password: str | None = None
+) -> SlotMap:
     """The map from the first node that answers: those in `prefer` first, in order, then the
     rest of `known` in random order."""
     first = list(dict.fromkeys(prefer))
@@ -75,6 +77,7 @@ async def read_slots(prefer: Iterable[Address], known: Iterable[Address]) -> Slo
         client = aioredis.Redis(
             host=host,
             port=port,
+            password=password,
             socket_timeout=1.0,
             socket_connect_timeout=1.0,
             retry=Retry(NoBackoff(), 0),  # the next node, not this one again
