@@ -4,35 +4,16 @@ next instance), shows what it missed or exactly what is lost, refreshes its toke
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 import pytest
 from aiohttp.test_utils import TestClient
 
-from tests.chat.clis import CLOCK, CliFactory, auth_url, chat_client, ws_url
+from tests.chat.clis import CLOCK, CliFactory, auth_url, chat_client, proxies, proxy_to, ws_url
 from tests.chat.conftest import ChatFactory
 from tests.chat.helpers import ChatUser, Stack, api, connect, join, receive_type, send
 from tests.conftest import PASSWORD, AuthClientFactory
 from tests.faults import LinkProxy
 
-__all__ = ["chat_client"]  # the fixture, imported for the tests here
-
-
-@pytest.fixture
-async def proxies() -> AsyncIterator[list[LinkProxy]]:
-    made: list[LinkProxy] = []
-    yield made
-    for proxy in made:
-        await proxy.close()
-
-
-async def proxy_to(chat: TestClient, proxies: list[LinkProxy]) -> tuple[LinkProxy, str]:  # type: ignore[type-arg]
-    """A TCP proxy in front of a chat instance (to drop its sockets), and its /ws URL."""
-    assert chat.server.port is not None
-    proxy = LinkProxy(chat.server.port)
-    await proxy.start()
-    proxies.append(proxy)
-    return proxy, f"ws://127.0.0.1:{proxy.port}/ws"
+__all__ = ["chat_client", "proxies"]  # fixtures, imported for the tests here
 
 
 async def test_a_dropped_connection_resumes_and_shows_what_was_missed(
