@@ -3,8 +3,11 @@ services: private rooms (create, invite, remove), DMs, presence, history paging.
 
 from __future__ import annotations
 
+from unittest.mock import ANY
+
 import pytest
 
+from chat_client.commands import Local, Outgoing, RoomCall, dm_room, parse_line
 from tests.chat.clis import CLOCK, Cli, CliFactory, chat_client, ws_url
 from tests.chat.helpers import ChatUser, Stack, connect, join, send
 from tests.conftest import PASSWORD, Store
@@ -171,3 +174,34 @@ async def test_help_lists_every_command(
         await cli.expect(rf"  /{command}\b.*")
     await cli.type("/kick bob")
     await cli.expect(r"! unknown command /kick; commands: /join /switch .* /help")
+
+
+# -- units: what a typed command becomes -----------------------------------------------------
+
+
+def test_room_commands_parse_to_calls_frames_or_a_usage_line() -> None:
+    assert parse_line("/create plans", "lobby") == RoomCall("create", ROOM)
+    assert parse_line("/create team:x", "lobby") == RoomCall("create", "team:x")
+    assert parse_line("/invite bob", ROOM) == RoomCall("invite", ROOM, "bob")
+    assert parse_line("/remove bob private:other", ROOM) == RoomCall(
+        "remove", "private:other", "bob"
+    )
+    dm = parse_line("/dm Bob", "lobby", me="Alice")
+    assert isinstance(dm, Outgoing)
+    assert dm.frame() == {"op": "join", "room": "dm:alice,bob"}  # lower case, sorted
+    assert dm_room("zed", "Amy") == "dm:amy,zed"
+    history = parse_line("/history 5", "lobby")
+    assert isinstance(history, Outgoing)
+    assert history.frame(before=40) == {"op": "history", "room": "lobby", "limit": 5, "before": 40}
+    assert history.frame() == {"op": "history", "room": "lobby", "limit": 5}  # the newest
+    assert parse_line("/switch news", "lobby") == Local("switch", "news")
+    assert parse_line("/leave", "lobby") == Outgoing("leave", "lobby", key=ANY)
+    for wrong in (
+        "/create", "/create two words", "/create a/b", "/invite", "/invite x", "/invite bob a b",
+        "/dm", "/history ten", "/history 0", "/history 101", "/history ²", "/switch", "/who a b",
+    ):  # fmt: skip
+        said = parse_line(wrong, "lobby", me="alice")
+        assert str(said).startswith("! usage: "), (wrong, said)
+    assert parse_line("/dm ALICE", "lobby", me="alice") == "! /dm needs another user's name"
+    assert str(parse_line("/invite bob", None)).startswith("! /invite USER [ROOM]: name the room")
+    assert parse_line("/history", None) == "! /history: /join ROOM first"
