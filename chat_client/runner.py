@@ -3,9 +3,9 @@ carry out each line typed, one at a time, until stdin ends."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import aiohttp
 
@@ -15,7 +15,11 @@ from chat_client.console import Console, printable, reason
 from chat_client.conversation import Conversation
 from chat_client.tokens import Refused
 
-Request = Callable[..., Awaitable[bool]]  # (frame, *, rejoin=False): True when accepted
+
+class Request(Protocol):
+    """Sends a frame on the connection and waits for its answer: True when accepted."""
+
+    def __call__(self, frame: dict[str, Any], *, rejoin: bool = False) -> Awaitable[bool]: ...
 
 
 @dataclass(frozen=True)

@@ -47,10 +47,10 @@ class Cli:
         assert self.process.stdin is not None
         self.process.stdin.close()
 
-    async def expect(self, pattern: str) -> str:
+    async def expect(self, pattern: str, deadline: float = DEADLINE) -> str:
         """Reads stdout until a line matches `pattern` entirely."""
         assert self.process.stdout is not None
-        async with asyncio.timeout(DEADLINE):
+        async with asyncio.timeout(deadline):
             while True:
                 raw = await self.process.stdout.readline()
                 if not raw:
