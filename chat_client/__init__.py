@@ -4,10 +4,13 @@
     CHAT_PASSWORD=... chat-client --url ws://a:8080/ws --url ws://b:8080/ws --username alice
 
 Each line read from stdin is sent to the current room (the first `--room`, or the last
-`/join`); `/join ROOM`, `/leave ROOM` and `/help` are commands, `//text` sends `/text`. What
-arrives from every joined room is printed on stdout. The credential is `--token` (or
-`CHAT_TOKEN`), or `--username` with the password from `CHAT_PASSWORD` or a prompt: there is
-no `--password`, because `ps` shows every process's argv to every local user.
+`/join`, `/switch`, `/create` or `/dm`); `//text` sends `/text`. Slash commands join, leave
+and switch rooms, create a private room and invite or remove its members (through the chat
+instance's `/api/rooms`), start a DM by username, list who is here and page back through
+history: `/help` lists them (chat_client/commands.py). What arrives from every joined room
+is printed on stdout. The credential is `--token` (or `CHAT_TOKEN`), or `--username` with
+the password from `CHAT_PASSWORD` or a prompt: there is no `--password`, because `ps` shows
+every process's argv to every local user.
 
 Logged in with `--username`, the token is refreshed before it expires. After a drop (1001,
 1006, 1011, 1012, 1013) the client reconnects to the next `--url` with backoff, joins its

@@ -11,6 +11,8 @@ import sys
 from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator, Sequence
 from typing import TextIO
 
+import aiohttp
+
 PROG = "chat-client"
 CLOSE_TIMEOUT = 5.0
 # Bytes. A longer line is not sent: JSON-escaped (up to 6 bytes a character) it might not fit
@@ -28,6 +30,16 @@ _UNPRINTABLE.update({c: f"\\u{c:04x}" for c in range(0x2066, 0x206A)})
 
 def printable(value: object) -> str:
     return str(value).translate(_UNPRINTABLE)
+
+
+def reason(exc: BaseException) -> str:
+    """A network failure in a few words."""
+    # Neither exception type carries the request's headers, so no credential can show here.
+    if isinstance(exc, aiohttp.ClientConnectorError) and exc.os_error.errno is not None:
+        return os.strerror(exc.os_error.errno).lower()  # not aiohttp's "ssl:default [...]"
+    if isinstance(exc, TimeoutError):
+        return "timed out"
+    return printable(str(exc) or type(exc).__name__)
 
 
 def _pollable(fd: int) -> bool:

@@ -4,26 +4,25 @@ and the lines still to read from stdin."""
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import uuid
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
-from chat_client.options import room_name
-
-HELP = (
-    "commands: /join ROOM (and send there), /leave ROOM, /who [ROOM] (who is there), /help;"
-    " //text sends /text"
-)
+from chat_client.commands import Command, Local, Outgoing, parse_line
 
 
 @dataclass
 class Room:
+    """A joined room: where this client is in its history."""
+
     name: str
     epoch: str | None = None  # None: the room keeps no history (or not known yet)
-    offset: int | None = None  # the last offset received
+    offset: int | None = None  # the last offset received: resumed from with `since`
+    earliest: int | None = None  # the earliest offset shown: /history pages back from it
+    # The epoch was just named by a `joined`: a reset gap that comes now is that join's (the
+    # epoch stays); later, one comes from a repair in place, and the new epoch is unknown.
+    just_joined: bool = False
 
     def since(self) -> dict[str, Any] | None:
         if self.epoch is None or self.offset is None:
@@ -38,52 +37,35 @@ class Room:
         if self.offset is not None and offset <= self.offset:
             return False
         self.offset = offset
+        self.just_joined = False
+        self.shown(offset)
         return True
 
+    def shown(self, offset: int) -> None:
+        if self.earliest is None or offset < self.earliest:
+            self.earliest = offset
 
-@dataclass(frozen=True)
-class Outgoing:
-    """One line the user typed, as the frame it becomes. A `send` keeps its idempotency key
-    across reconnects: resent after a drop, it is published once."""
+    def history_before(self) -> int | None:
+        """Where the next /history page ends: before the earliest message shown, or after
+        the last one known when none was shown (None: the newest)."""
+        if self.earliest is not None:
+            return self.earliest
+        return None if self.offset is None else self.offset + 1
 
-    op: str  # "send", "join", "leave" or "presence"
-    room: str
-    text: str = ""
-    key: str = field(default_factory=lambda: uuid.uuid4().hex)
-
-    def frame(self) -> dict[str, Any]:
-        if self.op == "send":
-            return {"op": "send", "room": self.room, "text": self.text, "idempotency_key": self.key}
-        return {"op": self.op, "room": self.room}
-
-
-def parse_line(line: str, current: str | None) -> Outgoing | str:
-    """What a typed line asks for, or the line to print when it asks for nothing valid."""
-    if line.startswith("/") and not line.startswith("//"):
-        command, _, argument = line[1:].partition(" ")
-        argument = argument.strip()
-        if command == "help":
-            return HELP
-        if command == "who" and not argument:
-            return Outgoing("presence", current) if current else "! /who ROOM, or /join ROOM first"
-        if command in ("join", "leave", "who"):
-            op = "presence" if command == "who" else command
-            try:
-                return Outgoing(op, room_name(argument))
-            except argparse.ArgumentTypeError:
-                return f"! usage: /{command} ROOM (a room name: letters, digits, _ . : , -)"
-        return f"! unknown command /{command}; {HELP}"
-    if current is None:
-        return "! not in a room: /join ROOM first"
-    return Outgoing("send", current, line.removeprefix("/") if line.startswith("//") else line)
+    def restart(self, epoch: str | None) -> None:
+        """The room's history started again (a new epoch): its offsets mean nothing now."""
+        self.epoch, self.offset, self.earliest = epoch, None, None
 
 
 class Conversation:
+    """The state of one run across its connections; what a typed line does to it at once."""
+
     def __init__(self, rooms: tuple[str, ...], lines: AsyncIterator[str]) -> None:
         self.rooms: dict[str, Room] = {}
         self.wanted = list(rooms)  # rooms from the command line, joined by the first session
         self.current: str | None = rooms[0] if rooms else None
-        self.pending: Outgoing | None = None  # taken from stdin, not answered yet
+        self.pending: Command | None = None  # taken from stdin, not carried out yet
+        self.me: str | None = None  # this user's name, from the server's hello
         self._lines = lines
         self._queue: asyncio.Queue[str | None] = asyncio.Queue(maxsize=1)
         self._ended = asyncio.Event()
@@ -106,13 +88,26 @@ class Conversation:
             self._queue.put_nowait(None)  # so later calls see the end too
         return line
 
-    def parse(self, line: str) -> Outgoing | str:
-        """A typed line as what to send (a /leave takes effect at once: a reconnect in the
+    def parse(self, line: str) -> Command | str:
+        """A typed line as what to do (a /leave takes effect at once: a reconnect in the
         meantime does not join the room again), or the line to print instead."""
-        parsed = parse_line(line, self.current)
+        parsed = parse_line(line, self.current, self.me)
         if isinstance(parsed, Outgoing) and parsed.op == "leave":
             self.left(parsed.room)
+        if isinstance(parsed, Local):
+            return self._local(parsed)
         return parsed
+
+    def _local(self, command: Local) -> str:
+        if command.op == "switch":
+            if command.room not in self.rooms:
+                return f"! not in #{command.room}: /join {command.room} first"
+            self.current = command.room
+            return f"* now typing into #{command.room}"
+        if not self.rooms:
+            return "* in no room: /join ROOM"
+        names = (f"#{n}" + (" (current)" if n == self.current else "") for n in self.rooms)
+        return f"* in {', '.join(names)}"
 
     @property
     def finished(self) -> bool:
@@ -126,12 +121,13 @@ class Conversation:
         room = self.rooms.setdefault(name, Room(name))
         epoch, offset = frame.get("epoch"), frame.get("offset")
         epoch = epoch if isinstance(epoch, str) else None
-        if not resumed:
-            room.offset = offset if isinstance(offset, int) else None
-        elif epoch != room.epoch:
-            room.offset = None  # a new epoch: whatever is replayed is new
+        offset = offset if isinstance(offset, int) and not isinstance(offset, bool) else None
+        if epoch != room.epoch:
+            room.restart(epoch)  # a new epoch: whatever is replayed is new
+        if not resumed and (room.offset is None or (offset or 0) > room.offset):
+            room.offset = offset  # messages from here on are new
         # else: the replay continues from the offset received last
-        room.epoch = epoch
+        room.just_joined = True
 
     def left(self, name: str) -> None:
         self.rooms.pop(name, None)
@@ -141,7 +137,7 @@ class Conversation:
     def gap(self, frame: dict[str, Any]) -> None:
         room = self.rooms.get(str(frame.get("room")))
         if room is not None and frame.get("reset"):
-            room.epoch = room.offset = None  # a new epoch: offsets start again
+            room.restart(room.epoch if room.just_joined else None)  # offsets start again
 
     async def close(self) -> None:
         self._pump.cancel()

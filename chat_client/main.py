@@ -19,16 +19,18 @@ from collections.abc import AsyncIterator, Sequence
 
 import aiohttp
 
+from chat_client.api import RoomsApi
 from chat_client.console import (
     CLOSE_TIMEOUT,
     Console,
     blocking_modes_restored,
-    printable,
+    reason,
     stdin_lines,
 )
 from chat_client.conversation import Conversation
 from chat_client.options import Options, parse_options
-from chat_client.session import Ending, Session
+from chat_client.runner import Ending
+from chat_client.session import Session
 from chat_client.tokens import Refused, Tokens, refuse_http_errors
 
 EXIT_OK = 0
@@ -79,7 +81,7 @@ class Client:
             raise _Stop(EXIT_REFUSED) from None
         except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
             where = self._options.auth_url
-            self._console.warn(f"cannot get a token from {where}: {_reason(exc)}")
+            self._console.warn(f"cannot get a token from {where}: {reason(exc)}")
             raise _Stop(EXIT_FAILED) from None
 
     async def _chat(self, conversation: Conversation) -> int:
@@ -87,7 +89,8 @@ class Client:
         ws = await self._connect(url, first=True)
         while True:
             async with ws:
-                session = Session(ws, conversation, self._tokens, self._console)
+                api = RoomsApi(self._http, self._tokens, url)
+                session = Session(ws, conversation, self._tokens, self._console, api)
                 ending = await session.run()
             self._failures = 0 if session.established else self._failures + 1
             status = await self._after(ending, conversation)
@@ -108,7 +111,7 @@ class Client:
                     retry_after = refused.seconds()
                 except (aiohttp.ClientError, TimeoutError) as exc:
                     self._failures += 1
-                    self._console.say(f"* cannot connect to {url}: {_reason(exc)}")
+                    self._console.say(f"* cannot connect to {url}: {reason(exc)}")
 
     async def _after(self, ending: Ending, conversation: Conversation) -> int | None:
         """The exit status once a connection ended, or None to reconnect."""
@@ -167,7 +170,7 @@ class Client:
             except (aiohttp.ClientError, TimeoutError) as exc:
                 if not first:
                     raise
-                self._console.warn(f"cannot connect to {url}: {_reason(exc)}")
+                self._console.warn(f"cannot connect to {url}: {reason(exc)}")
                 raise _Stop(EXIT_FAILED) from None
             raise _Stop(EXIT_REFUSED)
         raise _Stop(EXIT_REFUSED)
@@ -182,16 +185,7 @@ class Client:
             if not refused.transient:
                 raise _Stop(EXIT_REFUSED) from None
         except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
-            self._console.warn(f"cannot refresh the token: {_reason(exc)}")
-
-
-def _reason(exc: BaseException) -> str:
-    # Neither exception type carries the request's headers, so no credential can show here.
-    if isinstance(exc, aiohttp.ClientConnectorError) and exc.os_error.errno is not None:
-        return os.strerror(exc.os_error.errno).lower()  # not aiohttp's "ssl:default [...]"
-    if isinstance(exc, TimeoutError):
-        return "timed out"
-    return printable(str(exc) or type(exc).__name__)
+            self._console.warn(f"cannot refresh the token: {reason(exc)}")
 
 
 async def run(options: Options, console: Console) -> int:

@@ -64,9 +64,9 @@ def _parser() -> argparse.ArgumentParser:
         prog=PROG,
         description="Chat from the terminal: lines on stdin go to the current room (the first "
         "--room, or the last /join), messages from every joined room are printed on stdout. "
-        "Commands: /join ROOM, /leave ROOM, /who [ROOM] (who is there), /help; //text sends "
-        "/text. The credential: --token or the CHAT_TOKEN variable, or --username (password "
-        "prompted, or read from CHAT_PASSWORD).",
+        "Commands (/help lists them): /join /switch /rooms /leave /create /invite /remove /dm "
+        "/who /history; //text sends /text. The credential: --token or the CHAT_TOKEN "
+        "variable, or --username (password prompted, or read from CHAT_PASSWORD).",
     )
     parser.add_argument(
         "--url",

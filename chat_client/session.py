@@ -9,53 +9,29 @@ import contextlib
 import itertools
 import json
 import time
-from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
 from aiohttp import WSMsgType
 
+from chat_client import incoming
+from chat_client.api import RoomsApi
 from chat_client.console import CLOSE_TIMEOUT, Console, printable
 from chat_client.conversation import Conversation
-from chat_client.display import clock, describe, rejoined
+from chat_client.incoming import RETRY_FOR, TRANSIENT, InFlight
+from chat_client.runner import Ending, Runner
 from chat_client.tokens import Refused, Tokens
 from common.backoff import Backoff
 
 HELLO_TIMEOUT = 10.0
 ANSWER_TIMEOUT = 5.0  # for the answer (ack, joined, left or an error) to each frame we send
-# A frame refused with `rate_limited` or `unavailable` is sent again for up to this long: a
-# Redis Cluster shard failing over (Redis's default node timeout alone is 15 s) fits in it.
-RETRY_FOR = 30.0
 MIN_GAP, MAX_GAP = 0.05, 2.0  # seconds between frames while the server asks us to slow down
 REFRESH_RETRY = 5.0  # seconds between attempts to refresh while the auth service is down
 ABNORMAL_CLOSURE = 1006
-TRANSIENT = ("rate_limited", "unavailable")
-
-
-@dataclass(frozen=True)
-class Ending:
-    """How a connection ended: the close code and reason (1000 when stdin ended and all was
-    answered); `fatal` when the rooms asked for on the command line could not be joined."""
-
-    code: int
-    reason: str = ""
-    fatal: bool = False
-
-
-FINISHED = Ending(1000)
 
 
 class NoAnswer(Exception):
     """The server neither answered nor refused a frame in time."""
-
-
-@dataclass
-class _Request:
-    ref: int
-    frame: dict[str, Any]
-    rejoin: bool
-    answer: asyncio.Future[dict[str, Any]]
-    attempt: int = 0  # how many times it was refused for a moment before this send
 
 
 class Session:
@@ -70,6 +46,7 @@ class Session:
         conversation: Conversation,
         tokens: Tokens,
         console: Console,
+        api: RoomsApi,
         *,
         answer_timeout: float = ANSWER_TIMEOUT,
     ) -> None:
@@ -79,17 +56,22 @@ class Session:
         self._console = console
         self._answer_timeout = answer_timeout
         self._refs = itertools.count(1)
-        self._inflight: _Request | None = None
+        self._inflight: InFlight | None = None
         self._gap = 0.0
         self._last_send = 0.0
-        self.established = False  # the hello arrived and the rooms were joined
+        self._runner = Runner(self._request, conversation, console, api)
+
+    @property
+    def established(self) -> bool:
+        """The hello arrived and the rooms were joined."""
+        return self._runner.established
 
     async def run(self) -> Ending:
         ending = await self._hello()
         if ending is not None:
             return ending
         receiver = asyncio.create_task(self._receive())
-        worker = asyncio.create_task(self._work())
+        worker = asyncio.create_task(self._runner.run())
         tasks: tuple[asyncio.Task[Any], ...] = (
             receiver,
             worker,
@@ -124,6 +106,7 @@ class Session:
             with contextlib.suppress(ValueError):
                 frame = json.loads(message.data)
                 if isinstance(frame, dict) and frame.get("type") == "hello":
+                    incoming.hello(self._conversation, frame)
                     return None
             self._console.warn("the server did not start with a hello frame")
             return Ending(ABNORMAL_CLOSURE, "no hello", fatal=True)
@@ -163,80 +146,16 @@ class Session:
         if unaddressed and frame.get("code") in TRANSIENT and inflight is not None:
             self._answer(inflight.ref, frame)  # it can only be about the frame in flight
             return
-        line = self._line(frame, inflight)
+        line = incoming.line(self._conversation, frame, inflight)
         if line is not None:
             self._console.say(line)
         if frame.get("ref") is not None:
             self._answer(frame["ref"], frame)
 
-    def _line(self, frame: dict[str, Any], inflight: _Request | None) -> str | None:
-        kind, room = frame.get("type"), frame.get("room")
-        conversation = self._conversation
-        if kind == "message":
-            known = conversation.rooms.get(str(room))
-            return describe(frame) if known is None or known.fresh(frame) else None
-        if kind == "joined" and isinstance(room, str):
-            mine = inflight is not None and inflight.ref == frame.get("ref")
-            rejoin = mine and inflight is not None and inflight.rejoin
-            since = inflight.frame.get("since") if mine and inflight is not None else None
-            conversation.joined(room, frame, resumed=rejoin)
-            if rejoin:
-                return rejoined(room, frame, since["offset"] if since else None)
-        if kind == "gap":
-            conversation.gap(frame)
-        if kind == "removed" and isinstance(room, str):
-            conversation.left(room)  # not joined again after a reconnect
-        if kind == "refreshed":
-            return f"* token refreshed; valid until {clock(frame.get('expires_at'))}"
-        if kind == "error" and inflight is not None and inflight.ref == frame.get("ref"):
-            asked = inflight.frame  # say which request was refused, and in which room
-            where = f" #{asked['room']}" if "room" in asked else ""
-            said = (
-                f"! {asked.get('op')}{where} refused: {frame.get('code')}: {frame.get('message')}"
-            )
-            if frame.get("code") in TRANSIENT:  # said once; the client retries by itself
-                retrying = f" (sending it again for up to {RETRY_FOR:.0f} s)"
-                return printable(said + retrying) if inflight.attempt == 0 else None
-            return printable(said)
-        return describe(frame)
-
     def _answer(self, ref: object, frame: dict[str, Any]) -> None:
         inflight = self._inflight
         if inflight is not None and inflight.ref == ref and not inflight.answer.done():
             inflight.answer.set_result(frame)
-
-    async def _work(self) -> Ending:
-        conversation = self._conversation
-        for name in conversation.wanted or list(conversation.rooms):
-            room = conversation.rooms.get(name)
-            since = room.since() if room is not None else None
-            frame: dict[str, Any] = {"op": "join", "room": name}
-            if since is not None:
-                frame["since"] = since
-            if not await self._request(frame, rejoin=room is not None):
-                if name in conversation.wanted:
-                    return Ending(1000, fatal=True)
-                conversation.left(name)
-        conversation.wanted = []
-        self.established = True
-        while True:
-            item = conversation.pending
-            if item is None:
-                line = await conversation.next_line()
-                if line is None:
-                    return FINISHED
-                parsed = conversation.parse(line)
-                if isinstance(parsed, str):
-                    self._console.say(parsed)
-                    continue
-                item = conversation.pending = parsed
-            elif item.op == "leave" and item.room not in conversation.rooms:
-                conversation.pending = None  # left while the connection was down
-                self._console.say(printable(f"* left #{item.room}"))
-                continue
-            if await self._request(item.frame()) and item.op == "join":
-                conversation.current = item.room
-            conversation.pending = None
 
     async def _request(self, frame: dict[str, Any], *, rejoin: bool = False) -> bool:
         """Sends `frame` and waits for its answer; True when the server accepted it."""
@@ -247,7 +166,7 @@ class Session:
         attempt = 0
         while True:
             await self._pace()
-            request = _Request(
+            request = InFlight(
                 ref, frame, rejoin, asyncio.get_running_loop().create_future(), attempt
             )
             self._inflight = request

@@ -8,6 +8,7 @@ A token given on the command line cannot be refreshed: the session ends when it 
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import time
@@ -86,6 +87,9 @@ class Tokens:
         self._auth_url = auth_url
         self._credential = credential
         self._grant: _Grant | None = None
+        # One refresh at a time: refresh tokens rotate, and using a spent one (two refreshes
+        # racing, the socket's and an API call's) would revoke the whole family.
+        self._refreshing = asyncio.Lock()
         if not isinstance(credential, PasswordCredential):
             self._grant = _Grant(credential.token, None, None, None)
 
@@ -114,8 +118,15 @@ class Tokens:
             return None
         return max(0.0, self._grant.refresh_due - time.monotonic())
 
-    async def refresh(self) -> str:
-        """A fresh access token (raises as `start` does)."""
+    async def refresh(self, stale: str | None = None) -> str:
+        """A fresh access token (raises as `start` does); when `stale` is given and the
+        token is no longer that one, another caller refreshed it meanwhile: that will do."""
+        async with self._refreshing:
+            if stale is not None and self._grant is not None and self._grant.access != stale:
+                return self._grant.access
+            return await self._refresh()
+
+    async def _refresh(self) -> str:
         grant = self._grant
         if grant is not None and grant.refresh is not None:
             try:

@@ -15,6 +15,7 @@ import pytest
 from aiohttp.test_utils import TestServer
 
 from tests.chat.helpers import Client
+from tests.faults import LinkProxy
 
 # A fresh interpreter importing aiohttp on a loaded CI machine can take seconds to say hello.
 DEADLINE = 15.0
@@ -46,10 +47,10 @@ class Cli:
         assert self.process.stdin is not None
         self.process.stdin.close()
 
-    async def expect(self, pattern: str) -> str:
+    async def expect(self, pattern: str, deadline: float = DEADLINE) -> str:
         """Reads stdout until a line matches `pattern` entirely."""
         assert self.process.stdout is not None
-        async with asyncio.timeout(DEADLINE):
+        async with asyncio.timeout(deadline):
             while True:
                 raw = await self.process.stdout.readline()
                 if not raw:
@@ -110,3 +111,20 @@ async def chat_client() -> AsyncIterator[CliFactory]:
                 await asyncio.wait_for(process.communicate(), DEADLINE)
             except RuntimeError:  # pytest-timeout interrupted a read, which is still pending
                 await asyncio.wait_for(process.wait(), DEADLINE)
+
+
+@pytest.fixture
+async def proxies() -> AsyncIterator[list[LinkProxy]]:
+    made: list[LinkProxy] = []
+    yield made
+    for proxy in made:
+        await proxy.close()
+
+
+async def proxy_to(chat: Client, proxies: list[LinkProxy]) -> tuple[LinkProxy, str]:
+    """A TCP proxy in front of a chat instance (to drop its sockets), and its /ws URL."""
+    assert chat.server.port is not None
+    proxy = LinkProxy(chat.server.port)
+    await proxy.start()
+    proxies.append(proxy)
+    return proxy, f"ws://127.0.0.1:{proxy.port}/ws"

@@ -9,10 +9,9 @@ from unittest.mock import ANY
 import aiohttp
 import pytest
 
-from chat_client.console import MAX_LINE
-from chat_client.conversation import HELP, Outgoing, parse_line
+from chat_client.commands import HELP, Outgoing, parse_line
+from chat_client.console import MAX_LINE, reason
 from chat_client.display import describe, rejoined
-from chat_client.main import _reason
 from chat_client.options import PasswordCredential, TokenCredential, parse_options
 from tests.chat.clis import CLOCK, CliFactory, auth_url, chat_client, ws_url
 from tests.chat.conftest import ChatFactory
@@ -342,7 +341,7 @@ async def test_a_refused_connection_is_said_plainly() -> None:
     async with aiohttp.ClientSession() as http:
         with pytest.raises(aiohttp.ClientConnectorError) as refused:
             await http.ws_connect(f"ws://127.0.0.1:{free_port()}/ws")
-    assert _reason(refused.value) == "connection refused"  # not "ssl:default [Connect call…]"
+    assert reason(refused.value) == "connection refused"  # not "ssl:default [Connect call…]"
 
 
 async def test_the_client_shows_who_comes_and_goes_and_a_removal(
@@ -369,4 +368,4 @@ async def test_the_client_shows_who_comes_and_goes_and_a_removal(
 def test_who_asks_for_presence() -> None:
     assert parse_line("/who", "lobby") == Outgoing("presence", "lobby", key=ANY)
     assert parse_line("/who news", "lobby") == Outgoing("presence", "news", key=ANY)
-    assert parse_line("/who", None) == "! /who ROOM, or /join ROOM first"
+    assert parse_line("/who", None) == "! /who [ROOM]: name the room, or /join ROOM first"

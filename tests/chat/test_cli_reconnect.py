@@ -4,35 +4,21 @@ next instance), shows what it missed or exactly what is lost, refreshes its toke
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
 
+import aiohttp
 import pytest
 from aiohttp.test_utils import TestClient
 
-from tests.chat.clis import CLOCK, CliFactory, auth_url, chat_client, ws_url
+from chat_client.options import PasswordCredential
+from chat_client.tokens import Tokens, refuse_http_errors
+from tests.chat.clis import CLOCK, CliFactory, auth_url, chat_client, proxies, proxy_to, ws_url
 from tests.chat.conftest import ChatFactory
 from tests.chat.helpers import ChatUser, Stack, api, connect, join, receive_type, send
 from tests.conftest import PASSWORD, AuthClientFactory
 from tests.faults import LinkProxy
 
-__all__ = ["chat_client"]  # the fixture, imported for the tests here
-
-
-@pytest.fixture
-async def proxies() -> AsyncIterator[list[LinkProxy]]:
-    made: list[LinkProxy] = []
-    yield made
-    for proxy in made:
-        await proxy.close()
-
-
-async def proxy_to(chat: TestClient, proxies: list[LinkProxy]) -> tuple[LinkProxy, str]:  # type: ignore[type-arg]
-    """A TCP proxy in front of a chat instance (to drop its sockets), and its /ws URL."""
-    assert chat.server.port is not None
-    proxy = LinkProxy(chat.server.port)
-    await proxy.start()
-    proxies.append(proxy)
-    return proxy, f"ws://127.0.0.1:{proxy.port}/ws"
+__all__ = ["chat_client", "proxies"]  # fixtures, imported for the tests here
 
 
 async def test_a_dropped_connection_resumes_and_shows_what_was_missed(
@@ -229,3 +215,38 @@ async def test_a_server_disconnect_4004_is_followed_by_a_reconnect(
     await join(bob_ws, "lobby")
     await send(bob_ws, "lobby", "still with us?")
     await cli.expect(rf"{CLOCK} #lobby <bob>: still with us\?")
+
+
+async def test_room_commands_carry_the_refreshed_token(
+    make_chat: ChatFactory,
+    alice: ChatUser,
+    bob: ChatUser,
+    short_lived: TestClient,  # type: ignore[type-arg]
+    chat_client: CliFactory,
+) -> None:
+    chat = await make_chat(CHAT_EXPIRY_GRACE="0")
+    cli = await chat_client(
+        "--url", ws_url(chat), "--room", "lobby", "--username", "alice",
+        "--auth-url", auth_url(short_lived.server), env={"CHAT_PASSWORD": PASSWORD},
+    )  # fmt: skip
+    await cli.expect(r"\* joined #lobby")
+    for _ in range(2):  # past the first token's expiry
+        await cli.expect(r"\* token refreshed; valid until \d\d:\d\d:\d\d")
+    await cli.type("/create plans", "/invite bob", "/remove bob")
+    await cli.expect(r"\* created #private:plans; /invite USER lets others in")
+    await cli.expect(r"\* joined #private:plans")
+    await cli.expect(r"\* bob may now join #private:plans")
+    await cli.expect(r"\* bob is no longer a member of #private:plans")
+
+
+async def test_refreshes_racing_for_one_stale_token_rotate_it_once(stack: Stack) -> None:
+    await stack.user("alice", PASSWORD)
+    async with aiohttp.ClientSession(raise_for_status=refuse_http_errors) as http:
+        tokens = Tokens(http, auth_url(stack.auth_server), PasswordCredential("alice", PASSWORD))
+        await tokens.start()
+        stale = tokens.access
+        # Unserialised, both would spend the one refresh token: the second use revokes the
+        # family (and the client would fall back to a password grant: two different tokens).
+        first, second = await asyncio.gather(tokens.refresh(stale), tokens.refresh(stale))
+        assert first == second != stale
+        assert await tokens.refresh() not in (stale, first)  # the family is still good
