@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from common.metrics import MetricsAccess, Verdict, same_secret
-from service.auth.chain import CredentialChecker
+from service.auth.chain import SERVER_SCOPE, CredentialChecker
 from service.errors import Refusal, Refused
 
 
@@ -22,10 +22,9 @@ class ChatMetricsAccess(MetricsAccess):
 
     async def bearer(self, token: str) -> Verdict:
         try:
-            server = await self._checker.server(token)
+            scopes = await self._checker.scopes(token)
         except Refused as refused:
             if refused.refusal is Refusal.AUTH_UNAVAILABLE:
                 return Verdict.UNAVAILABLE
             return Verdict.BAD_TOKEN
-        # None: an active user's token; the server scope is a service's only.
-        return Verdict.NOT_A_SERVER if server is None else Verdict.GRANTED
+        return Verdict.GRANTED if SERVER_SCOPE in scopes else Verdict.NOT_A_SERVER

@@ -27,6 +27,7 @@ from tests.chat.helpers import (
 )
 from tests.chat.rawws import open_raw, read_until_eof, text_frame
 from tests.conftest import Store
+from tests.redis_server import free_port
 from tests.scrape import BASIC, Samples, scrape
 
 Client = TestClient[Any, Any]
@@ -104,8 +105,12 @@ async def test_a_server_token_reads_them(stack: Stack) -> None:
     assert "chat_handshakes" in samples.families
 
 
-async def test_a_users_token_is_forbidden(stack: Stack, alice: ChatUser) -> None:
-    headers = {"Authorization": f"Bearer {alice.access_token}"}
+@pytest.mark.parametrize("who", ["user", "client without chat:server"])
+async def test_a_token_without_the_server_scope_is_forbidden(
+    stack: Stack, alice: ChatUser, who: str
+) -> None:
+    token = alice.access_token if who == "user" else await stack.server_token(scope="chat")
+    headers = {"Authorization": f"Bearer {token}"}
     async with stack.a.get("/metrics", headers=headers) as response:
         assert response.status == 403
         assert (await response.json())["error"] == "insufficient_scope"
@@ -116,6 +121,19 @@ async def test_the_operator_may_open_them(make_chat: ChatFactory) -> None:
     chat = await make_chat(CHAT_METRICS_PUBLIC="true")
     samples = await scrape(chat, {})
     assert "chat_sockets_open" in samples.families
+
+
+async def test_with_the_auth_service_away_a_token_waits_and_basic_still_reads(
+    make_chat: ChatFactory, alice: ChatUser
+) -> None:
+    chat = await make_chat(AUTH_URL=f"http://127.0.0.1:{free_port()}")
+    headers = {"Authorization": f"Bearer {alice.access_token}"}
+    async with chat.get("/metrics", headers=headers) as response:
+        assert response.status == 503
+        assert response.headers["Retry-After"] == "1"
+        assert (await response.json())["error"] == "temporarily_unavailable"
+    samples = await scrape(chat, BASIC)  # the instance's own credentials need nobody else
+    assert samples("chat_introspection_requests_total", result="unavailable") == 1
 
 
 def test_a_bad_metrics_setting_stops_start_up() -> None:
