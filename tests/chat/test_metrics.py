@@ -4,6 +4,7 @@ happens (the real auth service and chat instances on the suite's Redis)."""
 from __future__ import annotations
 
 import asyncio
+import re
 import socket
 from typing import Any
 
@@ -190,6 +191,22 @@ async def test_sockets_and_presence_are_read_when_scraped(stack: Stack, alice: C
     await ws.close()
     await asyncio.wait_for(connection.finished.wait(), 5)
     assert (await scrape(stack.a))("chat_sockets_open") == 0
+
+
+async def test_on_a_cluster_each_link_is_a_gauge(
+    make_chat: ChatFactory, alice: ChatUser, cluster_nodes: tuple[tuple[str, int], ...]
+) -> None:
+    seeds = ",".join(f"{host}:{port}" for host, port in cluster_nodes)
+    chat = await make_chat(REDIS_CLUSTER_NODES=seeds)
+    ws = await connect(chat, alice.access_token)
+    await join(ws, "lobby")
+    samples = await scrape(chat)
+    links = {labels["link"] for labels in samples.labels("chat_redis_link_up")}
+    (shard,) = links - {"events"}  # the primary that owns the room's slot
+    assert samples("chat_redis_link_up", link="events") == 1
+    assert samples("chat_redis_link_up", link=shard) == 1
+    assert re.fullmatch(r"127\.0\.0\.1:\d+", shard)  # host:port of a node, not a room
+    await ws.close()
 
 
 async def test_a_message_is_counted_in_and_out_on_every_instance(
