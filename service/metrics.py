@@ -17,6 +17,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from service.errors import Refusal, Refused
+from service.rooms.member import Joined
 
 ACCEPTED = "accepted"
 # Seconds: introspection is a local HTTP call (its timeout defaults to 2 s); fan-out is a
@@ -116,6 +117,15 @@ class ChatMetrics:
 
     def handshake_refused(self, refused: Refused) -> None:
         self._handshake_refused[refused.refusal].inc()
+
+    def counting_recoveries(self, announce: Callable[[Joined], None]) -> Callable[[Joined], None]:
+        """`announce` for a join with `since`, counting whether it recovered."""
+
+        def counted(outcome: Joined) -> None:
+            (self.recovered if outcome.recovered else self.not_recovered).inc()
+            announce(outcome)
+
+        return counted
 
     def observe_fanout(self, frame: bytes, now: float) -> None:
         """A message frame ends with its `"ts":<seconds>}` (`frames.message_parts`)."""

@@ -109,14 +109,12 @@ class Room:
         self, member: Member, since: Since | None, announce: Callable[[Joined], None]
     ) -> None:
         """`announce`, then the gap and replay for `since`, then membership: no await."""
+        if since is not None:
+            announce = self._metrics.counting_recoveries(announce)
         if not self.policy.history:
             announce(Joined(None, None, None if since is None else False))
-            if since is not None:
-                self._metrics.not_recovered.inc()
         elif since is None or member in self.members:
             announce(Joined(self._epoch, self._offset, None if since is None else True))
-            if since is not None:
-                self._metrics.recovered.inc()
         else:
             self._replay(member, since, announce)
         self.members.add(member)
@@ -130,7 +128,6 @@ class Room:
         if since.epoch != self._epoch:
             announce(Joined(self._epoch, self._offset, False))
             member.gap(self.name, None, None, reset=True)
-            metrics.not_recovered.inc()
             metrics.gaps.inc()
             replay = window
         else:
@@ -140,7 +137,6 @@ class Room:
             if lost:
                 member.gap(self.name, after + 1, first - 1, reset=False)
                 metrics.gaps.inc()
-            (metrics.not_recovered if lost else metrics.recovered).inc()
             replay = [m for m in window if m.offset is not None and m.offset > after]
         if replay:
             member.replay(replay)
@@ -178,9 +174,12 @@ class Room:
             if self._ready:
                 self._start_repair()
         else:
-            for member in self.members:
-                member.gap(self.name, None, None, reset=False)
-            self._metrics.gaps.inc(len(self.members))
+            self._gap(None, None, reset=False)
+
+    def _gap(self, first: int | None, last: int | None, *, reset: bool) -> None:
+        for member in self.members:
+            member.gap(self.name, first, last, reset=reset)
+        self._metrics.gaps.inc(len(self.members))
 
     def _hold(self, message: RoomMessage) -> None:
         assert message.offset is not None
@@ -288,14 +287,10 @@ class Room:
         tail = await self.read()
         lost_to = (tail.messages[0].offset if tail.messages else tail.offset + 1) - 1
         if tail.epoch != self._epoch:
-            for member in self.members:
-                member.gap(self.name, None, None, reset=True)
-            self._metrics.gaps.inc(len(self.members))
+            self._gap(None, None, reset=True)
             self._epoch, self._offset = tail.epoch, lost_to
         elif lost_to > self._offset:
-            for member in self.members:
-                member.gap(self.name, self._offset + 1, lost_to, reset=False)
-            self._metrics.gaps.inc(len(self.members))
+            self._gap(self._offset + 1, lost_to, reset=False)
             self._offset = lost_to
         self._set_window(None)  # what it held may have a hole now: read again
         for stored in tail.messages:
