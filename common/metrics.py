@@ -36,6 +36,7 @@ class Verdict(Enum):
     """What a credential presented to `/metrics` is worth."""
 
     GRANTED = "granted"
+    NO_CREDENTIAL = "no_credential"  # none of either scheme
     BAD_CLIENT = "bad_client"  # Basic credentials of no registered client
     BAD_TOKEN = "bad_token"  # a Bearer token that is not active
     NOT_A_SERVER = "not_a_server"  # an active token without the chat:server scope
@@ -64,31 +65,34 @@ def same_secret(given: str, expected: str) -> bool:
     )
 
 
-def _error(status: int, error: str, description: str, challenge: str | None) -> web.Response:
-    headers = dict(NO_STORE)
-    if challenge is not None:
-        headers["WWW-Authenticate"] = challenge
-    return web.json_response(
-        {"error": error, "error_description": description}, status=status, headers=headers
-    )
+def _challenge(value: str) -> dict[str, str]:
+    return {"WWW-Authenticate": value}
 
 
-_REFUSALS: dict[Verdict, tuple[int, str, str, str | None]] = {
-    Verdict.BAD_CLIENT: (401, "invalid_client", "client authentication failed", CHALLENGE),
+# What each refusal is on the wire: status, error code, description, headers.
+_REFUSALS: dict[Verdict, tuple[int, str, str, dict[str, str]]] = {
+    Verdict.NO_CREDENTIAL: (
+        401, "unauthorized", "metrics require credentials", _challenge(CHALLENGE)
+    ),
+    Verdict.BAD_CLIENT: (
+        401, "invalid_client", "client authentication failed", _challenge(CHALLENGE)
+    ),
     Verdict.BAD_TOKEN: (
         401,
         "invalid_token",
         "the access token is invalid or expired",
-        'Bearer realm="metrics", error="invalid_token"',
+        _challenge('Bearer realm="metrics", error="invalid_token"'),
     ),
     Verdict.NOT_A_SERVER: (
         403,
         "insufficient_scope",
         f"reading metrics needs a client's credentials or the {SERVER_SCOPE} scope",
-        f'Bearer realm="metrics", error="insufficient_scope", scope="{SERVER_SCOPE}"',
+        _challenge(f'Bearer realm="metrics", error="insufficient_scope", scope="{SERVER_SCOPE}"'),
     ),
-    Verdict.UNAVAILABLE: (503, "temporarily_unavailable", "cannot check the credential now", None),
-}
+    Verdict.UNAVAILABLE: (
+        503, "temporarily_unavailable", "cannot check the credential now", {"Retry-After": "1"}
+    ),
+}  # fmt: skip
 
 
 def metrics_route(registry: CollectorRegistry, *, public: bool) -> web.RouteDef:
@@ -100,29 +104,27 @@ def metrics_route(registry: CollectorRegistry, *, public: bool) -> web.RouteDef:
         if not public:
             access = request.app[METRICS_ACCESS]
             verdict = await _verdict(request.headers.get("Authorization"), access)
-            if verdict is None:
-                return _error(401, "unauthorized", "metrics require credentials", CHALLENGE)
             if verdict is not Verdict.GRANTED:
-                status, error, description, challenge = _REFUSALS[verdict]
-                response = _error(status, error, description, challenge)
-                if verdict is Verdict.UNAVAILABLE:
-                    response.headers["Retry-After"] = "1"
-                return response
+                status, error, description, headers = _REFUSALS[verdict]
+                return web.json_response(
+                    {"error": error, "error_description": description},
+                    status=status,
+                    headers={**headers, **NO_STORE},
+                )
         body = generate_latest(registry)
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST, **NO_STORE})
 
     return web.get("/metrics", metrics)
 
 
-async def _verdict(authorization: str | None, access: MetricsAccess) -> Verdict | None:
-    """None: no credential of either scheme was presented."""
+async def _verdict(authorization: str | None, access: MetricsAccess) -> Verdict:
     if authorization is None:
-        return None
+        return Verdict.NO_CREDENTIAL
     offset = bearer_offset(authorization)
     if offset is not None:
         return await access.bearer(authorization[offset:])
     if authorization[:6].lower() != "basic ":
-        return None
+        return Verdict.NO_CREDENTIAL  # neither scheme: as if none were presented
     pair = basic_credentials(authorization[6:])
     if pair is None or not access.client(*pair):
         return Verdict.BAD_CLIENT
