@@ -69,6 +69,7 @@ async def login(request: web.Request) -> web.Response:
         raise _login_refused()
     member = session_member(info.sid, str(session.identity))
     await parts.revocations.enforce_grant_limit(user.id, keep=member)
+    parts.metrics.sessions_started.inc()
     return web.json_response({**user.public(), "expires_at": info.exp}, headers=NO_STORE)
 
 

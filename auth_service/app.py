@@ -13,9 +13,11 @@ from aiohttp_session import session_middleware
 from auth_service import openapi, views
 from auth_service.components import COMPONENTS, AuthComponents
 from auth_service.errors import error_middleware
+from auth_service.metrics import AuthMetricsAccess
 from auth_service.sessions import one_session_cookie
 from auth_service.settings import AuthSettings
 from common.http_limits import body_deadline
+from common.metrics import METRICS_ACCESS, count_requests, metrics_route
 from common.redis import REDIS_ERRORS, prepare
 
 log = logging.getLogger(__name__)
@@ -45,6 +47,7 @@ def create_app(settings: AuthSettings) -> web.Application:
     parts = AuthComponents.build(settings)
     app = web.Application(
         middlewares=[
+            count_requests(parts.metrics.http_requests),
             error_middleware,
             body_deadline(settings.http),
             one_session_cookie(settings.cookie_name),
@@ -53,7 +56,9 @@ def create_app(settings: AuthSettings) -> web.Application:
         client_max_size=MAX_BODY,
     )
     app[COMPONENTS] = parts
+    app[METRICS_ACCESS] = AuthMetricsAccess(parts.clients, parts.introspector)
     app.cleanup_ctx.append(_lifecycle)
     app.add_routes(views.ROUTES)
     app.add_routes(openapi.routes())
+    app.add_routes([metrics_route(parts.metrics.registry, public=settings.metrics_public)])
     return app

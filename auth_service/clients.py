@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hashlib
 import hmac
 from collections.abc import Mapping
-from urllib.parse import unquote
 
 from multidict import MultiDictProxy
 
 from auth_service.errors import invalid_client, invalid_request
 from auth_service.settings import PUBLIC_CLIENT
+from common.credentials import basic_credentials
 
 __all__ = ["PUBLIC_CLIENT", "ClientRegistry"]
 
@@ -66,12 +64,7 @@ class ClientRegistry:
 
 
 def _parse_basic(encoded: str) -> tuple[str, str]:
-    try:
-        decoded = base64.b64decode(encoded.strip(), validate=True).decode()
-    except (binascii.Error, ValueError) as exc:  # ValueError: non-ASCII in the header
-        raise invalid_client("malformed Basic credentials") from exc
-    client_id, sep, secret = decoded.partition(":")
-    if not sep:
+    pair = basic_credentials(encoded)
+    if pair is None:
         raise invalid_client("malformed Basic credentials")
-    # RFC 6749 §2.3.1: id and secret are form-urlencoded before Basic encoding.
-    return unquote(client_id), unquote(secret)
+    return pair

@@ -10,6 +10,7 @@ from auth_service.clients import ClientRegistry
 from auth_service.grants import GrantIndex
 from auth_service.introspection import Introspector
 from auth_service.keys import KeyRing
+from auth_service.metrics import AuthMetrics
 from auth_service.passwords import PasswordService
 from auth_service.ratelimit import AddressQuota, Limits, LoginThrottle
 from auth_service.refresh import RefreshTokens
@@ -40,6 +41,7 @@ class AuthComponents:
     grants: GrantIndex
     revocations: Revocations
     introspector: Introspector
+    metrics: AuthMetrics
 
     @classmethod
     def build(cls, settings: AuthSettings) -> AuthComponents:
@@ -65,17 +67,20 @@ class AuthComponents:
             samesite=settings.cookie_samesite,
         )
         clients = ClientRegistry(settings.clients)
+        passwords = PasswordService(
+            time_cost=settings.argon2_time_cost,
+            memory_kib=settings.argon2_memory_kib,
+            parallelism=settings.argon2_parallelism,
+            workers=settings.hash_workers,
+            max_pending=settings.max_pending_hashes,
+        )
+        metrics = AuthMetrics()
+        metrics.watch(hash_queue=passwords.queued)
         return cls(
             settings=settings,
             redis=redis,
             users=users,
-            passwords=PasswordService(
-                time_cost=settings.argon2_time_cost,
-                memory_kib=settings.argon2_memory_kib,
-                parallelism=settings.argon2_parallelism,
-                workers=settings.hash_workers,
-                max_pending=settings.max_pending_hashes,
-            ),
+            passwords=passwords,
             keyring=keyring,
             access=access,
             refresh=refresh,
@@ -121,6 +126,7 @@ class AuthComponents:
                 clients=clients,
                 session_scope=settings.default_scope,
             ),
+            metrics=metrics,
         )
 
     async def aclose(self) -> None:

@@ -139,16 +139,20 @@ async def token(request: web.Request) -> web.Response:
     client = parts.clients.authenticate(request.headers.get("Authorization"), form)
     grant = form.get("grant_type")
     if grant == "password":
-        return await _password_grant(parts, request, form, client or PUBLIC_CLIENT)
-    if grant == "refresh_token":
-        return await _refresh_grant(parts, form, client or PUBLIC_CLIENT)
-    if grant == "client_credentials":
-        return await _client_credentials_grant(parts, form, client)
-    if not grant:
+        response = await _password_grant(parts, request, form, client or PUBLIC_CLIENT)
+    elif grant == "refresh_token":
+        response = await _refresh_grant(parts, form, client or PUBLIC_CLIENT)
+    elif grant == "client_credentials":
+        response = await _client_credentials_grant(parts, form, client)
+    elif not grant:
         raise invalid_request("grant_type is required")
-    raise OAuthError(
-        "unsupported_grant_type", "grant_type must be password, refresh_token or client_credentials"
-    )
+    else:
+        raise OAuthError(
+            "unsupported_grant_type",
+            "grant_type must be password, refresh_token or client_credentials",
+        )
+    parts.metrics.tokens_issued[grant].inc()
+    return response
 
 
 @routes.post("/introspect")
@@ -162,7 +166,12 @@ async def introspect(request: web.Request) -> web.Response:
         raise invalid_client("introspection requires client authentication")
     # RFC 7662 §2.1: the hint only narrows the search, so an unknown one is not an error.
     token = _required(form, "token")
-    return web.json_response(await parts.introspector.introspect(token), headers=NO_STORE)
+    answer = await parts.introspector.introspect(token)
+    if answer["active"]:
+        parts.metrics.introspection_active.inc()
+    else:
+        parts.metrics.introspection_inactive.inc()
+    return web.json_response(answer, headers=NO_STORE)
 
 
 @routes.post("/revoke")

@@ -40,6 +40,7 @@ class PasswordService:
         self._slots = asyncio.Semaphore(max_pending)
         self._share = max(1, max_pending // 4)
         self._held: Counter[str] = Counter()
+        self._queued = 0  # holding a slot: hashing, or waiting for a thread
         self._dummy_hash = self._hasher.hash("timing-equaliser-not-a-password")
 
     async def hash(self, password: str, *, owners: Iterable[str] = ()) -> str:
@@ -56,6 +57,10 @@ class PasswordService:
             return await loop.run_in_executor(
                 self._executor, self._verify_sync, stored_hash, password
             )
+
+    def queued(self) -> int:
+        """Hashes and checks running or waiting for a thread now."""
+        return self._queued
 
     def needs_rehash(self, stored_hash: str) -> bool:
         return self._hasher.check_needs_rehash(stored_hash)
@@ -76,10 +81,12 @@ class PasswordService:
         if self._slots.locked():
             raise Unavailable("too many password checks in progress", retry_after=1)
         self._held.update(names)
+        self._queued += 1
         try:
             async with self._slots:
                 yield
         finally:
+            self._queued -= 1
             self._held.subtract(names)
             for name in names:
                 if self._held[name] <= 0:

@@ -58,6 +58,7 @@ class AuthSettings:
     hash_workers: int
     max_pending_hashes: int
     http: HttpLimits
+    metrics_public: bool  # GET /metrics without credentials (a trusted network only)
     log_level: str
 
 
@@ -152,6 +153,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> AuthSettings:
         hash_workers=env.integer("AUTH_HASH_WORKERS", 2, minimum=1, maximum=64),
         max_pending_hashes=env.integer("AUTH_MAX_PENDING_HASHES", 64, minimum=1),
         http=read_http_limits(env, "AUTH", default_connections=4096, default_per_address=1024),
+        metrics_public=env.boolean("AUTH_METRICS_PUBLIC", False),
         log_level=env.choice("LOG_LEVEL", "INFO", ("DEBUG", "INFO", "WARNING", "ERROR")),
     )
     _check_key_files(env, settings.signing_key_files)

@@ -6,8 +6,11 @@ service refuses anything else without spending a request on it.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import re
 from collections.abc import Iterable
+from urllib.parse import unquote
 
 MAX_TOKEN_LENGTH = 4096
 # header.payload.signature, base64url without padding (the signature may be empty in a
@@ -59,3 +62,16 @@ def cookie_values(cookie_headers: Iterable[str], name: str) -> list[str]:
             if sep and key == name:
                 values.append(value.strip().strip('"'))
     return values
+
+
+def basic_credentials(encoded: str) -> tuple[str, str] | None:
+    """The (id, secret) of HTTP Basic credentials (the header's value after `Basic `);
+    None when malformed. RFC 6749 §2.3.1: both were form-urlencoded before Basic encoding."""
+    try:
+        decoded = base64.b64decode(encoded.strip(), validate=True).decode()
+    except (binascii.Error, ValueError):  # ValueError: non-ASCII in the header
+        return None
+    client_id, sep, secret = decoded.partition(":")
+    if not sep:
+        return None
+    return unquote(client_id), unquote(secret)

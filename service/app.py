@@ -10,6 +10,7 @@ from aiohttp import web
 
 from common.connection_gate import CONNECTION_SCREEN
 from common.http_limits import body_deadline
+from common.metrics import METRICS_ACCESS, count_requests, metrics_route
 from common.redis import REDIS_ERRORS, connect_to, prepare
 from service import openapi, views
 from service.api import messages as api_messages
@@ -19,12 +20,14 @@ from service.api.errors import api_errors
 from service.api.users import UserDirectory
 from service.auth.chain import CredentialChecker, build_authenticator
 from service.auth.introspection import IntrospectionClient
+from service.auth.metrics_access import ChatMetricsAccess
 from service.auth.signing_keys import SigningKeys
 from service.broker.base import Broker
 from service.broker.cluster import ClusterBroker
 from service.broker.redis import RedisBroker
 from service.control import CHANNEL as CONTROL_CHANNEL
 from service.handshake import Handshake
+from service.metrics import METRICS, ChatMetrics
 from service.node import REVOCATION_CHANNEL, ChatNode
 from service.rooms.stores import room_stores
 from service.settings import ChatSettings
@@ -37,9 +40,16 @@ MAX_BODY = 64 * 1024  # the API's bodies are small (a message is at most 4096 ch
 
 def create_app(settings: ChatSettings, broker: Broker | None = None) -> web.Application:
     """The app; `broker` replaces the Redis broker (unit tests use the in-memory one)."""
+    metrics = ChatMetrics()
     app = web.Application(
-        middlewares=[body_deadline(settings.http), api_errors], client_max_size=MAX_BODY
+        middlewares=[
+            count_requests(metrics.http_requests),
+            body_deadline(settings.http),
+            api_errors,
+        ],
+        client_max_size=MAX_BODY,
     )
+    app[METRICS] = metrics
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         session = aiohttp.ClientSession(
@@ -58,6 +68,7 @@ def create_app(settings: ChatSettings, broker: Broker | None = None) -> web.Appl
             ttl=settings.introspection_cache_ttl,
             negative_ttl=settings.introspection_negative_ttl,
             max_entries=settings.introspection_cache_size,
+            metrics=metrics,
         )
         keys = SigningKeys(
             session, auth_url=settings.auth_url, timeout=settings.introspection_timeout
@@ -77,9 +88,13 @@ def create_app(settings: ChatSettings, broker: Broker | None = None) -> web.Appl
             log.warning("redis unavailable at start-up; the cluster is discovered on first use")
         stores = room_stores(redis, settings, chosen.channel, sharded=chosen.sharded)
         authenticator = build_authenticator(checker, settings)
-        handshake = Handshake(settings, authenticator, introspection, stores.user_sockets)
-        node = ChatNode(settings, chosen, stores, introspection, checker, handshake)
+        handshake = Handshake(settings, authenticator, introspection, stores.user_sockets, metrics)
+        node = ChatNode(settings, chosen, stores, introspection, checker, handshake, metrics)
+        metrics.watch(
+            sockets=node.sockets.__len__, links=chosen.links, presence=stores.tracker.__len__
+        )
         app[NODE] = node
+        app[METRICS_ACCESS] = ChatMetricsAccess(settings.client_id, settings.client_secret, checker)
         app[API] = Api(
             node,
             UserDirectory(
@@ -109,6 +124,7 @@ def create_app(settings: ChatSettings, broker: Broker | None = None) -> web.Appl
     app.add_routes(api_rooms.routes)
     app.add_routes(api_messages.routes)
     app.add_routes(openapi.routes())
+    app.add_routes([metrics_route(metrics.registry, public=settings.metrics_public)])
     return app
 
 

@@ -22,6 +22,7 @@ from service.errors import (
     WRITE_FAILED,
     Disconnect,
 )
+from service.metrics import ChatMetrics
 
 log = logging.getLogger(__name__)
 
@@ -82,9 +83,9 @@ class Connection:
     with 1013. Nothing per connection runs while it is idle: no task, no timer but expiry."""
 
     __slots__ = ("_allowance", "_backlog", "_close_timeout", "_closing", "_expiry", "_finished",
-                 "_flusher", "_frames", "_guard", "_outbox_limit", "_rate_limit", "_released",
-                 "_transport", "_write_timeout", "close_code", "id", "identity", "rooms",
-                 "ws")  # fmt: skip
+                 "_flusher", "_frames", "_guard", "_metrics", "_outbox_limit", "_rate_limit",
+                 "_released", "_transport", "_write_timeout", "close_code", "id", "identity",
+                 "rooms", "ws")  # fmt: skip
 
     def __init__(
         self,
@@ -97,8 +98,10 @@ class Connection:
         close_timeout: float,
         write_timeout: float = 5.0,
         rate_limit: RateLimit | None = None,
+        metrics: ChatMetrics | None = None,
     ) -> None:
         self.ws = ws
+        self._metrics = metrics
         self.id = connection_id
         self.identity = identity
         self.rooms: set[str] = set()
@@ -230,6 +233,8 @@ class Connection:
             self._expiry.cancel()
         if disconnect.slow_consumer:
             self._reset_on_close()
+            if self._metrics is not None:
+                self._metrics.slow_consumer_closes.inc()
         # Flush what was queued before the close frame, within the time allowed.
         closed = False
         try:

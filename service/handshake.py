@@ -19,6 +19,7 @@ from service.auth.identity import Identity
 from service.auth.introspection import IntrospectionClient
 from service.broker.base import UNAVAILABLE
 from service.errors import Refusal, Refused, invalid_token
+from service.metrics import ChatMetrics
 from service.settings import ChatSettings
 from service.user_sockets import UserSockets
 
@@ -53,8 +54,10 @@ class Handshake:
         authenticator: HandshakeAuthenticator,
         introspection: IntrospectionClient,
         user_sockets: UserSockets,
+        metrics: ChatMetrics,
     ) -> None:
         self.authenticator = authenticator
+        self._metrics = metrics
         self.admission = Admission(settings.max_connections)
         self._introspection = introspection
         self._user_sockets = user_sockets
@@ -62,7 +65,16 @@ class Handshake:
 
     async def admit(self, request: web.Request, ws: web.WebSocketResponse) -> Identity:
         """The identity, with its slots (this process's, and its user's across all
-        instances) reserved: every admit is paired with a `release`."""
+        instances) reserved: every admit is paired with a `release`. Counted by outcome."""
+        try:
+            identity = await self._admit(request, ws)
+        except Refused as refused:
+            self._metrics.handshake_refused(refused)
+            raise
+        self._metrics.handshake_accepted.inc()
+        return identity
+
+    async def _admit(self, request: web.Request, ws: web.WebSocketResponse) -> Identity:
         _check_upgrade(request, ws)
         # A full server refuses before it spends a look-up on the credential.
         self.admission.refuse_if_full()

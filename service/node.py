@@ -19,6 +19,7 @@ from service.control import CHANNEL as CONTROL_CHANNEL
 from service.control import Control
 from service.errors import GOING_AWAY, REVOKED, Refusal, Refused
 from service.handshake import Handshake
+from service.metrics import ChatMetrics
 from service.native.commands import Commands
 from service.registry import Sockets
 from service.rooms.access import RoomAccess
@@ -44,8 +45,10 @@ class ChatNode:
         introspection: IntrospectionClient,
         checker: CredentialChecker,
         handshake: Handshake,
+        metrics: ChatMetrics,
     ) -> None:
         self.settings = settings
+        self.metrics = metrics
         self.broker = broker
         self.sockets = Sockets()
         self.stores = stores
@@ -58,6 +61,7 @@ class ChatNode:
             stores.private,
             stores.tracker,
             message_ids,
+            metrics,
         )
         self.private = stores.private
         self.control = Control(stores.publish, self.sockets)

@@ -62,6 +62,7 @@ class ChatSettings:
     presence_grace: float  # seconds a closed socket stays present (a reconnect makes no pair)
     instance_lease: float  # seconds an instance stays alive in Redis without renewing
     http: HttpLimits
+    metrics_public: bool  # GET /metrics without credentials (a trusted network only)
     log_level: str
 
 
@@ -143,6 +144,7 @@ def read_settings(environ: Mapping[str, str] | None = None) -> tuple[ChatSetting
         presence_grace=env.number("CHAT_PRESENCE_GRACE", 3.0, minimum=0.0, maximum=300.0),
         instance_lease=env.number("CHAT_INSTANCE_LEASE", 5.0, minimum=1.0, maximum=60.0),
         http=http,
+        metrics_public=env.boolean("CHAT_METRICS_PUBLIC", False),
         log_level=env.choice("LOG_LEVEL", "INFO", ("DEBUG", "INFO", "WARNING", "ERROR")),
     )
     if settings.max_text * 6 + 1024 > settings.max_frame:

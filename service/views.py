@@ -102,6 +102,7 @@ async def _serve(
         close_timeout=settings.close_timeout,
         write_timeout=settings.write_timeout,
         rate_limit=node.rate_limit,
+        metrics=node.metrics,
     )
     meter = frame_meter_of(request)
     if meter is not None:

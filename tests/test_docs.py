@@ -27,3 +27,20 @@ def test_every_test_named_in_the_docs_exists() -> None:
 
 def test_the_security_document_names_tests() -> None:
     assert len(NAMED.findall((ROOT / "docs" / "security.md").read_text())) >= 40
+
+
+def test_operations_lists_every_metric_and_the_readme_links_it() -> None:
+    from auth_service.metrics import AuthMetrics
+    from service.metrics import ChatMetrics
+
+    chat = ChatMetrics()
+    chat.watch(sockets=lambda: 0, links=lambda: {"redis": True}, presence=lambda: 0)
+    exposed = {
+        family.name + ("_total" if family.type == "counter" else "")
+        for registry in (chat.registry, AuthMetrics().registry)
+        for family in registry.collect()
+    }
+    operations = (ROOT / "docs" / "operations.md").read_text()
+    assert len(exposed) == 23
+    assert {name for name in exposed if f"`{name}`" not in operations} == set()
+    assert "(docs/operations.md)" in (ROOT / "README.md").read_text()

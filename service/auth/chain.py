@@ -91,6 +91,12 @@ class CredentialChecker:
             raise invalid_token("the token has neither the chat nor the chat:server scope")
         return client_id
 
+    async def scopes(self, credential: str) -> tuple[str, ...]:
+        """The scopes of an active access token, a user's or a service's; refuses anything
+        else."""
+        answer = await self._introspected(credential, "access_token")
+        return tuple(str(answer.get("scope", "")).split(" "))
+
     @staticmethod
     def _has(answer: dict[str, Any], scope: str) -> bool:
         return scope in str(answer.get("scope", "")).split(" ")

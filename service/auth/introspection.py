@@ -13,6 +13,7 @@ from typing import Any
 import aiohttp
 
 from service.auth.introspection_cache import AnswerCache, RecentRevocations
+from service.metrics import ChatMetrics
 
 log = logging.getLogger(__name__)
 
@@ -53,8 +54,10 @@ class IntrospectionClient:
         ttl: float,
         negative_ttl: float,
         max_entries: int,
+        metrics: ChatMetrics,
     ) -> None:
         self._session = session
+        self._metrics = metrics
         self._url = f"{url}/introspect"
         self._authorization = aiohttp.encode_basic_auth(client_id, client_secret)
         self._timeout = aiohttp.ClientTimeout(total=timeout)
@@ -75,7 +78,9 @@ class IntrospectionClient:
         key = _cache_key(token, hint)
         cached = self.cache.get(key)
         if cached is not None:
+            self._metrics.cache_hit.inc()
             return cached
+        self._metrics.cache_miss.inc()
         for _ in range(MAX_REASKS):
             entry = self._inflight.get(key)
             if entry is None:
@@ -113,15 +118,27 @@ class IntrospectionClient:
 
     async def _fetch(self, token: str, hint: str) -> dict[str, Any]:
         self.requests += 1
+        metrics = self._metrics
+        started = time.monotonic()
         try:
             try:
-                return await self._post(token, hint)
+                answer = await self._post(token, hint)
             except aiohttp.ServerDisconnectedError:
                 # A pooled connection the auth service closed as idle just as it was reused:
                 # introspection changes nothing, so asking once more is safe.
-                return await self._post(token, hint)
-        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+                answer = await self._post(token, hint)
+        except (aiohttp.ClientError, TimeoutError, ValueError, IntrospectionUnavailable) as exc:
+            metrics.introspection_failed.inc()
+            if isinstance(exc, IntrospectionUnavailable):
+                raise
             raise IntrospectionUnavailable(type(exc).__name__) from exc
+        finally:
+            metrics.introspection_seconds.observe(time.monotonic() - started)
+        if answer["active"]:
+            metrics.introspection_active.inc()
+        else:
+            metrics.introspection_inactive.inc()
+        return answer
 
     async def _post(self, token: str, hint: str) -> dict[str, Any]:
         async with self._session.post(

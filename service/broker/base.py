@@ -54,6 +54,10 @@ class Broker(Protocol):
     @property
     def healthy(self) -> bool: ...
 
+    def links(self) -> dict[str, bool]:
+        """Each subscriber link by name, and whether it is connected (for metrics)."""
+        ...
+
     async def start(self, rooms: RoomListener, events: EventListener) -> None: ...
 
     def channel(self, room: str) -> str:

@@ -98,6 +98,12 @@ class ClusterBroker:
         load balancer's rotation."""
         return self._events.link.connected
 
+    def links(self) -> dict[str, bool]:
+        """The event link, and one link per shard primary this process has rooms on."""
+        states = {shard.link.name: shard.link.connected for shard in self._shards.values()}
+        states[self._events.link.name] = self._events.link.connected
+        return states
+
     def channel(self, room: str) -> str:
         return room_channel(room)
 

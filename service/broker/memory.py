@@ -30,6 +30,9 @@ class MemoryBroker:
     def healthy(self) -> bool:
         return self._bus.up
 
+    def links(self) -> dict[str, bool]:
+        return {"memory": self._bus.up}
+
     def channel(self, room: str) -> str:
         return room
 

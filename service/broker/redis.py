@@ -78,6 +78,9 @@ class RedisBroker:
     def healthy(self) -> bool:
         return self._link.connected
 
+    def links(self) -> dict[str, bool]:
+        return {self._link.name: self._link.connected}
+
     @property
     def probes_answered(self) -> int:
         return self._link.probes_answered

@@ -24,6 +24,7 @@ from collections.abc import (
 from typing import Any
 
 from service.broker.base import UNAVAILABLE, Broker, BrokerUnavailable
+from service.metrics import ChatMetrics
 from service.native.frames import message_parts
 from service.rooms.access import Actor
 from service.rooms.history import Published, RoomHistory, Stored
@@ -48,8 +49,10 @@ class RoomHub:
         private: PrivateRooms,
         presence: PresenceTracker,
         message_ids: Iterator[str],
+        metrics: ChatMetrics,
     ) -> None:
         self._broker = broker
+        self._metrics = metrics
         self._history = history
         self._private = private
         self._presence = presence
@@ -107,7 +110,9 @@ class RoomHub:
         async with self._room_lock(name):
             room = self._rooms.get(name)
             if room is None:
-                room = self._rooms[name] = Room(name, policy, self._history, self._count_read)
+                room = self._rooms[name] = Room(
+                    name, policy, self._history, self._count_read, self._metrics
+                )
                 try:
                     await self._broker.subscribe(name)
                 except BrokerUnavailable:
@@ -175,13 +180,15 @@ class RoomHub:
         next message id, idempotent per sender and room when `key` is given."""
         message_id = next(self._message_ids)
         frame = message_parts(name, message_id, sender.public(), text, time.time())
-        return await self.publish(
+        published = await self.publish(
             name,
             policy,
             frame,
             message_id=message_id,
             idempotency=None if key is None else (sender.id, key),
         )
+        self._metrics.messages_in.inc()
+        return published
 
     async def publish(
         self,

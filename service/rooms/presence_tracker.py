@@ -46,6 +46,10 @@ class PresenceTracker:
         lease.reaper(ROOMS, self._reap)
         lease.on_lost = self.resync
 
+    def __len__(self) -> int:
+        """(room, user) pairs this instance holds present."""
+        return len(self._here)
+
     async def enter(self, room: str, user_id: str, username: str) -> None:
         """One more socket of the user in the room. Raises what Redis raises."""
         await self._lease.record(ROOMS, room)

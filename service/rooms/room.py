@@ -22,8 +22,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 
+from service.metrics import ChatMetrics
 from service.rooms.history import RoomHistory, Tail
 from service.rooms.member import Joined, Member, Since
 from service.rooms.messages import RoomMessage
@@ -34,15 +36,22 @@ log = logging.getLogger(__name__)
 REPLAY_LIMIT = 1000  # messages one join may replay; older ones are announced as a gap
 WINDOW_SECONDS = 10.0  # how long one read of a room's history serves later joins
 HELD_LIMIT = 10_000  # messages held back during a repair; past it the oldest are let go
+MESSAGE_FRAME = b'{"type":"message"'  # in a room without history, what is not presence
 
 
 class Room:
     """One room here (see the module's docstring)."""
 
     def __init__(
-        self, name: str, policy: Policy, history: RoomHistory, on_read: Callable[[], None]
+        self,
+        name: str,
+        policy: Policy,
+        history: RoomHistory,
+        on_read: Callable[[], None],
+        metrics: ChatMetrics,
     ) -> None:
         self.name = name
+        self._metrics = metrics
         self.policy = policy
         self.members: set[Member] = set()
         self.joining = 0  # joins on their way in (the room is not dropped meanwhile)
@@ -100,6 +109,8 @@ class Room:
         self, member: Member, since: Since | None, announce: Callable[[Joined], None]
     ) -> None:
         """`announce`, then the gap and replay for `since`, then membership: no await."""
+        if since is not None:
+            announce = self._metrics.counting_recoveries(announce)
         if not self.policy.history:
             announce(Joined(None, None, None if since is None else False))
         elif since is None or member in self.members:
@@ -110,12 +121,14 @@ class Room:
         member.rooms.add(self.name)
 
     def _replay(self, member: Member, since: Since, announce: Callable[[Joined], None]) -> None:
+        metrics = self._metrics
         window = self._window or []
         first = window[0].offset if window else self._offset + 1
         assert first is not None
         if since.epoch != self._epoch:
             announce(Joined(self._epoch, self._offset, False))
             member.gap(self.name, None, None, reset=True)
+            metrics.gaps.inc()
             replay = window
         else:
             after = min(since.offset, self._offset)
@@ -123,9 +136,11 @@ class Room:
             announce(Joined(self._epoch, self._offset, not lost))
             if lost:
                 member.gap(self.name, after + 1, first - 1, reset=False)
+                metrics.gaps.inc()
             replay = [m for m in window if m.offset is not None and m.offset > after]
         if replay:
             member.replay(replay)
+            metrics.replayed.inc(len(replay))
 
     def close(self) -> None:
         """The room is dropped here: no read, repair or timer outlives it."""
@@ -143,6 +158,8 @@ class Room:
         if message.offset is None:
             for member in self.members:
                 member.deliver(message)
+            if message.frame.startswith(MESSAGE_FRAME):  # not a presence event
+                self._delivered(message)
             return
         if self._reading is not None:
             self._during_read.append(message)
@@ -157,8 +174,12 @@ class Room:
             if self._ready:
                 self._start_repair()
         else:
-            for member in self.members:
-                member.gap(self.name, None, None, reset=False)
+            self._gap(None, None, reset=False)
+
+    def _gap(self, first: int | None, last: int | None, *, reset: bool) -> None:
+        for member in self.members:
+            member.gap(self.name, first, last, reset=reset)
+        self._metrics.gaps.inc(len(self.members))
 
     def _hold(self, message: RoomMessage) -> None:
         assert message.offset is not None
@@ -185,6 +206,13 @@ class Room:
                 del self._window[0]
         for member in self.members:
             member.deliver(message)
+        self._delivered(message)
+
+    def _delivered(self, message: RoomMessage) -> None:
+        """Counts a message handed to the members here: one frame each, one fan-out time."""
+        if self.members:
+            self._metrics.messages_out.inc(len(self.members))
+            self._metrics.observe_fanout(message.frame, time.time())
 
     # -- reading history -------------------------------------------------------------------
 
@@ -255,15 +283,14 @@ class Room:
 
     async def _repair(self) -> None:
         """Reads the room's history and brings the members up to its end, in order."""
+        self._metrics.repairs.inc()
         tail = await self.read()
         lost_to = (tail.messages[0].offset if tail.messages else tail.offset + 1) - 1
         if tail.epoch != self._epoch:
-            for member in self.members:
-                member.gap(self.name, None, None, reset=True)
+            self._gap(None, None, reset=True)
             self._epoch, self._offset = tail.epoch, lost_to
         elif lost_to > self._offset:
-            for member in self.members:
-                member.gap(self.name, self._offset + 1, lost_to, reset=False)
+            self._gap(self._offset + 1, lost_to, reset=False)
             self._offset = lost_to
         self._set_window(None)  # what it held may have a hole now: read again
         for stored in tail.messages:

@@ -89,7 +89,7 @@ class LiveAuthService(LiveApp):
         """Working credentials for a protected operation: the registered client for
         introspection; for the others a new user's access token or session cookie, by turns
         (new each time, since the operation may revoke it or change the password)."""
-        if operation_id in ("introspect", "lookupUser"):
+        if operation_id in ("introspect", "lookupUser", "metrics"):
             return {"Authorization": CHAT_BASIC}
         n = next(self._names)
         username = f"user{n}"
@@ -222,6 +222,7 @@ def test_the_service_serves_the_document(live_auth: LiveAuthService) -> None:
 def test_the_protected_operations_are_the_expected_ones() -> None:
     assert sorted(PROTECTED.values()) == [
         "GET /me",
+        "GET /metrics",
         "GET /users/{username}",
         "POST /introspect",
         "POST /me/password",

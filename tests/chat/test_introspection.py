@@ -12,6 +12,7 @@ import pytest
 from service.auth.chain import CredentialChecker
 from service.auth.introspection import IntrospectionClient, IntrospectionUnavailable
 from service.errors import Refusal, Refused
+from service.metrics import ChatMetrics
 
 
 class HeldAnswers:
@@ -35,7 +36,7 @@ async def client() -> AsyncIterator[IntrospectionClient]:
     async with aiohttp.ClientSession() as session:
         yield IntrospectionClient(
             session, url="http://unused", client_id="chat", client_secret="secret",
-            timeout=1, ttl=60, negative_ttl=5, max_entries=100,
+            timeout=1, ttl=60, negative_ttl=5, max_entries=100, metrics=ChatMetrics(),
         )  # fmt: skip
 
 
