@@ -465,3 +465,12 @@ def test_every_redis_demands_the_one_password(compose: dict[str, Any]) -> None:
     for name in APP_SERVICES:
         settings = load(name, resolved(compose, name, CALLER))
         assert settings.redis_password == CALLER["REDIS_PASSWORD"], name
+
+
+def test_metrics_are_on_the_published_ports_and_closed_unless_opened(
+    compose: dict[str, Any],
+) -> None:
+    for name in APP_SERVICES:
+        assert load(name, resolved(compose, name, CALLER)).metrics_public is False, name
+        opened = {**CALLER, "AUTH_METRICS_PUBLIC": "true", "CHAT_METRICS_PUBLIC": "true"}
+        assert load(name, resolved(compose, name, opened)).metrics_public is True, name
