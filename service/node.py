@@ -25,6 +25,7 @@ from service.rooms.access import RoomAccess
 from service.rooms.hub import RoomHub
 from service.rooms.stores import RoomStores
 from service.settings import ChatSettings
+from service.token_refresh import TokenRefresh
 
 log = logging.getLogger(__name__)
 
@@ -65,9 +66,8 @@ class ChatNode:
         self.introspection = introspection
         self.checker = checker
         self.handshake = handshake
-        self.commands = Commands(
-            settings, self.hub, self.access, stores.presence, self.sockets, checker
-        )
+        self.refresher = TokenRefresh(checker, self.sockets, grace=settings.expiry_grace)
+        self.commands = Commands(settings, self.hub, self.access, stores.presence, self.refresher)
         self._connection_ids = (f"{settings.instance_id}-{boot}-c{n}" for n in itertools.count(1))
         self._revalidation: asyncio.Task[None] | None = None
         self._revalidate_again = False
