@@ -25,7 +25,8 @@ from centrifuge import (
     UnsubscribedContext,
 )
 
-from tests.chat.helpers import DEADLINE, Client as TestClient
+from tests.chat.helpers import DEADLINE
+from tests.chat.helpers import Client as TestClient
 
 
 def address(instance: TestClient) -> str:

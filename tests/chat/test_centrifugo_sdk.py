@@ -78,13 +78,15 @@ async def test_history_forward_reverse_and_since(
 
     oldest = await sub.history(limit=2)
     assert [p.data["text"] for p in oldest.publications] == ["m1", "m2"]
-    assert oldest.offset == 5 and oldest.epoch
+    assert oldest.offset == 5
+    assert oldest.epoch
     newest = await sub.history(limit=2, reverse=True)
     assert [p.data["text"] for p in newest.publications] == ["m5", "m4"]
     after = await sub.history(limit=10, since=StreamPosition(offset=3, epoch=oldest.epoch))
     assert [p.offset for p in after.publications] == [4, 5]
     top_only = await sub.history()
-    assert top_only.publications == [] and top_only.offset == 5
+    assert top_only.publications == []
+    assert top_only.offset == 5
     with pytest.raises(ReplyError) as wrong_epoch:
         await sub.history(limit=10, since=StreamPosition(offset=3, epoch="another"))
     assert wrong_epoch.value.code == 112
@@ -99,7 +101,8 @@ async def test_presence_and_presence_stats_across_instances(
     sub_a, events_a = await subscribed(a, "lobby", join_leave=True)
     await subscribed(b, "lobby")
     joined = await next_of(events_a.joins)
-    assert joined.info.user == bob.id and joined.info.conn_info["username"] == "bob"
+    assert joined.info.user == bob.id
+    assert joined.info.conn_info["username"] == "bob"
 
     presence = await sub_a.presence()
     assert set(presence.clients) == {alice.id, bob.id}
