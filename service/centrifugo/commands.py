@@ -65,12 +65,13 @@ class CentrifugoCommands:
         for command in commands:
             if socket.closing:
                 return
-            if command.method == "":
-                socket.pong()
-                continue
-            verdict = socket.rate_check()
+            verdict = socket.rate_check()  # every command counts, pongs too
             if verdict == RateGuard.ABUSIVE:
                 return
+            if command.method == "":
+                if verdict == RateGuard.ALLOWED:
+                    socket.pong()
+                continue
             try:
                 if verdict == RateGuard.LIMITED:
                     raise ReplyError(frames.TOO_MANY_REQUESTS, "slow down", temporary=True)
