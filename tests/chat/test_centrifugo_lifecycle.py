@@ -196,3 +196,16 @@ async def test_a_revoked_token_is_disconnected_for_good_with_3500(
     gone = await next_of(events.disconnected)
     assert (gone.code, gone.reason) == (3500, "invalid token")
     assert drops(events) == []  # terminal: no reconnection
+
+
+async def test_a_shutdown_is_3001_and_the_sdk_reconnects_elsewhere(
+    make_chat: ChatFactory, alice: ChatUser, clients: list[Client]
+) -> None:
+    chat = await make_chat()
+    client, events = await connected(address(chat), alice.access_token)
+    clients.append(client)
+    assert (await next_of(events.connecting)).code == 0  # its first connect
+    await chat.server.close()
+    dropped = await next_of(events.connecting)
+    assert (dropped.code, dropped.reason) == (3001, "shutdown")  # reconnecting, not stopped
+    assert events.disconnected.empty()
