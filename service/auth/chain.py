@@ -182,10 +182,7 @@ class HandshakeAuthenticator:
     address whose credentials keep being refused is refused before any is looked at."""
 
     def __init__(
-        self,
-        chain: Sequence[Authenticator],
-        settings: ChatSettings,
-        checker: CredentialChecker | None = None,
+        self, chain: Sequence[Authenticator], settings: ChatSettings, checker: CredentialChecker
     ) -> None:
         self._chain = chain
         self._checker = checker
@@ -202,7 +199,7 @@ class HandshakeAuthenticator:
         address = request.remote or "unknown"
         self.failures.refuse_if_blocked(address)
         try:
-            if token is not None and self._checker is not None:
+            if token is not None:
                 self._refuse_origin(request)
                 return await self._checker.identity(token, token_type="access_token")
             return await self._identity(request)

@@ -229,3 +229,15 @@ async def test_a_gap_is_an_unsubscribe_2500_and_the_sdk_subscribes_again(
         assert (await next_of(events.publications)).pub.data["text"] == "at most once"
     finally:
         await client.disconnect()
+
+
+async def test_refused_connect_tokens_count_against_the_address_like_handshakes(
+    make_chat: ChatFactory, alice: ChatUser
+) -> None:
+    chat = await make_chat(CHAT_HANDSHAKE_FAILURES="3", CHAT_HANDSHAKE_FAILURE_WINDOW="60")
+    for _ in range(3):
+        ws = await chat.ws_connect(PATH)
+        await send(ws, {"id": 1, "connect": {"token": "eyJhbGciOiJFZERTQSJ9.e30.c2ln"}})
+        assert await closed_with(ws) == 3500
+    response = await chat.get("/ws", headers={"Authorization": f"Bearer {alice.access_token}"})
+    assert response.status == 429  # the address is refused now, on either endpoint
