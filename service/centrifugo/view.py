@@ -15,20 +15,18 @@ import base64
 import binascii
 import contextlib
 import json
-import socket
 import time
 
 from aiohttp import WSMsgType, web
 
-from common.aiohttp_adapter import frame_meter_of
 from service.auth.identity import Identity
 from service.centrifugo import codes, frames
 from service.centrifugo.commands import connection_lease
 from service.centrifugo.frames import BadRequest, Command, ReplyError
 from service.centrifugo.socket import CentrifugoSocket
-from service.errors import REVOKED, Disconnect, Refusal, Refused
+from service.errors import Disconnect, Refusal, Refused
 from service.node import ChatNode
-from service.views import NODE, refusal_response
+from service.views import NODE, closed, opened, refusal_response, socket_limits
 
 routes = web.RouteTableDef()
 
@@ -157,26 +155,8 @@ async def _connected(
     started: float,
 ) -> None:
     settings = node.settings
-    sock = request.transport.get_extra_info("socket") if request.transport is not None else None
-    if sock is not None and settings.socket_sndbuf:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, settings.socket_sndbuf)
-    connection = CentrifugoSocket(
-        ws,
-        request,
-        identity,
-        connection_id=node.next_connection_id(),
-        outbox_limit=settings.outbox_frames,
-        close_timeout=settings.close_timeout,
-        write_timeout=settings.write_timeout,
-        rate_limit=node.rate_limit,
-    )
-    meter = frame_meter_of(request)
-    if meter is not None:
-        meter.attach(connection.frame_seen)
-    node.sockets.add(connection)
-    if node.handshake.revoked_since(identity, started):
-        connection.close_soon(REVOKED)
-    connection.expire_at(identity.exp + settings.expiry_grace)
+    connection = CentrifugoSocket(ws, request, identity, **socket_limits(node))
+    opened(node, request, connection, started)
     result = connection_lease(connection.id, identity.exp)
     result.update(ping=settings.centrifugo_ping, pong=True, data={"user": identity.public()})
     connection.send(frames.reply(connect, result))
@@ -198,17 +178,7 @@ async def _connected(
                 connection.close_soon(codes.BAD_REQUEST)
                 break
     finally:
-        if connection.rooms or not connection.settled:
-            await asyncio.shield(asyncio.ensure_future(_clean_up(node, connection)))
-        else:
-            node.sockets.discard(connection)
-            connection.release()
-
-
-async def _clean_up(node: ChatNode, connection: CentrifugoSocket) -> None:
-    node.sockets.discard(connection)
-    await node.hub.remove(connection)
-    await connection.finish()
+        await closed(node, connection)
 
 
 async def _refuse(
