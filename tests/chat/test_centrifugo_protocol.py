@@ -241,3 +241,28 @@ async def test_refused_connect_tokens_count_against_the_address_like_handshakes(
         assert await closed_with(ws) == 3500
     response = await chat.get("/ws", headers={"Authorization": f"Bearer {alice.access_token}"})
     assert response.status == 429  # the address is refused now, on either endpoint
+
+
+async def test_a_connect_without_token_uses_the_upgrades_bearer_header(
+    stack: Stack, alice: ChatUser
+) -> None:
+    ws, answer = await connect_raw(
+        stack.a, None, headers={"Authorization": f"Bearer {alice.access_token}"}
+    )
+    assert answer["connect"]["data"]["user"]["id"] == alice.id
+    await ws.close()
+
+
+async def test_refresh_keeps_the_user_and_refuses_another_or_a_bad_token(
+    stack: Stack, alice: ChatUser, bob: ChatUser
+) -> None:
+    ws, _ = await connect_raw(stack.a, alice.access_token)
+    fresh = (await stack.token("alice", PASSWORD))["access_token"]
+    await send(ws, {"id": 2, "refresh": {"token": fresh}})
+    refreshed = (await reply(ws))["refresh"]
+    assert refreshed["expires"] is True
+    assert 0 < refreshed["ttl"] < 900
+    await send(ws, {"id": 3, "refresh": {"token": bob.access_token}})
+    assert (await reply(ws))["error"]["code"] == 103  # another user's: refused, still open
+    await send(ws, {"id": 4, "refresh": {"token": "eyJhbGciOiJFZERTQSJ9.e30.c2ln"}})
+    assert await closed_with(ws) == 3500
