@@ -4,16 +4,11 @@ native protocol uses; only the frames differ."""
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 from service.broker.base import UNAVAILABLE
 from service.centrifugo import codes, frames
-from service.centrifugo.frames import (
-    BAD_REQUEST,
-    Command,
-    ReplyError,
-)
+from service.centrifugo.frames import BAD_REQUEST, Command, ReplyError
 from service.centrifugo.socket import CentrifugoSocket
 from service.connection import RateGuard
 from service.rooms.access import Actor, Decision, RoomAccess, Verdict
@@ -24,19 +19,24 @@ from service.rooms.presence import PresenceStore
 from service.settings import ChatSettings
 from service.token_refresh import RefreshFailure, RefreshRefused, TokenRefresh
 
-VERSION = "authchat"  # what `version` says in connect and refresh results
 MAX_HISTORY = 100  # publications per history answer (our history pages are 100 at most)
 REJECT_UNRECOVERED = 2  # a subscribe flag: answer 112 rather than recovered false
 
-# Each refusal of the rooms' policy as a Centrifugo error.
+# Each refusal of the rooms' policy as a Centrifugo error (a server's NO_SUCH_ROOM cannot
+# happen to a user's socket; it is refused like FORBIDDEN, as on /ws).
 _REFUSED = {
-    Verdict.FORBIDDEN: ReplyError(frames.PERMISSION_DENIED, "permission denied"),
-    Verdict.NO_SUCH_ROOM: ReplyError(frames.PERMISSION_DENIED, "permission denied"),
-    Verdict.BAD_ROOM: ReplyError(
-        frames.UNKNOWN_CHANNEL, "a DM room is dm:<username>,<username>, lower case and sorted"
+    Verdict.FORBIDDEN: (frames.PERMISSION_DENIED, "permission denied"),
+    Verdict.NO_SUCH_ROOM: (frames.PERMISSION_DENIED, "permission denied"),
+    Verdict.BAD_ROOM: (
+        frames.UNKNOWN_CHANNEL,
+        "a DM room is dm:<username>,<username>, lower case and sorted",
     ),
-    Verdict.UNKNOWN_NAMESPACE: ReplyError(frames.UNKNOWN_CHANNEL, "unknown channel"),
+    Verdict.UNKNOWN_NAMESPACE: (frames.UNKNOWN_CHANNEL, "unknown channel"),
 }
+
+
+def refused(verdict: Verdict) -> ReplyError:
+    return ReplyError(*_REFUSED[verdict])
 
 
 def unavailable(what: str) -> ReplyError:
@@ -107,7 +107,7 @@ class CentrifugoCommands:
     def _allowed(decision: Decision) -> Policy:
         if decision.policy is not None and decision.allowed:
             return decision.policy
-        raise _REFUSED[decision.verdict]
+        raise refused(decision.verdict)
 
     async def _subscribe(self, socket: CentrifugoSocket, command: Command) -> None:
         request = command.request
@@ -143,7 +143,7 @@ class CentrifugoCommands:
                     room, socket, policy, since=since, announce=pending.announce, recheck=recheck
                 )
             except NotAllowed:
-                raise _REFUSED[Verdict.FORBIDDEN] from None
+                raise refused(Verdict.FORBIDDEN) from None
             except UNAVAILABLE:
                 raise unavailable("subscribe") from None
             joined = pending.joined
@@ -273,19 +273,7 @@ class CentrifugoCommands:
                 raise ReplyError(frames.PERMISSION_DENIED, "the token is another user's") from None
             socket.close_soon(codes.INVALID_TOKEN)
             return
-        socket.send(frames.reply(command, connection_lease(socket.id, identity.exp)))
-
-
-def connection_lease(client: str, exp: int) -> dict[str, Any]:
-    """What connect and refresh results say of the connection's life: the SDK refreshes
-    its token after `ttl` seconds, 90 % of the token's remaining life (before it expires)."""
-    remaining = exp - time.time()
-    return {
-        "client": client,
-        "version": VERSION,
-        "expires": True,
-        "ttl": max(1, int(remaining * 0.9)),
-    }
+        socket.send(frames.reply(command, frames.lease(socket.id, identity.exp)))
 
 
 def _publications(stored: list[tuple[bytes, int | None]]) -> list[bytes]:

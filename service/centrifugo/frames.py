@@ -10,6 +10,7 @@ neither is the client's answer to a ping. `bytes` fields of the schema (`data`,
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,6 +35,7 @@ METHODS = (
     "sub_refresh",
 )
 PING = b"{}"  # a server ping, and a client's pong
+VERSION = "authchat"  # what `version` says in connect and refresh results
 
 
 class BadRequest(Exception):
@@ -192,6 +194,18 @@ def with_publications(command: Command, result: dict[str, Any], pubs: list[bytes
     head = encode({"id": command.id, command.method: result})
     listed = b'"publications":[' + b",".join(pubs) + b"]"
     return head[:-2] + (b"," if result else b"") + listed + b"}}"
+
+
+def lease(client: str, exp: int) -> dict[str, Any]:
+    """What connect and refresh results say of the connection's life: the SDK refreshes
+    its token after `ttl` seconds, 90 % of the token's remaining life (before it expires)."""
+    remaining = exp - time.time()
+    return {
+        "client": client,
+        "version": VERSION,
+        "expires": True,
+        "ttl": max(1, int(remaining * 0.9)),
+    }
 
 
 def push(room: str, kind: str, body: dict[str, Any]) -> bytes:

@@ -21,7 +21,6 @@ from aiohttp import WSMsgType, web
 
 from service.auth.identity import Identity
 from service.centrifugo import codes, frames
-from service.centrifugo.commands import connection_lease
 from service.centrifugo.frames import BadRequest, Command, ReplyError
 from service.centrifugo.socket import CentrifugoSocket
 from service.errors import Disconnect, Refusal, Refused
@@ -157,7 +156,7 @@ async def _connected(
     settings = node.settings
     connection = CentrifugoSocket(ws, request, identity, **socket_limits(node))
     opened(node, request, connection, started)
-    result = connection_lease(connection.id, identity.exp)
+    result = frames.lease(connection.id, identity.exp)
     result.update(ping=settings.centrifugo_ping, pong=True, data={"user": identity.public()})
     connection.send(frames.reply(connect, result))
     connection.start_pings(settings.centrifugo_ping)
