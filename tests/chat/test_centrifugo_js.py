@@ -18,6 +18,7 @@ from centrifuge import Client
 from tests.chat.centrifugo_sdk import address, connected, next_of, subscribed
 from tests.chat.helpers import DEADLINE, ChatUser, Stack
 from tests.conftest import Store
+from tests.faults import LinkProxy
 
 SCRIPT_DIR = Path(__file__).resolve().parent.parent / "sdk" / "js"
 
@@ -130,3 +131,34 @@ async def test_the_npm_sdk_talks_to_a_python_sdk_across_instances(
     await node.command("exit")
     assert await asyncio.wait_for(node.process.wait(), DEADLINE) == 0
     assert not [e for e in node.seen if e["event"] in ("error", "subscription_error", "failed")]
+
+
+async def test_the_npm_sdk_recovers_what_it_missed_while_dropped(
+    stack: Stack, alice: ChatUser, bob: ChatUser, node_client: Any
+) -> None:
+    way_in = LinkProxy(stack.a.server.port)
+    await way_in.start()
+    url = f"ws://127.0.0.1:{way_in.port}/connection/websocket"
+    node = await node_client(url, "lobby", alice.access_token)
+    await node.expect("subscribed")
+    python, _ = await connected(address(stack.b), bob.access_token)
+    try:
+        sub, _ = await subscribed(python, "lobby")
+        await sub.publish({"text": "before"})
+        assert (await node.expect("publication"))["offset"] == 1
+
+        way_in.cut()
+        await node.expect("subscribing")
+        for text in ("missed 1", "missed 2"):
+            await sub.publish({"text": text})
+        way_in.restore()
+
+        again = await node.expect("subscribed", deadline=10)
+        assert again["wasRecovering"]
+        assert again["recovered"]
+        recovered = [await node.expect("publication") for _ in range(2)]
+        assert [p["data"]["text"] for p in recovered] == ["missed 1", "missed 2"]
+        assert [p["offset"] for p in recovered] == [2, 3]
+    finally:
+        await python.disconnect()
+        await way_in.close()

@@ -11,7 +11,11 @@ const [url, room] = process.argv.slice(2);
 const print = (event) => process.stdout.write(JSON.stringify(event) + '\n');
 
 // Node 20 has no global WebSocket: the SDK is handed the `ws` package's.
-const client = new Centrifuge(url, { token: process.env.CENTRIFUGE_TOKEN, websocket: WebSocket });
+const client = new Centrifuge(url, {
+  token: process.env.CENTRIFUGE_TOKEN,
+  websocket: WebSocket,
+  maxReconnectDelay: 500, // a test waits for the reconnection: keep it short
+});
 client.on('connected', (ctx) => print({ event: 'connected', client: ctx.client, data: ctx.data }));
 client.on('disconnected', (ctx) => print({ event: 'disconnected', code: ctx.code, reason: ctx.reason }));
 client.on('error', (ctx) => print({ event: 'error', message: String(ctx.error && ctx.error.message) }));
@@ -22,7 +26,10 @@ sub.on('subscribed', (ctx) => print({
   recoverable: ctx.recoverable,
   positioned: ctx.positioned,
   position: ctx.streamPosition,
+  wasRecovering: ctx.wasRecovering,
+  recovered: ctx.recovered,
 }));
+sub.on('subscribing', (ctx) => print({ event: 'subscribing', code: ctx.code, reason: ctx.reason }));
 sub.on('publication', (ctx) => print({ event: 'publication', data: ctx.data, offset: ctx.offset, info: ctx.info }));
 sub.on('join', (ctx) => print({ event: 'join', info: ctx.info }));
 sub.on('error', (ctx) => print({ event: 'subscription_error', code: ctx.error.code, message: ctx.error.message }));
