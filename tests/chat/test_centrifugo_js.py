@@ -1,6 +1,6 @@
 """The `centrifuge` npm SDK under Node against /connection/websocket (tests/sdk/js/client.mjs),
 with a centrifuge-python client on the other chat instance: connect, subscribe, a publication
-each way across instances, history, presence."""
+each way across instances, history, presence, and recovery after a dropped connection."""
 
 from __future__ import annotations
 
