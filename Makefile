@@ -18,8 +18,16 @@ install: $(STAMP)
 run: $(STAMP)
 	CLUSTER=$(CLUSTER) $(VENV)/bin/python scripts/run_stack.py
 
+## The centrifuge npm SDK the suite drives under Node (tests/sdk/js), installed as locked
+JS_SDK   := tests/sdk/js
+JS_STAMP := $(JS_SDK)/node_modules/.installed-stamp
+$(JS_STAMP): $(JS_SDK)/package-lock.json
+	@command -v npm >/dev/null || { echo "make: npm (Node.js 20+) is needed for the Centrifugo JS SDK tests; install nodejs and npm"; exit 1; }
+	cd $(JS_SDK) && npm ci --no-audit --no-fund --ignore-scripts
+	touch $(JS_STAMP)
+
 ## test: the whole suite against a redis-server it starts itself (REDIS_URL to use another)
-test: $(STAMP)
+test: $(STAMP) $(JS_STAMP)
 	$(VENV)/bin/pytest -m "not slow and not load"
 
 ## load: the load tests (not part of make test); they print their figures

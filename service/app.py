@@ -25,6 +25,7 @@ from service.auth.signing_keys import SigningKeys
 from service.broker.base import Broker
 from service.broker.cluster import ClusterBroker
 from service.broker.redis import RedisBroker
+from service.centrifugo import view as centrifugo_view
 from service.control import CHANNEL as CONTROL_CHANNEL
 from service.handshake import Handshake
 from service.metrics import METRICS, ChatMetrics
@@ -121,6 +122,7 @@ def create_app(settings: ChatSettings, broker: Broker | None = None) -> web.Appl
     app.cleanup_ctx.append(lifecycle)
     app.on_shutdown.append(on_shutdown)
     app.add_routes(views.routes)
+    app.add_routes(centrifugo_view.routes)
     app.add_routes(api_rooms.routes)
     app.add_routes(api_messages.routes)
     app.add_routes(openapi.routes())

@@ -265,7 +265,13 @@ class Connection:
         if not disconnect.slow_consumer and flusher is not None and not flusher.done():
             await asyncio.shield(flusher)  # a slow consumer's backlog is what we drop
         self._stop_flushing()
-        await self.ws.close(code=disconnect.code, message=disconnect.reason.encode())
+        code, reason = self.on_the_wire(disconnect)
+        await self.ws.close(code=code, message=reason.encode())
+
+    def on_the_wire(self, disconnect: Disconnect) -> tuple[int, str]:
+        """The close code and reason a disconnect is sent as (a protocol with codes of its
+        own translates them here; `close_code` keeps ours)."""
+        return disconnect.code, disconnect.reason
 
     def _stop_flushing(self) -> None:
         if self._flusher is not None:

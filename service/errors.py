@@ -25,7 +25,7 @@ class Disconnect:
     """Why the server ends a socket: a close code and the reason sent with it. Every one the
     server uses is defined below, once (the table in docs/protocol.md)."""
 
-    code: CloseCode
+    code: int  # a CloseCode, or a code of another protocol's own (service/centrifugo)
     reason: str
 
     @property

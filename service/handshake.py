@@ -78,31 +78,58 @@ class Handshake:
         _check_upgrade(request, ws)
         # A full server refuses before it spends a look-up on the credential.
         self.admission.refuse_if_full()
-        identity = await self.authenticator.authenticate(request)
-        if identity.exp <= time.time():
-            raise invalid_token("the credential has expired")
+        identity = await self.identify(request)
         self.admission.admit()
         try:
-            admitted = await self._user_sockets.admit(identity.user_id)
-        except BaseException as exc:
+            await self.admit_user(identity)
+        except BaseException:
             self.admission.release()
-            if isinstance(exc, UNAVAILABLE):
-                raise Refused(
-                    Refusal.UNAVAILABLE, "cannot admit connections now", retry_after=2
-                ) from exc
             raise
+        return identity
+
+    async def admit_connect(self, request: web.Request, token: str | None) -> Identity:
+        """`admit` for a socket upgraded before its credential (Centrifugo's `connect`
+        carries it): the identity with its user's slot reserved (paired with
+        `release_user`). Counted by outcome like every handshake."""
+        try:
+            identity = await self.identify(request, token=token)
+            await self.admit_user(identity)
+        except Refused as refused:
+            self._metrics.handshake_refused(refused)
+            raise
+        self._metrics.handshake_accepted.inc()
+        return identity
+
+    async def identify(self, request: web.Request, *, token: str | None = None) -> Identity:
+        """Who holds the request's credential (or `token`, one sent after the upgrade), if
+        it has not expired; raises `Refused` otherwise."""
+        identity = await self.authenticator.authenticate(request, token=token)
+        if identity.exp <= time.time():
+            raise invalid_token("the credential has expired")
+        return identity
+
+    async def admit_user(self, identity: Identity) -> None:
+        """Reserves one of the user's slots across all instances, or refuses; paired with
+        `release_user` (or `release`, when `admit` also took this process's slot)."""
+        try:
+            admitted = await self._user_sockets.admit(identity.user_id)
+        except UNAVAILABLE as exc:
+            raise Refused(
+                Refusal.UNAVAILABLE, "cannot admit connections now", retry_after=2
+            ) from exc
         if not admitted:
-            self.admission.release()
             raise Refused(
                 Refusal.TOO_MANY_FOR_USER,
                 f"at most {self._per_user} sockets per user",
                 retry_after=5,
             )
-        return identity
+
+    def release_user(self, identity: Identity) -> None:
+        self._user_sockets.release(identity.user_id)
 
     def release(self, identity: Identity) -> None:
         self.admission.release()
-        self._user_sockets.release(identity.user_id)
+        self.release_user(identity)
 
     def revoked_since(self, identity: Identity, since: float) -> bool:
         """Whether a revocation of `identity` arrived after `since` (monotonic): closes the

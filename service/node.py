@@ -14,6 +14,7 @@ from common.backoff import Backoff
 from service.auth.chain import CredentialChecker
 from service.auth.introspection import IntrospectionClient
 from service.broker.base import Broker
+from service.centrifugo.commands import CentrifugoCommands
 from service.connection import Connection, RateLimit
 from service.control import CHANNEL as CONTROL_CHANNEL
 from service.control import Control
@@ -26,6 +27,7 @@ from service.rooms.access import RoomAccess
 from service.rooms.hub import RoomHub
 from service.rooms.stores import RoomStores
 from service.settings import ChatSettings
+from service.token_refresh import TokenRefresh
 
 log = logging.getLogger(__name__)
 
@@ -69,8 +71,10 @@ class ChatNode:
         self.introspection = introspection
         self.checker = checker
         self.handshake = handshake
-        self.commands = Commands(
-            settings, self.hub, self.access, stores.presence, self.sockets, checker
+        self.refresher = TokenRefresh(checker, self.sockets, grace=settings.expiry_grace)
+        self.commands = Commands(settings, self.hub, self.access, stores.presence, self.refresher)
+        self.centrifugo = CentrifugoCommands(
+            settings, self.hub, self.access, stores.presence, self.refresher
         )
         self._connection_ids = (f"{settings.instance_id}-{boot}-c{n}" for n in itertools.count(1))
         self._revalidation: asyncio.Task[None] | None = None

@@ -53,6 +53,8 @@ class ChatSettings:
     rate_strikes: int
     redis_probe_interval: float
     heartbeat: float
+    centrifugo_ping: int  # seconds between Centrifugo pings (`{}`); a peer must answer each
+    centrifugo_connect_timeout: float  # seconds a Centrifugo socket has to send `connect`
     close_timeout: float
     expiry_grace: float
     handshake_failures: int
@@ -135,6 +137,10 @@ def read_settings(environ: Mapping[str, str] | None = None) -> tuple[ChatSetting
         rate_strikes=env.integer("CHAT_RATE_STRIKES", 20, minimum=1),
         redis_probe_interval=env.number("CHAT_REDIS_PROBE_INTERVAL", 5.0, minimum=0.05),
         heartbeat=env.number("CHAT_HEARTBEAT", 30.0, minimum=0.1),
+        centrifugo_ping=env.integer("CHAT_CENTRIFUGO_PING", 25, minimum=1, maximum=3600),
+        centrifugo_connect_timeout=env.number(
+            "CHAT_CENTRIFUGO_CONNECT_TIMEOUT", 10.0, minimum=0.1, maximum=300.0
+        ),
         close_timeout=env.number("CHAT_CLOSE_TIMEOUT", 2.0, minimum=0.01),
         expiry_grace=env.number("CHAT_EXPIRY_GRACE", 5.0),
         handshake_failures=env.integer("CHAT_HANDSHAKE_FAILURES", 20, minimum=1),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import time
+from typing import Any
 
 import aiohttp
 from aiohttp import WSMsgType, web
@@ -12,7 +13,8 @@ from aiohttp import WSMsgType, web
 from common.aiohttp_adapter import frame_meter_of
 from service.auth.chain import SUBPROTOCOL
 from service.auth.identity import Identity
-from service.connection import RateGuard
+from service.centrifugo.socket import CentrifugoSocket
+from service.connection import Connection, RateGuard
 from service.errors import REVOKED, Refusal, Refused
 from service.native import frames
 from service.native.socket import NativeSocket
@@ -87,31 +89,8 @@ async def _serve(
     identity: Identity,
     started: float,
 ) -> None:
-    settings = node.settings
-    sock = request.transport.get_extra_info("socket") if request.transport is not None else None
-    if sock is not None and settings.socket_sndbuf:
-        # Left to autotune, the kernel would hide megabytes for a peer that stopped reading
-        # before the outbox bound (and 1013) ever applied.
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, settings.socket_sndbuf)
-    connection = NativeSocket(
-        ws,
-        request,
-        identity,
-        connection_id=node.next_connection_id(),
-        outbox_limit=settings.outbox_frames,
-        close_timeout=settings.close_timeout,
-        write_timeout=settings.write_timeout,
-        rate_limit=node.rate_limit,
-        metrics=node.metrics,
-    )
-    meter = frame_meter_of(request)
-    if meter is not None:
-        # Pings, pongs and fragments never reach the loop below; they count all the same.
-        meter.attach(connection.frame_seen)
-    node.sockets.add(connection)
-    if node.handshake.revoked_since(identity, started):
-        connection.close_soon(REVOKED)
-    connection.expire_at(identity.exp + settings.expiry_grace)
+    connection = NativeSocket(ws, request, identity, **socket_limits(node))
+    opened(node, request, connection, started)
     connection.send(
         frames.encode(
             {
@@ -138,16 +117,53 @@ async def _serve(
     finally:
         # The handler may be cancelled (its client hung up): release the slot at once.
         node.handshake.release(identity)
-        if connection.rooms or not connection.settled:
-            # Leaving rooms and completing a close take awaits: they run as their own task,
-            # so that this handler's cancellation cannot cut them short.
-            await asyncio.shield(asyncio.ensure_future(_clean_up(node, connection)))
-        else:
-            node.sockets.discard(connection)
-            connection.release()
+        await closed(node, connection)
 
 
-async def _clean_up(node: ChatNode, connection: NativeSocket) -> None:
+def socket_limits(node: ChatNode) -> dict[str, Any]:
+    """A new socket's id and bounds (keyword arguments of `Connection`)."""
+    settings = node.settings
+    return {
+        "connection_id": node.next_connection_id(),
+        "outbox_limit": settings.outbox_frames,
+        "close_timeout": settings.close_timeout,
+        "write_timeout": settings.write_timeout,
+        "rate_limit": node.rate_limit,
+        "metrics": node.metrics,
+    }
+
+
+def opened(node: ChatNode, request: web.Request, connection: Connection, started: float) -> None:
+    """A socket whose credential was checked from `started` (monotonic) on joins this
+    process's sockets, whatever protocol it speaks."""
+    settings = node.settings
+    sock = request.transport.get_extra_info("socket") if request.transport is not None else None
+    if sock is not None and settings.socket_sndbuf:
+        # Left to autotune, the kernel would hide megabytes for a peer that stopped reading
+        # before the outbox bound (and 1013) ever applied.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, settings.socket_sndbuf)
+    meter = frame_meter_of(request)
+    if meter is not None:
+        # Pings, pongs and fragments never reach the message loop; they count all the same.
+        meter.attach(connection.frame_seen)
+    node.sockets.add(connection)
+    if node.handshake.revoked_since(connection.identity, started):
+        connection.close_soon(REVOKED)
+    connection.expire_at(connection.identity.exp + settings.expiry_grace)
+
+
+async def closed(node: ChatNode, connection: NativeSocket | CentrifugoSocket) -> None:
+    """The socket's message loop is over: it leaves its rooms and this process's sockets."""
+    if connection.rooms or not connection.settled:
+        # Leaving rooms and completing a close take awaits: they run as their own task,
+        # so that this handler's cancellation cannot cut them short.
+        await asyncio.shield(asyncio.ensure_future(_clean_up(node, connection)))
+    else:
+        node.sockets.discard(connection)
+        connection.release()
+
+
+async def _clean_up(node: ChatNode, connection: NativeSocket | CentrifugoSocket) -> None:
     node.sockets.discard(connection)
     await node.hub.remove(connection)
     await connection.finish()

@@ -187,28 +187,40 @@ class HandshakeAuthenticator:
     """Runs the chain in order and applies the Origin policy; the first identity wins. An
     address whose credentials keep being refused is refused before any is looked at."""
 
-    def __init__(self, chain: Sequence[Authenticator], settings: ChatSettings) -> None:
+    def __init__(
+        self, chain: Sequence[Authenticator], settings: ChatSettings, checker: CredentialChecker
+    ) -> None:
         self._chain = chain
+        self._checker = checker
         self._origins = settings.allowed_origins
         self._check_every_origin = settings.origin_policy == "always"
         self.failures = FailedHandshakes(
             settings.handshake_failures, settings.handshake_failure_window
         )
 
-    async def authenticate(self, request: web.Request) -> Identity:
+    async def authenticate(self, request: web.Request, *, token: str | None = None) -> Identity:
+        """The identity of the request's credential or, when given, of `token`: an access
+        token a protocol carries after the upgrade (Centrifugo's `connect` command), under
+        the same Origin policy and failure limits."""
         address = request.remote or "unknown"
         self.failures.refuse_if_blocked(address)
         try:
+            if token is not None:
+                self._refuse_origin(request)
+                return await self._checker.identity(token, token_type="access_token")
             return await self._identity(request)
         except Refused as refused:
             if refused.refusal is Refusal.INVALID_CREDENTIAL:
                 self.failures.failed(address)
             raise
 
-    async def _identity(self, request: web.Request) -> Identity:
+    def _refuse_origin(self, request: web.Request) -> None:
         origin = request.headers.get("Origin")
         if self._check_every_origin and origin is not None and origin not in self._origins:
             raise forbidden_origin()
+
+    async def _identity(self, request: web.Request) -> Identity:
+        self._refuse_origin(request)
         for authenticator in self._chain:
             identity = await authenticator.authenticate(request)
             if identity is not None:
@@ -228,4 +240,5 @@ def build_authenticator(
             ),
         ],
         settings,
+        checker,
     )

@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-from service.auth.chain import CredentialChecker
 from service.broker.base import UNAVAILABLE
-from service.errors import Refusal, Refused
 from service.native import frames
 from service.native.frames import Command, ProtocolError
 from service.native.socket import NativeSocket
-from service.registry import Sockets
 from service.rooms.access import Actor, Decision, RoomAccess, Verdict
 from service.rooms.hub import RoomHub
 from service.rooms.member import Joined, NotAllowed, Since
 from service.rooms.namespaces import Policy
 from service.rooms.presence import PresenceStore
 from service.settings import ChatSettings
+from service.token_refresh import RefreshFailure, RefreshRefused, TokenRefresh
 
 
 class Commands:
@@ -26,15 +24,13 @@ class Commands:
         hub: RoomHub,
         access: RoomAccess,
         presence: PresenceStore,
-        sockets: Sockets,
-        checker: CredentialChecker,
+        refresher: TokenRefresh,
     ) -> None:
         self._settings = settings
         self._hub = hub
         self._access = access
         self._presence_store = presence
-        self._sockets = sockets
-        self._checker = checker
+        self._refresher = refresher
 
     async def handle(self, socket: NativeSocket, data: str) -> None:
         try:
@@ -149,21 +145,18 @@ class Commands:
 
     async def _refresh(self, socket: NativeSocket, command: Command) -> None:
         try:
-            identity = await self._checker.identity(command.token, token_type="access_token")
-        except Refused as refused:
-            if refused.refusal is Refusal.AUTH_UNAVAILABLE:
-                raise ProtocolError(
-                    "unavailable", "cannot check the token now", command.ref
-                ) from None
-            raise ProtocolError(
-                "bad_token", "the token is invalid or expired", command.ref
-            ) from None
-        if identity.user_id != socket.identity.user_id:
-            raise ProtocolError("wrong_user", "the token belongs to another user", command.ref)
-        self._sockets.reidentify(socket, identity)
-        socket.expire_at(identity.exp + self._settings.expiry_grace)
+            identity = await self._refresher.refresh(socket, command.token)
+        except RefreshRefused as refused:
+            code, message = _REFRESH_REFUSED[refused.failure]
+            raise ProtocolError(code, message, command.ref) from None
         socket.send(frames.reply({"type": "refreshed", "expires_at": identity.exp}, command.ref))
 
+
+_REFRESH_REFUSED = {
+    RefreshFailure.UNAVAILABLE: ("unavailable", "cannot check the token now"),
+    RefreshFailure.BAD_TOKEN: ("bad_token", "the token is invalid or expired"),
+    RefreshFailure.WRONG_USER: ("wrong_user", "the token belongs to another user"),
+}
 
 # What each refusal says (the code is the verdict's value).
 _REFUSED = {

@@ -233,6 +233,11 @@ class RoomHistory:
         stored = [_stored(entry) for entry in reversed(entries)]
         return Tail(epoch.decode(), int(offset), [s for s in stored if s.sent_ms >= horizon])
 
+    async def position(self, room: str) -> tuple[str | None, int]:
+        """The room's epoch (None before its first message) and last offset."""
+        epoch, offset = await self._redis.hmget(meta_key(room), ["epoch", "offset"])
+        return _epoch(cast(bytes | None, epoch)), int(offset or 0)
+
     async def before(
         self, room: str, *, before: int | None, limit: int, ttl: int
     ) -> tuple[str | None, list[Stored]]:

@@ -223,6 +223,12 @@ class RoomHub:
             idempotency=idempotency,
         )
 
+    async def position(self, name: str, policy: Policy) -> tuple[str | None, int]:
+        """The room's epoch and last offset (None and 0 in a room without history)."""
+        if not policy.history:
+            return None, 0
+        return await self._history.position(name)
+
     async def page(
         self,
         name: str,

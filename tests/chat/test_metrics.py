@@ -161,6 +161,25 @@ async def test_handshakes_are_counted_by_outcome(stack: Stack, alice: ChatUser) 
     await ws.close()
 
 
+async def test_centrifugo_connects_are_counted_as_handshakes(
+    stack: Stack, alice: ChatUser
+) -> None:
+    """A socket upgraded before its credential (Centrifugo's `connect` carries it) is a
+    handshake too: counted by outcome when its `connect` is decided."""
+    before = outcomes(await scrape(stack.a))
+    accepted = await stack.a.ws_connect("/connection/websocket")
+    await accepted.send_json({"id": 1, "connect": {"token": alice.access_token}})
+    assert "connect" in await accepted.receive_json(timeout=5)
+    refused = await stack.a.ws_connect("/connection/websocket")
+    await refused.send_json({"id": 1, "connect": {}})
+    assert (await refused.receive_json(timeout=5))["error"]["code"] == 101
+    after = outcomes(await scrape(stack.a))
+    moved = {name: after[name] - before[name] for name in after if after[name] != before[name]}
+    assert moved == {"accepted": 1, "no_credential": 1}
+    await accepted.close()
+    await refused.close()
+
+
 async def test_introspection_is_counted_and_timed_with_its_cache(
     stack: Stack, alice: ChatUser
 ) -> None:
