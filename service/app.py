@@ -29,6 +29,7 @@ from service.node import REVOCATION_CHANNEL, ChatNode
 from service.rooms.stores import room_stores
 from service.settings import ChatSettings
 from service.views import HTTP_SESSION, NODE
+from service.web import pages
 
 log = logging.getLogger(__name__)
 
@@ -104,6 +105,7 @@ def create_app(settings: ChatSettings, broker: Broker | None = None) -> web.Appl
     app.add_routes(api_rooms.routes)
     app.add_routes(api_messages.routes)
     app.add_routes(openapi.routes())
+    app.add_routes(pages.routes(settings))
     return app
 
 

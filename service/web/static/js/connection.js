@@ -1,0 +1,202 @@
+// One WebSocket to this chat instance's /ws, kept open: it reconnects with backoff after any
+// drop, and says at every moment what it is doing (connecting, live, reconnecting in N s,
+// offline). The credential is the `bearer.<token>` subprotocol, since a browser cannot set
+// an Authorization header on a WebSocket.
+
+const FIRST_DELAY_S = 0.5;
+const MAX_DELAY_S = 10;
+const PING_EVERY_MS = 25000; // a pong must come back before the next ping is due
+const CLOSES = {
+  1001: "the server is going away",
+  1006: "the connection was lost",
+  1008: "too many frames (rate limit)",
+  1009: "a frame was too big",
+  1011: "the server failed",
+  1013: "the server was overloaded or this page read too slowly",
+  4001: "the credential expired",
+  4003: "the credential was revoked or the account disabled",
+  4004: "disconnected by the server",
+};
+
+/**
+ * Events: `state` ({state, text, retryIn}), `frame` (a parsed server frame, `hello`
+ * included), `ended` (a close that must not be retried, {code, reason}).
+ */
+export class ChatConnection extends EventTarget {
+  constructor(url, auth) {
+    super();
+    this.url = url;
+    this.auth = auth;
+    this.ws = null;
+    this.state = "offline";
+    this.attempt = 0;
+    this.wanted = false;
+    this.timers = new Set();
+    this.pingTimer = null;
+    this.awaitingPong = false;
+    this.onOnline = () => this.wanted && this.state === "reconnecting" && this.reconnectNow();
+    window.addEventListener("online", this.onOnline);
+  }
+
+  get live() {
+    return this.state === "live";
+  }
+
+  start() {
+    this.wanted = true;
+    this.open();
+  }
+
+  /** Closes for good (sign-out): no reconnect. */
+  stop(text = "signed out") {
+    this.wanted = false;
+    this.clearTimers();
+    if (this.ws) {
+      const ws = this.ws;
+      this.ws = null;
+      ws.close(1000, "bye");
+    }
+    this.setState("offline", text);
+  }
+
+  /** Sends a frame when live; false when it could not be sent. */
+  send(frame) {
+    if (!this.live || !this.ws) return false;
+    this.ws.send(JSON.stringify(frame));
+    return true;
+  }
+
+  async open() {
+    this.clearTimers();
+    this.setState("connecting", this.attempt ? "reconnecting…" : "connecting…");
+    try {
+      // A token about to expire would be refused at the handshake: refresh it first.
+      if (this.auth.expiresAt && this.auth.expiresAt - Date.now() / 1000 < 15) {
+        await this.auth.refresh();
+      }
+    } catch (error) {
+      if (!this.auth.signedIn) return; // `ended`: the page signs out
+      this.retryLater(`cannot refresh the credential (${error.message})`);
+      return;
+    }
+    if (!this.wanted) return;
+    let ws;
+    try {
+      ws = new WebSocket(this.url, ["chat.v1", `bearer.${this.auth.access}`]);
+    } catch (error) {
+      this.retryLater(`cannot open a socket (${error.message})`);
+      return;
+    }
+    this.ws = ws;
+    ws.onmessage = (event) => this.received(ws, event);
+    ws.onclose = (event) => this.closed(ws, event);
+  }
+
+  received(ws, event) {
+    if (ws !== this.ws) return;
+    let frame;
+    try {
+      frame = JSON.parse(event.data);
+    } catch {
+      return; // the server sends JSON only
+    }
+    if (frame.type === "hello") {
+      this.attempt = 0;
+      this.setState("live", "live");
+      this.startPings();
+    } else if (frame.type === "pong") {
+      this.awaitingPong = false;
+      return;
+    }
+    this.dispatchEvent(new CustomEvent("frame", { detail: frame }));
+  }
+
+  async closed(ws, event) {
+    if (ws !== this.ws) return;
+    this.ws = null;
+    this.stopPings();
+    if (!this.wanted) return;
+    const why = CLOSES[event.code] || `closed (${event.code})`;
+    if (event.code === 4003) {
+      this.wanted = false;
+      this.setState("offline", why);
+      this.dispatchEvent(new CustomEvent("ended", { detail: { code: event.code, reason: why } }));
+      return;
+    }
+    if (event.code === 4001) {
+      try {
+        await this.auth.refresh();
+      } catch {
+        // `ended` signs the page out, or the next attempt tries again.
+      }
+    }
+    // A handshake the server refused (401, 403, 429, 503) shows here as 1006 as well: a
+    // browser does not tell the page why. Backing off covers each of them.
+    this.retryLater(why, event.code === 1008 ? 4 : 1);
+  }
+
+  retryLater(why, factor = 1) {
+    if (!this.wanted) return;
+    const ceiling = Math.min(MAX_DELAY_S, FIRST_DELAY_S * 2 ** this.attempt) * factor;
+    const delay = ceiling / 2 + (Math.random() * ceiling) / 2; // jitter: not every page at once
+    this.attempt += 1;
+    const due = Date.now() + delay * 1000;
+    const tick = () => {
+      const left = Math.max(0, Math.ceil((due - Date.now()) / 1000));
+      this.setState("reconnecting", `${why}; reconnecting in ${left} s`, left);
+    };
+    tick();
+    this.every(tick, 1000);
+    this.after(() => this.open(), delay * 1000);
+    if (!navigator.onLine) this.setState("reconnecting", `${why}; offline, waiting for the network`);
+  }
+
+  reconnectNow() {
+    this.clearTimers();
+    this.open();
+  }
+
+  startPings() {
+    this.stopPings();
+    this.awaitingPong = false;
+    this.pingTimer = setInterval(() => {
+      if (this.awaitingPong && this.ws) {
+        // No pong for a whole period: the link is dead though the browser has not noticed.
+        this.ws.close(4000, "no pong");
+        this.closed(this.ws, { code: 1006 });
+        return;
+      }
+      this.awaitingPong = this.send({ op: "ping" });
+    }, PING_EVERY_MS);
+  }
+
+  stopPings() {
+    clearInterval(this.pingTimer);
+    this.pingTimer = null;
+  }
+
+  after(fn, ms) {
+    const id = setTimeout(() => {
+      this.timers.delete(id);
+      fn();
+    }, ms);
+    this.timers.add(id);
+  }
+
+  every(fn, ms) {
+    this.timers.add(-setInterval(fn, ms)); // negative: an interval, cleared as one
+  }
+
+  clearTimers() {
+    for (const id of this.timers) {
+      if (id < 0) clearInterval(-id);
+      else clearTimeout(id);
+    }
+    this.timers.clear();
+  }
+
+  setState(state, text, retryIn = null) {
+    this.state = state;
+    this.dispatchEvent(new CustomEvent("state", { detail: { state, text, retryIn } }));
+  }
+}
