@@ -9,7 +9,6 @@ import signal
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import aiohttp
 import pytest
@@ -101,14 +100,16 @@ class WebStack:
 
     async def server_token(self) -> str:
         """A `chat:server` token of the chat service's client, for setting a scene over the API."""
-        async with aiohttp.ClientSession() as session:
-            async with session.post(
+        async with (
+            aiohttp.ClientSession() as session,
+            session.post(
                 f"{self.auth.url}/token",
                 data={"grant_type": "client_credentials", "scope": "chat:server"},
                 headers={"Authorization": aiohttp.encode_basic_auth(*CHAT_CLIENT)},
-            ) as response:
-                assert response.status == 200, await response.text()
-                return str((await response.json())["access_token"])
+            ) as response,
+        ):
+            assert response.status == 200, await response.text()
+            return str((await response.json())["access_token"])
 
 
 StackFactory = Callable[..., Awaitable[WebStack]]
