@@ -59,8 +59,7 @@ def browser_origins(allowed: frozenset[str]) -> Middleware:
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
         origins = request.headers.getall("Origin", [])
-        if not origins:
-            return await handler(request)
+        from_page = bool(origins)
         # Two Origin headers come from no browser: neither is believed.
         origin = origins[0] if len(origins) == 1 and origins[0] in allowed else None
         preflight = (
@@ -68,7 +67,9 @@ def browser_origins(allowed: frozenset[str]) -> Middleware:
         )
         unknown_path = isinstance(request.match_info.http_exception, web.HTTPNotFound)
         answer: web.StreamResponse
-        if preflight and not unknown_path:
+        if not from_page:
+            answer = await _answer(request, handler, None)
+        elif preflight and not unknown_path:
             if origin is None:
                 answer = error_response(forbidden_origin())
             else:
@@ -80,16 +81,22 @@ def browser_origins(allowed: frozenset[str]) -> Middleware:
         elif origin is None and request.method not in SAFE_METHODS:
             answer = error_response(forbidden_origin())
         else:
-            try:
-                answer = await handler(request)
-            except web.HTTPException as exc:  # < 400: the error middleware renders the rest
-                if origin is not None:
-                    _allow(exc, origin)
-                _vary_origin(exc)
-                raise
-            if origin is not None:
-                _allow(answer, origin)
+            answer = await _answer(request, handler, origin)
         _vary_origin(answer)
         return answer
 
     return middleware
+
+
+async def _answer(request: web.Request, handler: Handler, origin: str | None) -> web.StreamResponse:
+    """The handler's answer, readable by the page of `origin` when one is given."""
+    try:
+        answer = await handler(request)
+    except web.HTTPException as exc:  # < 400: the error middleware renders the rest
+        if origin is not None:
+            _allow(exc, origin)
+        _vary_origin(exc)
+        raise
+    if origin is not None:
+        _allow(answer, origin)
+    return answer

@@ -49,3 +49,7 @@ async def screenshot(page: Page, name: str) -> Path:
     path = SCREENSHOTS / f"{name}.png"
     await page.screenshot(path=str(path), full_page=True)
     return path
+
+
+def status(page: Page) -> Any:
+    return page.locator("#status")

@@ -152,7 +152,7 @@ export class ChatClient {
       case "removed":
         return this.removed(frame.room);
       case "refreshed":
-        return this.view.tokenRefreshed(frame.expires_at);
+        return this.view.socketRefreshed();
       case "error":
         return this.error(frame, asked);
       default:

@@ -68,7 +68,7 @@ export class ChatConnection extends EventTarget {
 
   async open() {
     this.clearTimers();
-    this.setState("connecting", this.attempt ? "reconnecting…" : "connecting…");
+    this.setState("connecting", this.attempt ? `attempt ${this.attempt + 1}` : "");
     try {
       // A token about to expire would be refused at the handshake: refresh it first.
       if (this.auth.expiresAt && this.auth.expiresAt - Date.now() / 1000 < 15) {
@@ -102,7 +102,7 @@ export class ChatConnection extends EventTarget {
     }
     if (frame.type === "hello") {
       this.attempt = 0;
-      this.setState("live", "live");
+      this.setState("live", "");
       this.startPings();
     } else if (frame.type === "pong") {
       this.awaitingPong = false;
@@ -141,14 +141,13 @@ export class ChatConnection extends EventTarget {
     const delay = ceiling / 2 + (Math.random() * ceiling) / 2; // jitter: not every page at once
     this.attempt += 1;
     const due = Date.now() + delay * 1000;
+    const text = navigator.onLine ? why : `${why}; this device is offline`;
     const tick = () => {
-      const left = Math.max(0, Math.ceil((due - Date.now()) / 1000));
-      this.setState("reconnecting", `${why}; reconnecting in ${left} s`, left);
+      this.setState("reconnecting", text, Math.max(0, Math.ceil((due - Date.now()) / 1000)));
     };
     tick();
     this.every(tick, 1000);
     this.after(() => this.open(), delay * 1000);
-    if (!navigator.onLine) this.setState("reconnecting", `${why}; offline, waiting for the network`);
   }
 
   reconnectNow() {

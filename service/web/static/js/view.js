@@ -3,7 +3,7 @@
 
 import { roomLabel } from "./rooms.js";
 
-const MAX_ALERTS = 6;
+const MAX_ALERTS = 4;
 const INFO_FOR_MS = 10000; // what merely happened fades; what failed stays until dismissed
 
 const $ = (id) => document.getElementById(id);
@@ -35,12 +35,18 @@ export class View {
 
   // -- the bar ----------------------------------------------------------------------------
 
-  showState({ state, text }) {
+  /**
+   * The connection's state. The words change only when the state or its reason does, so a
+   * screen reader announces each once; the countdown beside them is for the eyes only.
+   */
+  showState({ state, text, retryIn }) {
+    const changed = this.status.dataset.state !== state;
     this.status.dataset.state = state;
-    const label = { connecting: "Connecting", live: "Live", reconnecting: "Reconnecting", offline: "Offline" }[state];
-    const detail = state === "live" ? "" : `: ${text}`;
-    this.statusText.textContent = `${label}${detail}`;
-    if (state === "live") this.status.dataset.connects = String(++this.connects);
+    const label = { connecting: "Connecting…", live: "Live", reconnecting: "Reconnecting", offline: "Offline" }[state];
+    const words = text ? `${label} (${text})` : label;
+    if (this.statusText.textContent !== words) this.statusText.textContent = words;
+    $("status-countdown").textContent = Number.isInteger(retryIn) ? ` in ${retryIn} s` : "";
+    if (state === "live" && changed) this.status.dataset.connects = String(++this.connects);
   }
 
   signedIn(username) {
@@ -58,14 +64,20 @@ export class View {
     $("signin-password").value = "";
     $("room-list").replaceChildren();
     this.clearRoom("No room open");
-    this.connects = 0;
+    this.connects = this.refreshes = 0;
     delete this.status.dataset.connects;
+    delete this.status.dataset.refreshes;
     $("signin-username").focus();
   }
 
+  /** The page holds a new access token (it refreshes before the old one expires). */
   tokenRefreshed(expiresAt) {
-    this.status.dataset.refreshes = String(++this.refreshes);
     $("whoami").title = `credential valid until ${clock(expiresAt)}`;
+  }
+
+  /** The socket took the new token (`refreshed`): it stays open past the old one's end. */
+  socketRefreshed() {
+    this.status.dataset.refreshes = String(++this.refreshes);
   }
 
   // -- notices ----------------------------------------------------------------------------
@@ -79,7 +91,10 @@ export class View {
     dismiss.addEventListener("click", () => item.remove());
     list.append(item);
     if (kind === "info") setTimeout(() => item.remove(), INFO_FOR_MS);
-    while (list.children.length > MAX_ALERTS) list.firstElementChild.remove();
+    while (list.children.length > MAX_ALERTS) {
+      // What merely happened goes first; a failure stays until it is dismissed or outnumbered.
+      (list.querySelector("li.info") || list.firstElementChild).remove();
+    }
   }
 
   // -- the list of rooms ------------------------------------------------------------------

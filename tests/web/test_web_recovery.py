@@ -1,0 +1,138 @@
+"""The web client through what goes wrong or wears out: its chat instance killed and started
+again, its access token expiring, signing out; and used by keyboard alone, on a phone."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import aiohttp
+import pytest
+from playwright.async_api import Page, expect
+
+from tests.conftest import PASSWORD
+from tests.web.actions import (
+    alerts,
+    expect_live,
+    join,
+    messages,
+    register,
+    say,
+    screenshot,
+    status,
+)
+from tests.web.conftest import StackFactory
+
+pytestmark = pytest.mark.timeout(120)
+
+
+async def offsets(page: Page) -> list[int]:
+    found = (
+        await messages(page)
+        .locator("li[data-offset]")
+        .evaluate_all("items => items.map(item => Number(item.dataset.offset))")
+    )
+    return [int(offset) for offset in found]
+
+
+async def test_the_page_recovers_what_it_missed_while_its_instance_was_restarted(
+    web_stack: StackFactory,
+) -> None:
+    stack = await web_stack()
+    alice = await stack.page(stack.one)
+    bob = await stack.page(stack.two)
+    async with alice.expect_response(lambda r: r.url.endswith("/token")) as granted:
+        await register(alice, "alice")
+    tokens: dict[str, Any] = await (await granted.value).json()
+    await register(bob, "bob")
+    await join(alice, "lobby")
+    await join(bob, "lobby")
+    await say(alice, "before the restart")
+    await expect(messages(bob)).to_contain_text("before the restart")
+
+    await stack.one.kill()
+    await expect(status(alice)).to_have_attribute("data-state", "reconnecting")
+    await expect(status(alice)).to_contain_text("Reconnecting (the connection was lost) in")
+    for n in (1, 2, 3):
+        await say(bob, f"while you were away {n}")
+    await expect(messages(bob)).to_contain_text("while you were away 3")
+    await screenshot(alice, "restart-reconnecting")
+
+    await stack.one.start()
+    await expect(status(alice)).to_have_attribute("data-connects", "2")
+    await expect_live(alice)
+    for n in (1, 2, 3):
+        await expect(messages(alice)).to_contain_text(f"while you were away {n}")
+    # Resumed with `since`: every message once, in offset order, nothing announced as lost.
+    assert await offsets(alice) == [1, 2, 3, 4]
+    await expect(messages(alice).locator("li.notice")).to_have_count(0)
+    await say(alice, "back again")
+    await expect(messages(bob)).to_contain_text("back again")
+    await screenshot(alice, "restart-recovered")
+
+    # Signing out revokes what the page held: its refresh token is refused afterwards.
+    await alice.get_by_role("button", name="Sign out").click()
+    await expect(alice.get_by_role("heading", name="Sign in or register")).to_be_visible()
+    await expect(alerts(alice)).to_contain_text("Signed out: this page's tokens are revoked.")
+    await expect(status(alice)).to_have_attribute("data-state", "offline")
+    await expect(bob.locator("#presence")).not_to_contain_text("alice")
+    async with (
+        aiohttp.ClientSession() as http,
+        http.post(
+            f"{stack.auth.url}/token",
+            data={"grant_type": "refresh_token", "refresh_token": tokens["refresh_token"]},
+        ) as refused,
+    ):
+        assert refused.status == 400
+        assert (await refused.json())["error"] == "invalid_grant"
+
+
+async def test_the_page_refreshes_its_token_and_its_socket_before_they_expire(
+    web_stack: StackFactory,
+) -> None:
+    stack = await web_stack(AUTH_ACCESS_TOKEN_TTL="6")
+    alice = await stack.page(stack.one)
+    await register(alice, "alice")
+    await join(alice, "lobby")
+    # Refreshed every 3 s; without it the socket would close (4001) 6 + 5 s after sign-in.
+    await expect(status(alice)).to_have_attribute("data-refreshes", "4", timeout=40_000)
+    await expect(status(alice)).to_have_attribute("data-connects", "1")
+    await expect_live(alice)
+    await say(alice, "still here")
+    await expect(messages(alice)).to_contain_text("still here")
+
+
+async def test_keyboard_alone_on_a_phone_sized_screen(web_stack: StackFactory) -> None:
+    stack = await web_stack()
+    page = await stack.page(stack.two, width=390, height=844)
+    keyboard = page.keyboard
+    await keyboard.press("Tab")  # the skip link comes first...
+    await keyboard.press("Tab")  # ...then the form
+    await expect(page.get_by_label("Username", exact=True)).to_be_focused()
+    await keyboard.type("dora")
+    await keyboard.press("Tab")
+    await expect(page.get_by_label("Password", exact=True)).to_be_focused()
+    await keyboard.type(PASSWORD)
+    await keyboard.press("Enter")  # signs in: dora has no account yet
+    await expect(alerts(page)).to_contain_text(
+        "Signing in failed: 400 invalid_grant: invalid username or password"
+    )
+    await keyboard.press("Tab")
+    await keyboard.press("Tab")
+    await expect(page.get_by_role("button", name="Register and sign in")).to_be_focused()
+    await keyboard.press("Enter")
+    await expect_live(page)
+    await expect(page.get_by_label("Join a room by name")).to_be_focused()
+    await keyboard.type("lobby")
+    await keyboard.press("Enter")
+    await expect(page.get_by_label("Message", exact=True)).to_be_focused()
+    await keyboard.type("typed, never clicked")
+    await keyboard.press("Enter")
+    await expect(messages(page)).to_contain_text("typed, never clicked")
+
+    # Readable at a phone's width: nothing wider than the screen, every field labelled.
+    assert await page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
+    unlabelled = await page.evaluate(
+        "[...document.querySelectorAll('input')].filter(i => !i.labels.length).map(i => i.id)"
+    )
+    assert unlabelled == []
+    await screenshot(page, "phone-dora")
