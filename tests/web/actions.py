@@ -53,3 +53,11 @@ async def screenshot(page: Page, name: str) -> Path:
 
 def status(page: Page) -> Any:
     return page.locator("#status")
+
+
+async def dismiss_notices(page: Page) -> None:
+    """Dismisses every notice, by its button, as a person tidying up would."""
+    notices = alerts(page).get_by_role("button")
+    while await notices.count():
+        await notices.first.click()
+    await expect(alerts(page).locator("li")).to_have_count(0)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-from playwright.async_api import Browser, BrowserContext, Page, async_playwright
+from playwright.async_api import Browser, BrowserContext, Page, async_playwright, expect
 
 from tests.conftest import CHAT_CLIENT, auth_environ
 from tests.processes import ServiceProcess, start_service
@@ -30,6 +30,7 @@ CHROMIUM_ARGS = [
 READY_DEADLINE = 30.0
 # Generous: two cores are shared with everything else the suite runs.
 UI_DEADLINE_MS = 20_000
+expect.set_options(timeout=UI_DEADLINE_MS)
 
 
 @dataclass

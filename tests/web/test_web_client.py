@@ -8,7 +8,16 @@ import aiohttp
 import pytest
 from playwright.async_api import Page, expect
 
-from tests.web.actions import alerts, expect_live, join, messages, register, say, screenshot
+from tests.web.actions import (
+    alerts,
+    dismiss_notices,
+    expect_live,
+    join,
+    messages,
+    register,
+    say,
+    screenshot,
+)
 from tests.web.conftest import StackFactory
 
 pytestmark = pytest.mark.timeout(120)
@@ -78,6 +87,9 @@ async def test_a_private_room_admits_whom_its_owner_invites_and_refuses_a_third(
     carol = await stack.page(stack.two)
     for page, name in ((alice, "alice"), (bob, "bob"), (carol, "carol")):
         await register(page, name)
+    await join(alice, "lobby")
+    await alice.get_by_label("Message a user directly").fill("carol")
+    await alice.get_by_role("button", name="Start", exact=True).click()
 
     await alice.get_by_label("New private room").fill("plans")
     await alice.get_by_role("button", name="Create", exact=True).click()
@@ -85,20 +97,27 @@ async def test_a_private_room_admits_whom_its_owner_invites_and_refuses_a_third(
     await alice.get_by_label("Invite by username").fill("bob")
     await alice.get_by_role("button", name="Invite", exact=True).click()
     await expect(alerts(alice)).to_contain_text("Invited bob to private:plans")
+    await expect(alice.locator("#member-list li")).to_have_text(["alice (owner)", "bob"])
 
     await join(bob, "private:plans")
+    await expect(bob.locator("#member-list li")).to_have_text(["alice (owner)", "bob"])
+    await expect(bob.get_by_label("Invite by username")).to_be_hidden()  # the owner's to do
     await say(bob, "thanks for the invitation")
     await expect(messages(alice)).to_contain_text("thanks for the invitation")
     await say(alice, "welcome, bob")
     await expect(messages(bob)).to_contain_text("welcome, bob")
     await expect(alice.locator("#presence")).to_contain_text("bob")
+    await say(bob, "shall we draft the launch plan here?")
+    await say(alice, "yes: only the two of us can read this room")
+    await expect(messages(alice)).to_contain_text("only the two of us")
+    await dismiss_notices(alice)
+    await screenshot(alice, "web-client")  # docs/images/web-client.png
 
     # carol was not invited: the page says the server's refusal plainly and keeps no room.
     await carol.get_by_label("Join a room by name").fill("private:plans")
     await carol.get_by_role("button", name="Join", exact=True).click()
     await expect(alerts(carol)).to_contain_text("Joining private:plans was refused: forbidden")
     await expect(carol.locator("#room-list")).not_to_contain_text("private:plans")
-    # ...and she may not invite herself either (an HTTP error, shown as plainly).
     await screenshot(carol, "private-room-refused-carol")
 
     # Removed, bob's page forgets the room and says why.
@@ -108,6 +127,7 @@ async def test_a_private_room_admits_whom_its_owner_invites_and_refuses_a_third(
     await expect(bob.locator("#room-list")).not_to_contain_text("private:plans")
     await expect(messages(bob)).not_to_contain_text("welcome, bob")
     await expect(alice.locator("#presence")).not_to_contain_text("bob")
+    await expect(alice.locator("#member-list li")).to_have_text(["alice (owner)"])
     await screenshot(alice, "private-room-alice")
 
 

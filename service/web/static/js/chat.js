@@ -91,11 +91,23 @@ export class ChatClient {
   show(name, focus = true) {
     const room = this.rooms.get(name);
     if (!room) return;
+    const opening = this.open !== name;
     this.open = name;
     room.unread = 0;
     this.view.showRoom(room, this.me && this.me.username);
     this.renderRooms();
     if (focus) this.view.focusComposer();
+    if (opening && name.startsWith("private:")) this.loadMembers(name);
+  }
+
+  /** Shows a private room's members; a room the user may not see yet says nothing here. */
+  async loadMembers(name) {
+    try {
+      const answer = await this.api("GET", `/api/rooms/${encodeURIComponent(name)}/members`);
+      this.view.members(name, answer, this.me && this.me.username);
+    } catch (error) {
+      if (error.status !== 403) this.view.alert(`Reading the members of ${name} failed: ${error.message}`);
+    }
   }
 
   /** The chat HTTP API of this instance, as the signed-in user. */

@@ -135,6 +135,7 @@ function wire() {
       try {
         await chat.member(method, room, username);
         $(inputId).value = "";
+        chat.loadMembers(room);
         view.alert(`${done} ${username} ${method === "PUT" ? "to" : "from"} ${room}.`, "info");
       } catch (error) {
         view.alert(`${verb} ${username} ${method === "PUT" ? "to" : "from"} ${room} failed: ${error.message}`);

@@ -128,10 +128,12 @@ export class View {
   }
 
   showRoom(room, me) {
+    const same = $("room-title").dataset.room === room.name;
     $("room-title").textContent = roomLabel(room.name, me);
     $("room-title").dataset.room = room.name;
     $("messages").replaceChildren(...room.messages.map((m) => this.message(m, me)));
     $("leave-room").hidden = false;
+    if (!same) $("member-list").replaceChildren(); // until the room's own list arrives
     $("members-panel").hidden = !room.name.startsWith("private:");
     this.earlier(room);
     this.presence(room);
@@ -192,6 +194,15 @@ export class View {
     const people = room.people();
     $("presence").replaceChildren(...people.map((p) => el("li", { text: p.username })));
     $("presence-count").textContent = room.count === 1 ? "1 person" : `${room.count} people`;
+  }
+
+  /** A private room's members (`GET /api/rooms/{room}/members`); only its owner manages them. */
+  members(room, answer, me) {
+    if ($("room-title").dataset.room !== room) return;
+    const owner = answer.owner.username;
+    const items = answer.members.map((m) => el("li", { text: m.username === owner ? `${m.username} (owner)` : m.username }));
+    $("member-list").replaceChildren(...items);
+    $("owner-tools").hidden = owner !== me;
   }
 
   focusComposer() {
