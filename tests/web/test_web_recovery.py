@@ -136,3 +136,30 @@ async def test_keyboard_alone_on_a_phone_sized_screen(web_stack: StackFactory) -
     )
     assert unlabelled == []
     await screenshot(page, "phone-dora")
+
+
+async def test_signed_out_everywhere_the_page_says_so_and_does_not_retry(
+    web_stack: StackFactory,
+) -> None:
+    stack = await web_stack()
+    alice = await stack.page(stack.one)
+    async with alice.expect_response(lambda r: r.url.endswith("/token")) as granted:
+        await register(alice, "alice")
+    access = (await (await granted.value).json())["access_token"]
+    await join(alice, "lobby")
+    # From another device: "sign me out everywhere" revokes this page's grant too (4003).
+    async with (
+        aiohttp.ClientSession() as http,
+        http.post(
+            f"{stack.auth.url}/me/revoke-all",
+            json={},
+            headers={"Authorization": f"Bearer {access}"},
+        ) as revoked,
+    ):
+        assert revoked.status == 200
+    await expect(alerts(alice)).to_contain_text(
+        "You were signed out: the credential was revoked or the account disabled."
+    )
+    await expect(alice.get_by_role("heading", name="Sign in or register")).to_be_visible()
+    await expect(status(alice)).to_have_attribute("data-state", "offline")
+    await expect(status(alice)).to_contain_text("not signed in")

@@ -25,10 +25,11 @@ export class ChatClient {
     this.connection.addEventListener("state", (e) => this.view.showState(e.detail));
     this.connection.addEventListener("frame", (e) => this.received(e.detail));
     this.connection.addEventListener("ended", (e) => this.onEnded && this.onEnded(e.detail.reason));
-    auth.addEventListener("refreshed", (e) => {
+    this.onRefreshed = (e) => {
       this.ask({ op: "refresh", token: e.detail });
       this.view.tokenRefreshed(auth.expiresAt);
-    });
+    };
+    auth.addEventListener("refreshed", this.onRefreshed);
   }
 
   start() {
@@ -36,6 +37,7 @@ export class ChatClient {
   }
 
   stop(text) {
+    this.auth.removeEventListener("refreshed", this.onRefreshed);
     this.connection.stop(text);
     this.rooms.clear();
     this.open = null;
@@ -188,7 +190,8 @@ export class ChatClient {
     const { needsHistory } = room.applyJoined(frame);
     if (needsHistory) {
       this.ask({ op: "history", room: room.name, limit: HISTORY_PAGE });
-    } else if (frame.recovered === false && typeof frame.epoch !== "string") {
+    } else if (typeof frame.epoch !== "string") {
+      // Joined again after a drop, in a room without history: nothing can be replayed.
       this.roomNotice(room, "Messages sent while the connection was down may be missing (this room keeps no history).");
     }
     this.ask({ op: "presence", room: room.name });

@@ -50,6 +50,7 @@ export class ChatConnection extends EventTarget {
   /** Closes for good (sign-out): no reconnect. */
   stop(text = "signed out") {
     this.wanted = false;
+    window.removeEventListener("online", this.onOnline);
     this.clearTimers();
     if (this.ws) {
       const ws = this.ws;
@@ -70,8 +71,11 @@ export class ChatConnection extends EventTarget {
     this.clearTimers();
     this.setState("connecting", this.attempt ? `attempt ${this.attempt + 1}` : "");
     try {
-      // A token about to expire would be refused at the handshake: refresh it first.
-      if (this.auth.expiresAt && this.auth.expiresAt - Date.now() / 1000 < 15) {
+      // A token about to expire would be refused at the handshake: refresh it first. So,
+      // every third failed attempt, might a token revoked meanwhile (a refused handshake
+      // looks like any other drop): if its grant is gone too, the refresh ends the session.
+      const expiring = this.auth.expiresAt && this.auth.expiresAt - Date.now() / 1000 < 15;
+      if (expiring || (this.attempt > 0 && this.attempt % 3 === 0)) {
         await this.auth.refresh();
       }
     } catch (error) {
