@@ -142,6 +142,10 @@ def main() -> int:
     )
     env.setdefault("CHAT_ALLOWED_ORIGINS", origins)
     env.setdefault("AUTH_ALLOWED_ORIGINS", origins)
+    # A web client whose instance is killed moves its socket to the other one.
+    env.setdefault(
+        "CHAT_WEB_SOCKET_URLS", ",".join(f"ws://127.0.0.1:{port}/ws" for port in CHAT_PORTS)
+    )
     try:
         print("starting the stack")
         if os.environ.get("CLUSTER") == "1":

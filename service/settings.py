@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -13,6 +14,7 @@ from service.rooms.namespaces import Namespaces, parse_namespaces
 
 DEV_CLIENT_SECRET = "dev-chat-secret"  # development only; production refuses it
 ORIGIN_POLICIES = ("cookie", "always")
+WEB_SOCKET_URL = re.compile(r"^wss?://[A-Za-z0-9.-]+(:[0-9]{1,5})?/[A-Za-z0-9._~/-]*$")
 
 
 @dataclass(frozen=True)
@@ -27,6 +29,7 @@ class ChatSettings:
     instance_id: str
     auth_url: str
     public_auth_url: str  # the auth service as a browser reaches it (the web client's pages)
+    web_socket_urls: tuple[str, ...]  # other instances' /ws a page may move to (web client)
     client_id: str
     client_secret: str
     allowed_origins: frozenset[str]
@@ -93,6 +96,10 @@ def read_settings(environ: Mapping[str, str] | None = None) -> tuple[ChatSetting
         env.fail(f"CHAT_NAMESPACES {error}")
         namespaces = parse_namespaces(None)
     auth_url = env.url("AUTH_URL", "http://127.0.0.1:8081", schemes=("http", "https"))
+    web_socket_urls = env.csv("CHAT_WEB_SOCKET_URLS")
+    for url in web_socket_urls:
+        if not WEB_SOCKET_URL.fullmatch(url):
+            env.fail(f"CHAT_WEB_SOCKET_URLS entry {url!r} must be ws[s]://host[:port]/path")
     settings = ChatSettings(
         app_env=env.app_env,
         redis_url=env.url("REDIS_URL", "redis://127.0.0.1:6379/0", schemes=("redis", "rediss")),
@@ -102,6 +109,7 @@ def read_settings(environ: Mapping[str, str] | None = None) -> tuple[ChatSetting
         instance_id=env.string("CHAT_INSTANCE_ID", secrets.token_hex(4)),
         auth_url=auth_url,
         public_auth_url=env.url("CHAT_PUBLIC_AUTH_URL", auth_url, schemes=("http", "https")),
+        web_socket_urls=web_socket_urls,
         client_id=env.string("CHAT_CLIENT_ID", "chat"),
         client_secret=env.secret("CHAT_CLIENT_SECRET", DEV_CLIENT_SECRET),
         allowed_origins=frozenset(origins or ())

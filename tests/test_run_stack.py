@@ -126,3 +126,7 @@ def test_make_run_lets_each_instances_page_call_the_auth_service(
         for host in ("127.0.0.1", "localhost")
     }
     assert set(seen["auth"]["CHAT_ALLOWED_ORIGINS"].split(",")) == origins
+    # A page whose instance goes away may move its socket to the other.
+    assert seen["auth"]["CHAT_WEB_SOCKET_URLS"].split(",") == [
+        f"ws://127.0.0.1:{port}/ws" for port in run_stack.CHAT_PORTS
+    ]

@@ -54,10 +54,13 @@ def origin_of(url: str) -> str:
     return f"{parts.scheme}://{parts.netloc}"
 
 
-def content_security_policy(auth_origin: str, host: str | None) -> str:
+def content_security_policy(
+    auth_origin: str, host: str | None, other_sockets: tuple[str, ...] = ()
+) -> str:
     """Scripts and styles from this instance only (none inline), and connections to this
-    instance (HTTP and WebSocket) and to the auth service, nothing else."""
-    connect = ["'self'", auth_origin]
+    instance (HTTP and WebSocket), to the auth service and to the other instances' sockets
+    the page may move to, nothing else."""
+    connect = ["'self'", auth_origin, *dict.fromkeys(map(origin_of, other_sockets))]
     if host is not None and HOST.fullmatch(host):
         # CSP 3 counts ws: to one's own host as 'self'; older browsers need it spelt out.
         connect += [f"ws://{host}", f"wss://{host}"]
@@ -89,10 +92,15 @@ def routes(settings: ChatSettings) -> list[web.RouteDef]:
     """The web client's routes for an instance configured with `settings`."""
     assets = load_assets()
     auth_origin = origin_of(settings.public_auth_url)
-    config = {"auth_url": settings.public_auth_url, "max_text": settings.max_text}
+    config = {
+        "auth_url": settings.public_auth_url,
+        "max_text": settings.max_text,
+        # After this instance's own /ws: where to reconnect while it is down.
+        "ws_urls": list(settings.web_socket_urls),
+    }
 
     async def index(request: web.Request) -> web.Response:
-        policy = content_security_policy(auth_origin, request.host)
+        policy = content_security_policy(auth_origin, request.host, settings.web_socket_urls)
         return assets["index.html"].response({**COMMON_HEADERS, "Content-Security-Policy": policy})
 
     async def static(request: web.Request) -> web.Response:

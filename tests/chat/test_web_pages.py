@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient
 
+from common.config import ConfigError
 from service.settings import load_settings
 from service.web.pages import STATIC
 from tests.chat.conftest import ChatFactory
@@ -99,7 +100,28 @@ async def test_the_page_learns_the_auth_services_public_url(make_chat: ChatFacto
     chat: TestClient[Any, Any] = await make_chat(CHAT_PUBLIC_AUTH_URL="https://auth.example")
     response = await chat.get("/web/config.json")
     assert response.status == 200
-    assert await response.json() == {"auth_url": "https://auth.example", "max_text": 4096}
+    assert await response.json() == {
+        "auth_url": "https://auth.example",
+        "max_text": 4096,
+        "ws_urls": [],
+    }
+
+
+async def test_the_page_may_move_its_socket_to_the_instances_named(
+    make_chat: ChatFactory,
+) -> None:
+    sockets = "ws://chat-a.example:8080/ws,wss://chat-b.example/ws"
+    chat: TestClient[Any, Any] = await make_chat(CHAT_WEB_SOCKET_URLS=sockets)
+    assert (await (await chat.get("/web/config.json")).json())["ws_urls"] == sockets.split(",")
+    policy = (await chat.get("/")).headers["Content-Security-Policy"]
+    assert "ws://chat-a.example:8080 wss://chat-b.example" in policy
+
+
+def test_web_socket_urls_must_be_web_socket_urls() -> None:
+    with pytest.raises(ConfigError) as error:
+        load_settings({"CHAT_WEB_SOCKET_URLS": "http://a.example/ws,ws://b.example/ws x"})
+    assert "CHAT_WEB_SOCKET_URLS entry 'http://a.example/ws'" in str(error.value)
+    assert "CHAT_WEB_SOCKET_URLS entry 'ws://b.example/ws x'" in str(error.value)
 
 
 def test_the_public_auth_url_defaults_to_auth_url() -> None:

@@ -140,12 +140,14 @@ async def browser(chromium: Path) -> AsyncIterator[Browser]:
 async def web_stack(
     redis_url: str, browser: Browser, tmp_path: Path
 ) -> AsyncIterator[StackFactory]:
-    """Starts the stack; keyword arguments are extra settings of the auth service."""
+    """Starts the stack; other keyword arguments are extra settings of the auth service."""
     started: list[WebStack] = []
 
-    async def make(**auth_overrides: str) -> WebStack:
+    async def make(*, failover: bool = False, **auth_overrides: str) -> WebStack:
+        """`failover`: each instance's page may move its socket to the other instance."""
         ports = free_port(), free_port(), free_port()
         origins = ",".join(f"http://127.0.0.1:{port}" for port in ports[1:])
+        sockets = ",".join(f"ws://127.0.0.1:{port}/ws" for port in ports[1:])
         auth = Service(
             "auth",
             "auth_service",
@@ -173,6 +175,7 @@ async def web_stack(
                     "CHAT_CLOSE_TIMEOUT": "1",
                     "CHAT_PRESENCE_GRACE": "0.5",
                     "CHAT_INSTANCE_ID": f"web{n}",
+                    **({"CHAT_WEB_SOCKET_URLS": sockets} if failover else {}),
                 },
                 tmp_path,
             )

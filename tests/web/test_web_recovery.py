@@ -86,6 +86,30 @@ async def test_the_page_recovers_what_it_missed_while_its_instance_was_restarted
         assert (await refused.json())["error"] == "invalid_grant"
 
 
+async def test_a_page_whose_instance_stays_down_moves_to_the_other_and_misses_nothing(
+    web_stack: StackFactory,
+) -> None:
+    stack = await web_stack(failover=True)
+    alice = await stack.page(stack.one)
+    bob = await stack.page(stack.two)
+    await register(alice, "alice")
+    await register(bob, "bob")
+    await join(alice, "lobby")
+    await join(bob, "lobby")
+    await say(bob, "before")
+    await expect(messages(alice)).to_contain_text("before")
+
+    await stack.one.kill()  # and it is not started again
+    await say(bob, "while alice moves")
+    await expect(status(alice)).to_have_attribute("data-connects", "2")
+    await expect(status(alice)).to_have_text(f"Live (on 127.0.0.1:{stack.two.port})")
+    await expect(messages(alice)).to_contain_text("while alice moves")
+    assert await offsets(alice) == [1, 2]
+    await say(alice, "made it across")
+    await expect(messages(bob)).to_contain_text("made it across")
+    await screenshot(alice, "failover-alice")
+
+
 async def test_the_page_refreshes_its_token_and_its_socket_before_they_expire(
     web_stack: StackFactory,
 ) -> None:

@@ -12,7 +12,7 @@ const LOST_ON_JOIN = new Set(["forbidden", "bad_room", "unknown_namespace", "too
 
 /** The signed-in page's chat: rooms, the open one, and what is waiting for an answer. */
 export class ChatClient {
-  constructor(view, auth, wsUrl) {
+  constructor(view, auth, wsUrls) {
     this.view = view;
     this.auth = auth;
     this.rooms = new Map();
@@ -21,7 +21,7 @@ export class ChatClient {
     this.refs = 0;
     this.pending = new Map(); // ref -> what was asked
     this.outbox = new Map(); // idempotency key -> unacknowledged send, resent after a drop
-    this.connection = new ChatConnection(wsUrl, auth);
+    this.connection = new ChatConnection(wsUrls, auth);
     this.connection.addEventListener("state", (e) => this.view.showState(e.detail));
     this.connection.addEventListener("frame", (e) => this.received(e.detail));
     this.connection.addEventListener("ended", (e) => this.onEnded && this.onEnded(e.detail.reason));

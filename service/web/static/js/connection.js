@@ -1,7 +1,9 @@
 // One WebSocket to this chat instance's /ws, kept open: it reconnects with backoff after any
 // drop, and says at every moment what it is doing (connecting, live, reconnecting in N s,
-// offline). The credential is the `bearer.<token>` subprotocol, since a browser cannot set
-// an Authorization header on a WebSocket.
+// offline). After a drop it tries the next of its URLs (this instance's own first, then the
+// other instances' that CHAT_WEB_SOCKET_URLS names), so a page outlives its instance. The
+// credential is the `bearer.<token>` subprotocol: a browser cannot set an Authorization
+// header on a WebSocket.
 
 const FIRST_DELAY_S = 0.5;
 const MAX_DELAY_S = 10;
@@ -23,9 +25,10 @@ const CLOSES = {
  * included), `ended` (a close that must not be retried, {code, reason}).
  */
 export class ChatConnection extends EventTarget {
-  constructor(url, auth) {
+  constructor(urls, auth) {
     super();
-    this.url = url;
+    this.urls = urls;
+    this.index = 0; // the URL in use
     this.auth = auth;
     this.ws = null;
     this.state = "offline";
@@ -36,6 +39,15 @@ export class ChatConnection extends EventTarget {
     this.awaitingPong = false;
     this.onOnline = () => this.wanted && this.state === "reconnecting" && this.reconnectNow();
     window.addEventListener("online", this.onOnline);
+  }
+
+  get url() {
+    return this.urls[this.index];
+  }
+
+  /** Where the socket is, when it is not this page's own instance. */
+  get elsewhere() {
+    return this.index === 0 ? "" : `on ${new URL(this.url).host}`;
   }
 
   get live() {
@@ -106,7 +118,7 @@ export class ChatConnection extends EventTarget {
     }
     if (frame.type === "hello") {
       this.attempt = 0;
-      this.setState("live", "");
+      this.setState("live", this.elsewhere);
       this.startPings();
     } else if (frame.type === "pong") {
       this.awaitingPong = false;
@@ -120,6 +132,7 @@ export class ChatConnection extends EventTarget {
     this.ws = null;
     this.stopPings();
     if (!this.wanted) return;
+    this.index = (this.index + 1) % this.urls.length; // the next instance, if there are more
     const why = CLOSES[event.code] || `closed (${event.code})`;
     if (event.code === 4003) {
       this.wanted = false;

@@ -8,10 +8,11 @@ import { View } from "./view.js";
 
 const view = new View();
 const $ = (id) => document.getElementById(id);
-const wsUrl = `${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/ws`;
+const ownSocket = `${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/ws`;
 
 let auth = null;
 let chat = null;
+let sockets = [ownSocket]; // this instance's own first, then CHAT_WEB_SOCKET_URLS
 
 function on(formId, handler) {
   const form = $(formId);
@@ -38,7 +39,7 @@ function field(id, what) {
 }
 
 function startChat(username) {
-  chat = new ChatClient(view, auth, wsUrl);
+  chat = new ChatClient(view, auth, sockets);
   chat.onEnded = (reason) => endSession(`You were signed out: ${reason}.`);
   view.signedIn(username);
   view.tokenRefreshed(auth.expiresAt);
@@ -169,6 +170,8 @@ async function boot() {
     if (chat) endSession(`Your sign-in ended: ${event.detail.message}. Sign in again.`);
   });
   $("composer-text").maxLength = config.max_text;
+  const others = Array.isArray(config.ws_urls) ? config.ws_urls : [];
+  sockets = [ownSocket, ...others.filter((url) => url !== ownSocket)];
   wire();
 }
 
