@@ -73,7 +73,7 @@ async def test_the_page_recovers_what_it_missed_while_its_instance_was_restarted
     await alice.get_by_role("button", name="Sign out").click()
     await expect(alice.get_by_role("heading", name="Sign in or register")).to_be_visible()
     await expect(alerts(alice)).to_contain_text("Signed out: this page's tokens are revoked.")
-    await expect(status(alice)).to_have_attribute("data-state", "offline")
+    await expect(status(alice)).to_have_attribute("data-state", "signed-out")
     await expect(bob.locator("#presence")).not_to_contain_text("alice")
     async with (
         aiohttp.ClientSession() as http,
@@ -108,6 +108,26 @@ async def test_a_page_whose_instance_stays_down_moves_to_the_other_and_misses_no
     await say(alice, "made it across")
     await expect(messages(bob)).to_contain_text("made it across")
     await screenshot(alice, "failover-alice")
+
+
+async def test_without_a_network_the_page_says_offline_and_comes_back_with_it(
+    web_stack: StackFactory,
+) -> None:
+    stack = await web_stack()
+    alice = await stack.page(stack.one)
+    bob = await stack.page(stack.two)
+    await register(alice, "alice")
+    await register(bob, "bob")
+    await join(alice, "lobby")
+    await join(bob, "lobby")
+    await alice.context.set_offline(True)
+    await expect(status(alice)).to_have_attribute("data-state", "offline")
+    await expect(status(alice)).to_contain_text("this device has no network")
+    await say(bob, "said while alice was offline")
+    await expect(messages(bob)).to_contain_text("said while alice was offline")
+    await alice.context.set_offline(False)
+    await expect(status(alice)).to_have_attribute("data-connects", "2")
+    await expect(messages(alice)).to_contain_text("said while alice was offline")
 
 
 async def test_the_page_refreshes_its_token_and_its_socket_before_they_expire(
@@ -185,5 +205,5 @@ async def test_signed_out_everywhere_the_page_says_so_and_does_not_retry(
         "You were signed out: the credential was revoked or the account disabled."
     )
     await expect(alice.get_by_role("heading", name="Sign in or register")).to_be_visible()
-    await expect(status(alice)).to_have_attribute("data-state", "offline")
-    await expect(status(alice)).to_contain_text("not signed in")
+    await expect(status(alice)).to_have_attribute("data-state", "signed-out")
+    await expect(status(alice)).to_have_text("Not signed in")

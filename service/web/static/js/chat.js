@@ -2,8 +2,8 @@
 // reconnect), messages, history, presence, removals, errors; and the chat HTTP API for
 // private rooms. Frames are docs/protocol.md's.
 
+import { ChatApi } from "./api.js";
 import { ChatConnection } from "./connection.js";
-import { request } from "./http.js";
 import { ROOM, Room, dmRoom } from "./rooms.js";
 
 const HISTORY_PAGE = 50;
@@ -22,6 +22,7 @@ export class ChatClient {
     this.pending = new Map(); // ref -> what was asked
     this.outbox = new Map(); // idempotency key -> unacknowledged send, resent after a drop
     this.connection = new ChatConnection(wsUrls, auth);
+    this.api = new ChatApi(auth);
     this.connection.addEventListener("state", (e) => this.view.showState(e.detail));
     this.connection.addEventListener("frame", (e) => this.received(e.detail));
     this.connection.addEventListener("ended", (e) => this.onEnded && this.onEnded(e.detail.reason));
@@ -105,34 +106,17 @@ export class ChatClient {
   /** Shows a private room's members; a room the user may not see yet says nothing here. */
   async loadMembers(name) {
     try {
-      const answer = await this.api("GET", `/api/rooms/${encodeURIComponent(name)}/members`);
+      const answer = await this.api.members(name);
       this.view.members(name, answer, this.me && this.me.username);
     } catch (error) {
       if (error.status !== 403) this.view.alert(`Reading the members of ${name} failed: ${error.message}`);
     }
   }
 
-  /** The chat HTTP API of this instance, as the signed-in user. */
-  async api(method, path, body) {
-    const headers = { Authorization: `Bearer ${this.auth.access}` };
-    if (body !== undefined) headers["Content-Type"] = "application/json";
-    return request(path, {
-      method,
-      headers,
-      body: body === undefined ? undefined : JSON.stringify(body),
-      where: "this chat instance",
-    });
-  }
-
   async createPrivate(name) {
     const room = `private:${name}`;
-    await this.api("POST", "/api/rooms", { room });
+    await this.api.create(room);
     this.join(room);
-  }
-
-  member(method, room, username) {
-    const path = `/api/rooms/${encodeURIComponent(room)}/members/${encodeURIComponent(username)}`;
-    return this.api(method, path);
   }
 
   // -- what the server says ---------------------------------------------------------------

@@ -37,8 +37,13 @@ export class ChatConnection extends EventTarget {
     this.timers = new Set();
     this.pingTimer = null;
     this.awaitingPong = false;
-    this.onOnline = () => this.wanted && this.state === "reconnecting" && this.reconnectNow();
+    this.onOnline = () => this.wanted && !this.ws && this.reconnectNow();
+    // The device lost its network: the socket is as good as gone, though the browser may not
+    // notice for a long time. Dropped now, the page says so and resumes (with `since`) as
+    // soon as the network is back.
+    this.onOffline = () => this.ws && this.drop(this.ws, "no network");
     window.addEventListener("online", this.onOnline);
+    window.addEventListener("offline", this.onOffline);
   }
 
   get url() {
@@ -63,6 +68,7 @@ export class ChatConnection extends EventTarget {
   stop(text = "signed out") {
     this.wanted = false;
     window.removeEventListener("online", this.onOnline);
+    window.removeEventListener("offline", this.onOffline);
     this.clearTimers();
     if (this.ws) {
       const ws = this.ws;
@@ -158,13 +164,23 @@ export class ChatConnection extends EventTarget {
     const delay = ceiling / 2 + (Math.random() * ceiling) / 2; // jitter: not every page at once
     this.attempt += 1;
     const due = Date.now() + delay * 1000;
-    const text = navigator.onLine ? why : `${why}; this device is offline`;
+    // Without a network it says so, and goes on trying (`onLine` is only a hint); the
+    // network's return makes it try at once.
+    const [state, text] = navigator.onLine
+      ? ["reconnecting", why]
+      : ["offline", `${why}; this device has no network`];
     const tick = () => {
-      this.setState("reconnecting", text, Math.max(0, Math.ceil((due - Date.now()) / 1000)));
+      this.setState(state, text, Math.max(0, Math.ceil((due - Date.now()) / 1000)));
     };
     tick();
     this.every(tick, 1000);
     this.after(() => this.open(), delay * 1000);
+  }
+
+  /** Gives up on a socket the browser still thinks open, and reconnects as after a drop. */
+  drop(ws, reason) {
+    ws.close(4000, reason);
+    this.closed(ws, { code: 1006 });
   }
 
   reconnectNow() {
@@ -178,8 +194,7 @@ export class ChatConnection extends EventTarget {
     this.pingTimer = setInterval(() => {
       if (this.awaitingPong && this.ws) {
         // No pong for a whole period: the link is dead though the browser has not noticed.
-        this.ws.close(4000, "no pong");
-        this.closed(this.ws, { code: 1006 });
+        this.drop(this.ws, "no pong");
         return;
       }
       this.awaitingPong = this.send({ op: "ping" });

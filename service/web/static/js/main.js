@@ -51,7 +51,7 @@ function endSession(why) {
   chat = null;
   auth.forget();
   view.signedOut();
-  view.showState({ state: "offline", text: "not signed in" });
+  view.showState({ state: "signed-out", text: "" });
   if (why) view.alert(why, "info");
 }
 
@@ -134,7 +134,7 @@ function wire() {
       const username = room && field(inputId, "a username");
       if (!username) return;
       try {
-        await chat.member(method, room, username);
+        await chat.api.member(method, room, username);
         $(inputId).value = "";
         chat.loadMembers(room);
         view.alert(`${done} ${username} ${method === "PUT" ? "to" : "from"} ${room}.`, "info");
@@ -157,7 +157,7 @@ function wire() {
 }
 
 async function boot() {
-  view.showState({ state: "offline", text: "not signed in" });
+  view.showState({ state: "signed-out", text: "" });
   let config;
   try {
     config = await request("/web/config.json", { where: "this chat instance" });

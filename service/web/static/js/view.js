@@ -42,7 +42,13 @@ export class View {
   showState({ state, text, retryIn }) {
     const changed = this.status.dataset.state !== state;
     this.status.dataset.state = state;
-    const label = { connecting: "Connecting…", live: "Live", reconnecting: "Reconnecting", offline: "Offline" }[state];
+    const label = {
+      "signed-out": "Not signed in",
+      connecting: "Connecting…",
+      live: "Live",
+      reconnecting: "Reconnecting",
+      offline: "Offline",
+    }[state];
     const words = text ? `${label} (${text})` : label;
     if (this.statusText.textContent !== words) this.statusText.textContent = words;
     $("status-countdown").textContent = Number.isInteger(retryIn) ? ` in ${retryIn} s` : "";
