@@ -12,7 +12,15 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-from playwright.async_api import Browser, BrowserContext, Page, async_playwright, expect
+from playwright.async_api import (
+    Browser,
+    BrowserContext,
+    ConsoleMessage,
+    Error,
+    Page,
+    async_playwright,
+    expect,
+)
 
 from tests.conftest import CHAT_CLIENT, auth_environ
 from tests.processes import ServiceProcess, start_service
@@ -89,6 +97,9 @@ class WebStack:
     two: Service
     browser: Browser
     contexts: list[BrowserContext] = field(default_factory=list)
+    # Uncaught script errors and Content-Security-Policy violations: none is expected. (A
+    # socket or a request refused while an instance is down is an expected console error.)
+    faults: list[str] = field(default_factory=list)
 
     async def page(self, chat: Service, *, width: int = 1280, height: int = 800) -> Page:
         """A new browser context (its own storage, as another person's browser) on `chat`."""
@@ -96,8 +107,17 @@ class WebStack:
         context.set_default_timeout(UI_DEADLINE_MS)
         self.contexts.append(context)
         page = await context.new_page()
+        page.on("pageerror", self._script_error)
+        page.on("console", self._console)
         await page.goto(f"{chat.url}/")
         return page
+
+    def _script_error(self, error: Error) -> None:
+        self.faults.append(f"script error: {error}")
+
+    def _console(self, message: ConsoleMessage) -> None:
+        if "Content Security Policy" in message.text:
+            self.faults.append(f"CSP: {message.text}")
 
     async def server_token(self) -> str:
         """A `chat:server` token of the chat service's client, for setting a scene over the API."""
@@ -143,8 +163,11 @@ async def web_stack(
     """Starts the stack; other keyword arguments are extra settings of the auth service."""
     started: list[WebStack] = []
 
-    async def make(*, failover: bool = False, **auth_overrides: str) -> WebStack:
-        """`failover`: each instance's page may move its socket to the other instance."""
+    async def make(
+        *, failover: bool = False, chat: dict[str, str] | None = None, **auth_overrides: str
+    ) -> WebStack:
+        """`failover`: each instance's page may move its socket to the other instance;
+        `chat`: extra settings of both chat instances."""
         ports = free_port(), free_port(), free_port()
         origins = ",".join(f"http://127.0.0.1:{port}" for port in ports[1:])
         sockets = ",".join(f"ws://127.0.0.1:{port}/ws" for port in ports[1:])
@@ -160,7 +183,7 @@ async def web_stack(
             ),
             tmp_path,
         )
-        chats = [
+        instances = [
             Service(
                 f"chat{n}",
                 "service",
@@ -176,15 +199,16 @@ async def web_stack(
                     "CHAT_PRESENCE_GRACE": "0.5",
                     "CHAT_INSTANCE_ID": f"web{n}",
                     **({"CHAT_WEB_SOCKET_URLS": sockets} if failover else {}),
+                    **(chat or {}),
                 },
                 tmp_path,
             )
             for n, port in enumerate(ports[1:], start=1)
         ]
-        stack = WebStack(auth, chats[0], chats[1], browser)
+        stack = WebStack(auth, instances[0], instances[1], browser)
         started.append(stack)
         await auth.start()
-        await asyncio.gather(*(chat.start() for chat in chats))
+        await asyncio.gather(*(instance.start() for instance in instances))
         return stack
 
     yield make
@@ -193,3 +217,5 @@ async def web_stack(
             await context.close()
         for service in (stack.one, stack.two, stack.auth):
             service.stop()
+    faults = [fault for stack in started for fault in stack.faults]
+    assert not faults, f"the pages reported: {faults}"

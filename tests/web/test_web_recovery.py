@@ -3,6 +3,7 @@ again, its access token expiring, signing out; and used by keyboard alone, on a 
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import aiohttp
@@ -108,6 +109,35 @@ async def test_a_page_whose_instance_stays_down_moves_to_the_other_and_misses_no
     await say(alice, "made it across")
     await expect(messages(bob)).to_contain_text("made it across")
     await screenshot(alice, "failover-alice")
+
+
+async def test_what_history_no_longer_holds_is_announced_as_a_gap(
+    web_stack: StackFactory,
+) -> None:
+    brief = '{"": {}, "brief": {"history_size": 2}}'  # a room that keeps 2 messages
+    stack = await web_stack(failover=True, chat={"CHAT_NAMESPACES": brief})
+    alice = await stack.page(stack.one)
+    bob = await stack.page(stack.two)
+    await register(alice, "alice")
+    await register(bob, "bob")
+    await join(alice, "brief:news")
+    await join(bob, "brief:news")
+    await say(bob, "news 1")
+    await expect(messages(alice)).to_contain_text("news 1")
+    await stack.one.kill()
+    await expect(status(alice)).not_to_have_attribute("data-state", "live")
+    for n in range(2, 12):
+        await say(bob, f"news {n}")
+    await expect(messages(bob)).to_contain_text("news 11")
+    await expect(status(alice)).to_have_attribute("data-connects", "2")
+    gap = messages(alice).locator("li.notice")
+    await expect(gap).to_have_count(1)
+    await expect(gap).to_have_text(
+        re.compile(r"Messages 2 to \d+ could not be recovered: the room no longer keeps them\.")
+    )
+    await expect(messages(alice)).to_contain_text("news 11")
+    await expect(messages(alice)).not_to_contain_text("news 2")
+    await screenshot(alice, "gap-alice")
 
 
 async def test_without_a_network_the_page_says_offline_and_comes_back_with_it(
