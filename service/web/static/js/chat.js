@@ -70,7 +70,7 @@ export class ChatClient {
 
   send(text) {
     if (!this.open) return;
-    const key = crypto.randomUUID();
+    const key = newKey();
     const entry = { room: this.open, text, key };
     this.outbox.set(key, entry);
     if (!this.connection.live) {
@@ -278,6 +278,12 @@ export class ChatClient {
   renderRooms() {
     this.view.renderRooms(this.rooms, this.open, this.me && this.me.username, (name) => this.show(name));
   }
+}
+
+/** An idempotency key: 128 random bits (`crypto.randomUUID` needs HTTPS; this does not). */
+function newKey() {
+  const bytes = crypto.getRandomValues(new Uint8Array(16));
+  return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
 }
 
 function describe(asked) {

@@ -37,7 +37,8 @@ export class ChatConnection extends EventTarget {
     this.timers = new Set();
     this.pingTimer = null;
     this.awaitingPong = false;
-    this.onOnline = () => this.wanted && !this.ws && this.reconnectNow();
+    this.opening = false;
+    this.onOnline = () => this.wanted && !this.ws && !this.opening && this.reconnectNow();
     // The device lost its network: the socket is as good as gone, though the browser may not
     // notice for a long time. Dropped now, the page says so and resumes (with `since`) as
     // soon as the network is back.
@@ -86,12 +87,23 @@ export class ChatConnection extends EventTarget {
   }
 
   async open() {
+    if (this.opening) return; // one attempt at a time: never two sockets
+    this.opening = true;
+    try {
+      await this.attemptNow();
+    } finally {
+      this.opening = false;
+    }
+  }
+
+  async attemptNow() {
     this.clearTimers();
     this.setState("connecting", this.attempt ? `attempt ${this.attempt + 1}` : "");
     try {
-      // A token about to expire would be refused at the handshake: refresh it first. So,
-      // every third failed attempt, might a token revoked meanwhile (a refused handshake
-      // looks like any other drop): if its grant is gone too, the refresh ends the session.
+      // A token about to expire would be refused at the handshake: refresh it first. And
+      // every third failed attempt too: a refused handshake looks like any other drop, so
+      // the token may have been revoked meanwhile; if its grant is gone as well, the refresh
+      // fails and ends the session instead of retrying for ever.
       const expiring = this.auth.expiresAt && this.auth.expiresAt - Date.now() / 1000 < 15;
       if (expiring || (this.attempt > 0 && this.attempt % 3 === 0)) {
         await this.auth.refresh();
@@ -101,7 +113,7 @@ export class ChatConnection extends EventTarget {
       this.retryLater(`cannot refresh the credential (${error.message})`);
       return;
     }
-    if (!this.wanted) return;
+    if (!this.wanted || this.ws) return;
     let ws;
     try {
       ws = new WebSocket(this.url, ["chat.v1", `bearer.${this.auth.access}`]);
