@@ -75,16 +75,20 @@ function wire() {
       return;
     }
     const registering = submitter && submitter.value === "register";
+    let registered = false;
     try {
       if (registering) {
         await auth.register(username, password);
-        view.alert(`Registered ${username}.`, "info");
+        registered = true;
       }
       await auth.signIn(username, password);
     } catch (error) {
-      view.alert(`${registering ? "Registering" : "Signing in"} failed: ${error.message}`);
+      if (registered) view.alert(`Registered ${username}.`, "info");
+      view.alert(`${registering && !registered ? "Registering" : "Signing in"} failed: ${error.message}`);
       return;
     }
+    view.clearAlerts(); // what went wrong before signing in is over
+    if (registered) view.alert(`Registered ${username}.`, "info");
     startChat(username);
   });
 

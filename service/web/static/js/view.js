@@ -103,6 +103,10 @@ export class View {
     }
   }
 
+  clearAlerts() {
+    $("alert-list").replaceChildren();
+  }
+
   // -- the list of rooms ------------------------------------------------------------------
 
   renderRooms(rooms, open, me, onOpen) {
