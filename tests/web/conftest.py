@@ -136,14 +136,19 @@ class WebStack:
 StackFactory = Callable[..., Awaitable[WebStack]]
 
 
-@pytest.fixture
-def chromium() -> Path:
-    if not CHROMIUM.exists():
+def require_chromium(path: Path = CHROMIUM) -> Path:
+    """The browser, or a failure (never a skip) that says how to install it."""
+    if not path.exists():
         pytest.fail(
-            f"{CHROMIUM} is missing: the web client's tests drive Debian's Chromium. "
+            f"{path} is missing: the web client's tests drive Debian's Chromium. "
             "Install it with `apt-get install chromium` (never `playwright install`)."
         )
-    return CHROMIUM
+    return path
+
+
+@pytest.fixture
+def chromium() -> Path:
+    return require_chromium()
 
 
 @pytest.fixture
