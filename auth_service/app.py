@@ -11,6 +11,7 @@ from aiohttp.web_exceptions import NotAppKeyWarning
 from aiohttp_session import session_middleware
 
 from auth_service import openapi, views
+from auth_service.browsers import browser_origins
 from auth_service.components import COMPONENTS, AuthComponents
 from auth_service.errors import error_middleware
 from auth_service.metrics import AuthMetricsAccess
@@ -48,6 +49,9 @@ def create_app(settings: AuthSettings) -> web.Application:
     app = web.Application(
         middlewares=[
             count_requests(parts.metrics.http_requests),
+            # Outermost: a page from elsewhere is refused before anything reads its request,
+            # and a listed page may read every answer, errors included.
+            browser_origins(settings.allowed_origins),
             error_middleware,
             body_deadline(settings.http),
             one_session_cookie(settings.cookie_name),

@@ -16,6 +16,9 @@ from common.http_limits import HttpLimits, read_http_limits
 DEV_CLIENTS = "chat:dev-chat-secret"
 PUBLIC_CLIENT = "public"  # the client id of callers that present no client credentials
 CLIENT_ID = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+# Development only, when AUTH_ALLOWED_ORIGINS is unset: the pages of a chat instance on its
+# default port (production's default is no browser origin at all).
+DEV_BROWSER_ORIGINS = ("http://127.0.0.1:8080", "http://localhost:8080")
 COOKIE_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 SCOPE_TOKEN = re.compile(r"^[\x21\x23-\x5B\x5D-\x7E]+$")  # RFC 6749 §3.3 scope-token
 
@@ -41,6 +44,7 @@ class AuthSettings:
     default_scope: str
     client_scopes: tuple[str, ...]  # for client_credentials only, never for a user's grant
     signing_key_files: tuple[str, ...]
+    allowed_origins: frozenset[str]  # pages that may call from a browser (CORS, CSRF rule)
     cookie_name: str
     cookie_secure: bool
     cookie_samesite: str
@@ -111,6 +115,9 @@ def load_settings(environ: Mapping[str, str] | None = None) -> AuthSettings:
         env.fail("AUTH_CLIENT_SCOPES must be a comma list of RFC 6749 scope tokens")
     elif set(client_scopes) & set(scopes):
         env.fail("AUTH_CLIENT_SCOPES must not repeat a scope of AUTH_SCOPES (users get those)")
+    origins = env.origins("AUTH_ALLOWED_ORIGINS")
+    if origins is None:
+        origins = () if env.production else DEV_BROWSER_ORIGINS
     samesite = env.choice("AUTH_COOKIE_SAMESITE", "Lax", ("Lax", "Strict"))
     settings = AuthSettings(
         app_env=env.app_env,
@@ -130,6 +137,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> AuthSettings:
         default_scope=scopes[0] if scopes else "chat",
         client_scopes=client_scopes,
         signing_key_files=env.csv("AUTH_SIGNING_KEY_FILES"),
+        allowed_origins=frozenset(origins),
         cookie_name=env.string("AUTH_COOKIE_NAME", default_cookie_name(env)),
         cookie_secure=env.boolean("AUTH_COOKIE_SECURE", env.production),
         cookie_samesite=samesite,

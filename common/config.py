@@ -16,6 +16,7 @@ APP_ENVS = ("development", "production")
 
 
 _USERINFO = re.compile(r"(?<=//)[^/@\s]*@")
+ORIGIN = re.compile(r"^https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?$")  # as a browser sends `Origin`
 
 
 def _redacted(value: str) -> str:
@@ -131,6 +132,16 @@ class EnvReader:
         if value is None:
             return default
         return tuple(part.strip() for part in value.split(",") if part.strip())
+
+    def origins(self, name: str) -> tuple[str, ...] | None:
+        """Exact browser origins (`scheme://host[:port]`), comma separated; None when unset."""
+        if self.raw(name) is None:
+            return None
+        values = self.csv(name)
+        for origin in values:
+            if not ORIGIN.fullmatch(origin):
+                self.fail(f"{name} entry {origin!r} must be scheme://host[:port]")
+        return values
 
     def cluster_nodes(self, name: str) -> tuple[tuple[str, int], ...]:
         """`host:port` seeds of a Redis Cluster, comma separated; () when unset."""

@@ -19,6 +19,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -134,12 +135,16 @@ def main() -> int:
     # Both explicitly: a job started in the background inherits SIGINT as ignored.
     signal.signal(signal.SIGTERM, _interrupt)
     signal.signal(signal.SIGINT, _interrupt)
-    # Every instance's page may open every instance's /ws (a reconnect moves to another).
+    # Every instance's page may open every instance's /ws (a reconnect moves to another),
+    # and each instance's web client signs in with the auth service from the browser.
+    origins = ",".join(
+        f"http://{host}:{port}" for port in CHAT_PORTS for host in ("127.0.0.1", "localhost")
+    )
+    env.setdefault("CHAT_ALLOWED_ORIGINS", origins)
+    env.setdefault("AUTH_ALLOWED_ORIGINS", origins)
+    # A web client whose instance is killed moves its socket to the other one.
     env.setdefault(
-        "CHAT_ALLOWED_ORIGINS",
-        ",".join(
-            f"http://{host}:{port}" for port in CHAT_PORTS for host in ("127.0.0.1", "localhost")
-        ),
+        "CHAT_WEB_SOCKET_URLS", ",".join(f"ws://127.0.0.1:{port}/ws" for port in CHAT_PORTS)
     )
     try:
         print("starting the stack")
@@ -187,7 +192,8 @@ def main() -> int:
                 )
                 wait_healthy(stack, name, f"http://127.0.0.1:{chat_port}/healthz")
                 chat_urls.append(f"ws://127.0.0.1:{chat_port}/ws")
-        print_banner(cluster_lines(cluster) if cluster else [env["REDIS_URL"]], chat_urls)
+        redis_lines = cluster_lines(cluster) if cluster else [env["REDIS_URL"]]
+        print_banner(redis_lines, chat_urls, web_urls(chat_urls))
         redis_env = (
             f"REDIS_CLUSTER_NODES={env['REDIS_CLUSTER_NODES']}"
             if cluster
@@ -239,7 +245,12 @@ def cluster_lines(cluster: LocalCluster) -> list[str]:
     return lines
 
 
-def print_banner(redis: list[str], chat_urls: list[str]) -> None:
+def web_urls(chat_urls: list[str]) -> list[str]:
+    """The web client of each chat instance (`ws://host:port/ws` -> `http://host:port/`)."""
+    return [url.replace("ws://", "http://", 1).removesuffix("ws") for url in chat_urls]
+
+
+def print_banner(redis: list[str], chat_urls: list[str], web: Sequence[str] = ()) -> None:
     auth = f"http://127.0.0.1:{AUTH_PORT}"
     client_id, secret = DEV_CHAT_CLIENT
     print("\nthe stack is up (Ctrl-C stops it)")
@@ -250,6 +261,8 @@ def print_banner(redis: list[str], chat_urls: list[str]) -> None:
     print(f"  auth   {auth}")
     for url in chat_urls:
         print(f"  chat   {url}")
+    for url in web:
+        print(f"  web    {url}  (the web client: open it in a browser, register, chat)")
     print(f"""
 try it (in another shell, from this directory):
   # create two users

@@ -33,6 +33,7 @@ from service.node import REVOCATION_CHANNEL, ChatNode
 from service.rooms.stores import room_stores
 from service.settings import ChatSettings
 from service.views import HTTP_SESSION, NODE
+from service.web import pages
 
 log = logging.getLogger(__name__)
 
@@ -127,6 +128,7 @@ def create_app(settings: ChatSettings, broker: Broker | None = None) -> web.Appl
     app.add_routes(api_messages.routes)
     app.add_routes(openapi.routes())
     app.add_routes([metrics_route(metrics.registry, public=settings.metrics_public)])
+    app.add_routes(pages.routes(settings))
     return app
 
 

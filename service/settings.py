@@ -13,8 +13,8 @@ from common.http_limits import HttpLimits, read_http_limits
 from service.rooms.namespaces import Namespaces, parse_namespaces
 
 DEV_CLIENT_SECRET = "dev-chat-secret"  # development only; production refuses it
-ORIGIN = re.compile(r"^https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?$")
 ORIGIN_POLICIES = ("cookie", "always")
+WEB_SOCKET_URL = re.compile(r"^wss?://[A-Za-z0-9.-]+(:[0-9]{1,5})?/[A-Za-z0-9._~/-]*$")
 
 
 @dataclass(frozen=True)
@@ -29,6 +29,8 @@ class ChatSettings:
     port: int
     instance_id: str
     auth_url: str
+    public_auth_url: str  # the auth service as a browser reaches it (the web client's pages)
+    web_socket_urls: tuple[str, ...]  # other instances' /ws a page may move to (web client)
     client_id: str
     client_secret: str
     allowed_origins: frozenset[str]
@@ -85,10 +87,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> ChatSettings:
 def read_settings(environ: Mapping[str, str] | None = None) -> tuple[ChatSettings, set[str]]:
     """The settings and the names of every variable they are read from."""
     env = EnvReader(os.environ if environ is None else environ)
-    origins = env.csv("CHAT_ALLOWED_ORIGINS")
-    for origin in origins:
-        if not ORIGIN.fullmatch(origin):
-            env.fail(f"CHAT_ALLOWED_ORIGINS entry {origin!r} must be scheme://host[:port]")
+    origins = env.origins("CHAT_ALLOWED_ORIGINS")
     max_connections = env.integer("CHAT_MAX_CONNECTIONS", 20_000, minimum=1)
     http = read_http_limits(
         env, "CHAT", default_connections=max_connections + 1024, default_per_address=2048
@@ -100,6 +99,11 @@ def read_settings(environ: Mapping[str, str] | None = None) -> tuple[ChatSetting
     except ValueError as error:
         env.fail(f"CHAT_NAMESPACES {error}")
         namespaces = parse_namespaces(None)
+    auth_url = env.url("AUTH_URL", "http://127.0.0.1:8081", schemes=("http", "https"))
+    web_socket_urls = env.csv("CHAT_WEB_SOCKET_URLS")
+    for url in web_socket_urls:
+        if not WEB_SOCKET_URL.fullmatch(url):
+            env.fail(f"CHAT_WEB_SOCKET_URLS entry {url!r} must be ws[s]://host[:port]/path")
     settings = ChatSettings(
         app_env=env.app_env,
         redis_url=env.url("REDIS_URL", "redis://127.0.0.1:6379/0", schemes=("redis", "rediss")),
@@ -108,11 +112,13 @@ def read_settings(environ: Mapping[str, str] | None = None) -> tuple[ChatSetting
         host=env.string("CHAT_HOST", "127.0.0.1"),
         port=env.port("CHAT_PORT", 8080),
         instance_id=env.string("CHAT_INSTANCE_ID", secrets.token_hex(4)),
-        auth_url=env.url("AUTH_URL", "http://127.0.0.1:8081", schemes=("http", "https")),
+        auth_url=auth_url,
+        public_auth_url=env.url("CHAT_PUBLIC_AUTH_URL", auth_url, schemes=("http", "https")),
+        web_socket_urls=web_socket_urls,
         client_id=env.string("CHAT_CLIENT_ID", "chat"),
         client_secret=env.secret("CHAT_CLIENT_SECRET", DEV_CLIENT_SECRET),
-        allowed_origins=frozenset(origins)
-        if env.raw("CHAT_ALLOWED_ORIGINS") is not None or env.production
+        allowed_origins=frozenset(origins or ())
+        if origins is not None or env.production
         else own_origins(env.string("CHAT_HOST", "127.0.0.1"), env.port("CHAT_PORT", 8080)),
         origin_policy=env.choice("CHAT_ORIGIN_POLICY", "cookie", ORIGIN_POLICIES),
         session_cookie=env.string("AUTH_COOKIE_NAME", default_cookie_name(env)),

@@ -89,3 +89,44 @@ def test_a_busy_port_is_named_and_nothing_starts(
     out = capsys.readouterr().out
     assert f"port {port} is already in use" in out
     assert "starting the stack" not in out
+
+
+def test_the_banner_prints_each_instances_web_client(capsys: pytest.CaptureFixture[str]) -> None:
+    run_stack = _load()
+    chat = [f"ws://127.0.0.1:{port}/ws" for port in run_stack.CHAT_PORTS]
+    run_stack.print_banner(["redis://127.0.0.1:6390/0"], chat, run_stack.web_urls(chat))
+    out = capsys.readouterr().out
+    for port in run_stack.CHAT_PORTS:
+        assert f"  web    http://127.0.0.1:{port}/  (the web client" in out
+
+
+def test_make_run_lets_each_instances_page_call_the_auth_service(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Both instances' origins, on both names of this machine, in AUTH_ALLOWED_ORIGINS (and in
+    CHAT_ALLOWED_ORIGINS): read from the environment `main` gives the auth service."""
+    run_stack = _load()
+    seen: dict[str, dict[str, str]] = {}
+
+    def record(self: Any, name: str, argv: list[str], env: dict[str, str]) -> None:
+        seen[name] = env
+        raise KeyboardInterrupt  # nothing is started: the environment is what is looked at
+
+    monkeypatch.setattr(run_stack.Stack, "start", record)
+    monkeypatch.setenv("REDIS_URL", "redis://127.0.0.1:1/0")  # no redis-server is started
+    monkeypatch.delenv("AUTH_ALLOWED_ORIGINS", raising=False)
+    monkeypatch.delenv("CHAT_ALLOWED_ORIGINS", raising=False)
+    monkeypatch.setattr(run_stack, "bindable", lambda port: True)
+    monkeypatch.setattr(run_stack.signal, "signal", lambda *args: None)  # this process's own
+    assert run_stack.main() == 0
+    origins = set(seen["auth"]["AUTH_ALLOWED_ORIGINS"].split(","))
+    assert origins == {
+        f"http://{host}:{port}"
+        for port in run_stack.CHAT_PORTS
+        for host in ("127.0.0.1", "localhost")
+    }
+    assert set(seen["auth"]["CHAT_ALLOWED_ORIGINS"].split(",")) == origins
+    # A page whose instance goes away may move its socket to the other.
+    assert seen["auth"]["CHAT_WEB_SOCKET_URLS"].split(",") == [
+        f"ws://127.0.0.1:{port}/ws" for port in run_stack.CHAT_PORTS
+    ]

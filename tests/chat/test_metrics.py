@@ -161,9 +161,7 @@ async def test_handshakes_are_counted_by_outcome(stack: Stack, alice: ChatUser) 
     await ws.close()
 
 
-async def test_centrifugo_connects_are_counted_as_handshakes(
-    stack: Stack, alice: ChatUser
-) -> None:
+async def test_centrifugo_connects_are_counted_as_handshakes(stack: Stack, alice: ChatUser) -> None:
     """A socket upgraded before its credential (Centrifugo's `connect` carries it) is a
     handshake too: counted by outcome when its `connect` is decided."""
     before = outcomes(await scrape(stack.a))
