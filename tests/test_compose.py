@@ -474,3 +474,22 @@ def test_metrics_are_on_the_published_ports_and_closed_unless_opened(
         assert load(name, resolved(compose, name, CALLER)).metrics_public is False, name
         opened = {**CALLER, "AUTH_METRICS_PUBLIC": "true", "CHAT_METRICS_PUBLIC": "true"}
         assert load(name, resolved(compose, name, opened)).metrics_public is True, name
+
+
+def test_the_web_client_works_on_the_published_ports(compose: dict[str, Any]) -> None:
+    """A browser at either replica's published port may open /ws and call the auth service,
+    which its page reaches at the issuer URL (not the containers' internal name)."""
+    pages = {f"http://localhost:{PUBLISHED[name]}" for name in CHAT_SERVICES}
+    auth = auth_settings.load_settings(resolved(compose, "auth", CALLER))
+    assert set(auth.allowed_origins) == pages
+    for name in CHAT_SERVICES:
+        chat = chat_settings.load_settings(resolved(compose, name, CALLER))
+        assert set(chat.allowed_origins) == pages
+        assert chat.public_auth_url == auth.issuer
+        assert set(chat.web_socket_urls) == {
+            f"ws://localhost:{PUBLISHED[n]}/ws" for n in CHAT_SERVICES
+        }
+    mine = {**CALLER, "CHAT_ALLOWED_ORIGINS": "https://chat.example.com"}
+    assert set(auth_settings.load_settings(resolved(compose, "auth", mine)).allowed_origins) == {
+        "https://chat.example.com"
+    }
