@@ -26,8 +26,12 @@ BUS_OFFSET = 10_000  # a node's cluster bus listens 10,000 ports above it
 
 
 def bindable(port: int) -> bool:
-    """Nothing holds 127.0.0.1:`port` (a health answer there would be a new process's)."""
+    """Nothing holds 127.0.0.1:`port` (a health answer there would be a new process's).
+
+    With SO_REUSEADDR, as aiohttp and redis-server bind: connections of a process that just
+    stopped, lingering in TIME_WAIT, do not hold the port; a listener does."""
     with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind(("127.0.0.1", port))
         except OSError:

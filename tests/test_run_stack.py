@@ -17,6 +17,8 @@ from typing import Any
 
 import pytest
 
+from chaos.local_cluster import bindable
+
 SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "run_stack.py"
 
 
@@ -130,3 +132,22 @@ def test_make_run_lets_each_instances_page_call_the_auth_service(
     assert seen["auth"]["CHAT_WEB_SOCKET_URLS"].split(",") == [
         f"ws://127.0.0.1:{port}/ws" for port in run_stack.CHAT_PORTS
     ]
+
+
+def test_a_port_a_stopped_run_left_in_time_wait_is_free_and_a_listener_is_not() -> None:
+    """A second `make run` right after the first stopped: the connections the first one closed
+    linger in TIME_WAIT, which do not stop a server from binding (SO_REUSEADDR), so they must
+    not make the port look busy."""
+    listener = socket.socket()
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as aiohttp listens
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    port = listener.getsockname()[1]
+    assert not bindable(port)
+    client = socket.create_connection(("127.0.0.1", port))
+    accepted, _ = listener.accept()
+    accepted.close()  # the server side closes first: it is the side left in TIME_WAIT
+    client.recv(1)
+    client.close()
+    listener.close()
+    assert bindable(port)
