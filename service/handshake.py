@@ -59,6 +59,9 @@ class Handshake:
         self.authenticator = authenticator
         self._metrics = metrics
         self.admission = Admission(settings.max_connections)
+        # Sockets upgraded before their credential (Centrifugo's `connect` carries it) wait
+        # here, not in `admission`: holding them, nobody could fill the server's slots.
+        self.pending = Admission(settings.centrifugo_max_pending)
         self._introspection = introspection
         self._user_sockets = user_sockets
         self._per_user = settings.max_connections_per_user

@@ -57,6 +57,7 @@ class ChatSettings:
     heartbeat: float
     centrifugo_ping: int  # seconds between Centrifugo pings (`{}`); a peer must answer each
     centrifugo_connect_timeout: float  # seconds a Centrifugo socket has to send `connect`
+    centrifugo_max_pending: int  # Centrifugo sockets waiting for `connect`, per process
     close_timeout: float
     expiry_grace: float
     handshake_failures: int
@@ -147,6 +148,7 @@ def read_settings(environ: Mapping[str, str] | None = None) -> tuple[ChatSetting
         centrifugo_connect_timeout=env.number(
             "CHAT_CENTRIFUGO_CONNECT_TIMEOUT", 10.0, minimum=0.1, maximum=300.0
         ),
+        centrifugo_max_pending=env.integer("CHAT_CENTRIFUGO_MAX_PENDING", 1024, minimum=1),
         close_timeout=env.number("CHAT_CLOSE_TIMEOUT", 2.0, minimum=0.01),
         expiry_grace=env.number("CHAT_EXPIRY_GRACE", 5.0),
         handshake_failures=env.integer("CHAT_HANDSHAKE_FAILURES", 20, minimum=1),

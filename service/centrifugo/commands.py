@@ -69,8 +69,9 @@ class CentrifugoCommands:
             if verdict == RateGuard.ABUSIVE:
                 return
             if command.method == "":
-                if verdict == RateGuard.ALLOWED:
-                    socket.pong()
+                # Counted against the rate, but an answer is an answer: a client being
+                # throttled (111s for its publishes) is alive, not to be closed "no pong".
+                socket.pong()
                 continue
             try:
                 if verdict == RateGuard.LIMITED:

@@ -29,6 +29,8 @@ from service.views import NODE, closed, opened, refusal_response, socket_limits
 
 routes = web.RouteTableDef()
 
+_SERVER_FULL = ReplyError(frames.INTERNAL, "this server is full", temporary=True)
+
 # A refused connect, as Centrifugo says it: an error reply (the SDK retries a temporary
 # one, and fetches a new token after 109) or a disconnect.
 _CONNECT_REFUSED: dict[Refusal, ReplyError | Disconnect] = {
@@ -44,7 +46,7 @@ _CONNECT_REFUSED: dict[Refusal, ReplyError | Disconnect] = {
     Refusal.ADDRESS_BLOCKED: ReplyError(
         frames.TOO_MANY_REQUESTS, "too many refused credentials", temporary=True
     ),
-    Refusal.SERVER_FULL: ReplyError(frames.INTERNAL, "this server is full", temporary=True),
+    Refusal.SERVER_FULL: _SERVER_FULL,
     Refusal.AUTH_UNAVAILABLE: ReplyError(
         frames.INTERNAL, "the auth service is unavailable", temporary=True
     ),
@@ -70,31 +72,48 @@ async def centrifugo(request: web.Request) -> web.StreamResponse:
         if not ws.can_prepare(request).ok:
             raise Refused(Refusal.NOT_AN_UPGRADE, "a WebSocket upgrade is required")
         node.handshake.authenticator.failures.refuse_if_blocked(request.remote or "unknown")
-        node.handshake.admission.admit()
+        node.handshake.admission.refuse_if_full()
+        node.handshake.pending.admit()  # released once `connect` is decided (`_serve`)
     except Refused as refused:
+        node.metrics.handshake_refused(refused)
         return refusal_response(refused)
     try:
         await ws.prepare(request)
-        await _serve(node, ws, request)
-    finally:
-        node.handshake.admission.release()
+    except BaseException:
+        node.handshake.pending.release()
+        raise
+    await _serve(node, ws, request)
     return ws
 
 
 async def _serve(node: ChatNode, ws: web.WebSocketResponse, request: web.Request) -> None:
+    """The connect phase on a slot of `pending`, then the connected socket on one of the
+    server's slots (`admission`), as a `/ws` socket is."""
     settings = node.settings
-    first = await _first_frame(ws, settings.centrifugo_connect_timeout)
-    if first is None:
-        return
-    connect, rest = first[0], first[1:]
-    started = time.monotonic()
-    identity = await _identify(node, ws, request, connect)
-    if identity is None:
+    try:
+        first = await _first_frame(ws, settings.centrifugo_connect_timeout)
+        if first is None:
+            # Silent, malformed or gone before `connect`: a failed handshake, counted
+            # against its address like a refused credential.
+            node.handshake.authenticator.failures.failed(request.remote or "unknown")
+            return
+        connect, rest = first[0], first[1:]
+        started = time.monotonic()
+        identity = await _identify(node, ws, request, connect)
+        if identity is None:
+            return
+    finally:
+        node.handshake.pending.release()
+    try:
+        node.handshake.admission.admit()
+    except Refused:  # filled up while this one was connecting
+        node.handshake.release_user(identity)
+        await _refuse(ws, connect, _SERVER_FULL, wait=settings.close_timeout)
         return
     try:
         await _connected(node, ws, request, identity, connect, rest, started)
     finally:
-        node.handshake.release_user(identity)
+        node.handshake.release(identity)
 
 
 async def _first_frame(ws: web.WebSocketResponse, within: float) -> list[Command] | None:

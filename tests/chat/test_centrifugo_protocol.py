@@ -23,6 +23,7 @@ from tests.chat.helpers import (
     receive,
 )
 from tests.conftest import PASSWORD, Store
+from tests.scrape import scrape
 
 PATH = "/connection/websocket"
 
@@ -266,3 +267,55 @@ async def test_refresh_keeps_the_user_and_refuses_another_or_a_bad_token(
     assert (await reply(ws))["error"]["code"] == 103  # another user's: refused, still open
     await send(ws, {"id": 4, "refresh": {"token": "eyJhbGciOiJFZERTQSJ9.e30.c2ln"}})
     assert await closed_with(ws) == 3500
+
+
+async def test_sockets_waiting_for_connect_wait_apart_from_the_servers_slots(
+    make_chat: ChatFactory, alice: ChatUser
+) -> None:
+    """A socket upgraded before its credential takes a slot of its own small budget, not one
+    of the server's: silent ones can refuse other Centrifugo upgrades (503, counted), never
+    the users who have a credential."""
+    chat = await make_chat(CHAT_CENTRIFUGO_MAX_PENDING="2", CHAT_MAX_CONNECTIONS="2")
+    before = (await scrape(chat))("chat_handshakes_total", outcome="server_full")
+    silent = [await chat.ws_connect(PATH) for _ in range(2)]
+    with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+        await chat.ws_connect(PATH)
+    assert refused.value.status == 503
+    assert (await scrape(chat))("chat_handshakes_total", outcome="server_full") == before + 1
+    native = await chat.ws_connect("/ws", headers={"Authorization": f"Bearer {alice.access_token}"})
+    assert (await receive(native))["type"] == "hello"  # the server's slots are untouched
+    await send(silent[0], {"id": 1, "connect": {"token": alice.access_token}})
+    assert "connect" in await reply(silent[0])  # now on the server's second slot
+    for ws in [*silent, native]:
+        await ws.close()
+
+
+async def test_a_socket_that_never_connects_counts_against_its_address(
+    make_chat: ChatFactory, alice: ChatUser
+) -> None:
+    chat = await make_chat(
+        CHAT_CENTRIFUGO_CONNECT_TIMEOUT="0.2",
+        CHAT_HANDSHAKE_FAILURES="2",
+        CHAT_HANDSHAKE_FAILURE_WINDOW="60",
+    )
+    for _ in range(2):
+        assert await closed_with(await chat.ws_connect(PATH)) == 3502
+    response = await chat.get("/ws", headers={"Authorization": f"Bearer {alice.access_token}"})
+    assert response.status == 429  # the address is refused now, as after refused credentials
+
+
+async def test_a_throttled_client_that_answers_pings_stays(
+    make_chat: ChatFactory, alice: ChatUser
+) -> None:
+    """A pong beyond the rate still counts as an answer: throttling is 111, not 3012."""
+    chat = await make_chat(
+        CHAT_CENTRIFUGO_PING="1", CHAT_RATE_BURST="1", CHAT_RATE_PER_SECOND="0.1"
+    )
+    ws, _ = await connect_raw(chat, alice.access_token)
+    assert await receive(ws, 3) == {}  # a ping
+    await send(ws, {"id": 2, "ping": {}})  # spends the one command the rate allows
+    assert (await reply(ws))["id"] == 2
+    for _ in range(2):
+        await ws.send_str("{}")  # the pong, beyond the rate
+        assert await receive(ws, 3) == {}  # the next ping, not a close
+    await ws.close()
