@@ -34,13 +34,22 @@ test: $(STAMP) $(JS_STAMP)
 load: $(STAMP)
 	$(VENV)/bin/pytest -m load -s tests/load
 
-## bench: ours, the bare reference, python-socketio and Django Channels, side by side
+## bench: ours, the bare reference, python-socketio, Node.js Socket.IO and Django Channels,
+## side by side
 BENCH_STAMP := $(VENV)/.installed-bench-stamp
 $(BENCH_STAMP): $(STAMP)
 	$(VENV)/bin/pip install --quiet -e '.[dev,bench]'
 	touch $(BENCH_STAMP)
 
-bench: $(BENCH_STAMP)
+## The Node.js Socket.IO peer's npm packages (bench/peers/node_socketio), installed as locked
+NODE_PEER       := bench/peers/node_socketio
+NODE_PEER_STAMP := $(NODE_PEER)/node_modules/.installed-stamp
+$(NODE_PEER_STAMP): $(NODE_PEER)/package-lock.json
+	@command -v npm >/dev/null || { echo "make: npm (Node.js 20+) is needed for the Node.js Socket.IO peer of make bench; install nodejs and npm"; exit 1; }
+	cd $(NODE_PEER) && npm ci --no-audit --no-fund --ignore-scripts
+	touch $(NODE_PEER_STAMP)
+
+bench: $(BENCH_STAMP) $(NODE_PEER_STAMP)
 	$(VENV)/bin/python -m bench.run $(BENCH_ARGS)
 
 ## bench-history: what history costs: the append (in Redis) and a 1,000-socket since storm

@@ -24,10 +24,13 @@ from typing import Any
 import aiohttp
 
 from bench import loadgen, profiles, scenarios
+from bench.peers import PEERS
 from bench.systems import CLIENT_ID, OURS, ROOT, Running, Store, start, store_for
 
-SYSTEMS = ("reference", "ours", "ours-nohistory", "ours-cluster", "socketio", "channels")
-DEFAULT_SYSTEMS = ("reference", "ours", "socketio", "channels")
+SYSTEMS = (
+    "reference", "ours", "ours-nohistory", "ours-cluster", "socketio", "node-socketio", "channels"
+)  # fmt: skip
+DEFAULT_SYSTEMS = ("reference", "ours", "socketio", "node-socketio", "channels")
 SCENARIOS = ("handshakes", "fanout", "latency", "idle", "slow")
 RESULTS = ROOT / "bench" / "results"
 SATURATED = 0.9
@@ -226,6 +229,13 @@ def _fanout_targets(results: dict[str, Figures], ours: Figures, ref: Figures) ->
             ours["fanout"]["deliveries_per_s"], results["socketio"]["fanout"]["deliveries_per_s"]
         )
         checks.append(("fan-out deliveries/s >= 4 x python-socketio", at_least(s, 4), times(s)))
+    if "fanout" in results.get("node-socketio", {}):
+        n = ratio(
+            ours["fanout"]["deliveries_per_s"],
+            results["node-socketio"]["fanout"]["deliveries_per_s"],
+        )
+        ahead = n is not None and n > 1
+        checks.append(("fan-out deliveries/s: ours ahead of Node Socket.IO", ahead, times(n)))
     return checks
 
 
@@ -392,6 +402,13 @@ async def main(argv: list[str] | None = None) -> int:
         parser.error(f"--profile: no scenario named {', '.join(sorted(unknown))}")
     if profile:
         profiles.py_spy()
+    try:
+        for name in wanted:
+            if name in PEERS:
+                PEERS[name].argv()  # a peer that cannot start says so before the first system
+    except RuntimeError as error:
+        print(f"make bench: {error}", file=sys.stderr)
+        return 2
     loadgen.build()
     results: dict[str, dict[str, Any]] = {}
     started = time.time()

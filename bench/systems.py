@@ -16,6 +16,7 @@ from pathlib import Path
 import aiohttp
 
 from bench.clients import BenchClient, SocketIOClient
+from bench.peers import PEERS
 from chaos.local_cluster import LocalCluster
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -228,26 +229,18 @@ async def start(
                 helpers=[auth],
             )
         else:
-            module, path, client = {
-                "reference": ("bench.peers.reference", "/ws", BenchClient),
-                "socketio": (
-                    "bench.peers.socketio_server",
-                    "/socket.io/?EIO=4&transport=websocket",
-                    SocketIOClient,
-                ),
-                "channels": ("bench.peers.channels_app.serve", "/ws", BenchClient),
-            }[name]
+            peer = PEERS[name]
             processes = [
                 spawn(
-                    [sys.executable, "-m", module],
+                    peer.argv(),
                     {**os.environ, "PORT": str(port), "REDIS_URL": redis_url},
                     logs / f"{name}-{i}.log",
                 )
                 for i, port in enumerate(ports)
             ]
-            running = Running(
-                name, [f"http://127.0.0.1:{port}{path}" for port in ports], processes, client
-            )
+            client = SocketIOClient if peer.protocol == "socketio" else BenchClient
+            urls = [f"http://127.0.0.1:{port}{peer.path}" for port in ports]
+            running = Running(name, urls, processes, client)
         for port, process in zip(ports, processes, strict=True):
             await wait_listening(port, process)
     except BaseException:

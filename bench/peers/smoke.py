@@ -20,6 +20,7 @@ from typing import Any
 import aiohttp
 import socketio
 
+from bench.peers import PEERS, Peer
 from bench.systems import free_port, redis_server, stop_processes, wait_listening
 
 REPO = Path(__file__).resolve().parents[2]
@@ -36,10 +37,10 @@ def require(condition: bool, what: str) -> None:
         raise SmokeFailure(what)
 
 
-def start_peer(module: str, port: int, url: str) -> subprocess.Popen[bytes]:
+def start_peer(argv: list[str], port: int, url: str) -> subprocess.Popen[bytes]:
     """One peer process; its stderr is ours, so a traceback shows in the smoke output."""
     env = {**os.environ, "PORT": str(port), "REDIS_URL": url}
-    return subprocess.Popen([sys.executable, "-m", module], cwd=REPO, env=env)
+    return subprocess.Popen(argv, cwd=REPO, env=env)
 
 
 async def receive_type(ws: aiohttp.ClientWebSocketResponse, kind: str) -> dict[str, Any]:
@@ -77,7 +78,7 @@ async def check_websocket(port_a: int, port_b: int) -> None:
 
 
 async def check_socketio(port_a: int, port_b: int) -> None:
-    """The Socket.IO events of `socketio_server`."""
+    """The Socket.IO events of `socketio_server` and `node_socketio/server.mjs`."""
     loop = asyncio.get_running_loop()
     a, b = socketio.AsyncClient(), socketio.AsyncClient()
     hellos = [loop.create_future() for _ in range(2)]
@@ -111,23 +112,23 @@ async def check_socketio(port_a: int, port_b: int) -> None:
         await b.disconnect()
 
 
-PEERS: dict[str, tuple[str, Callable[[int, int], Awaitable[None]]]] = {
-    "reference": ("bench.peers.reference", check_websocket),
-    "socketio": ("bench.peers.socketio_server", check_socketio),
-    "channels": ("bench.peers.channels_app.serve", check_websocket),
+CHECKS: dict[str, Callable[[int, int], Awaitable[None]]] = {
+    "json": check_websocket,
+    "socketio": check_socketio,
 }
 
 
-async def check_peer(module: str, check: Callable[[int, int], Awaitable[None]], url: str) -> None:
+async def check_peer(peer: Peer, url: str) -> None:
     ports = (free_port(), free_port())
     processes: list[subprocess.Popen[bytes]] = []
     try:
+        argv = peer.argv()  # node-socketio: RuntimeError when node or its packages are missing
         for port in ports:
-            processes.append(start_peer(module, port, url))
+            processes.append(start_peer(argv, port, url))
         for process, port in zip(processes, ports, strict=True):
             await wait_listening(port, process, deadline=DEADLINE)
         async with asyncio.timeout(DEADLINE):
-            await check(*ports)
+            await CHECKS[peer.protocol](*ports)
     finally:
         stop_processes(processes, timeout=5)
 
@@ -139,12 +140,12 @@ async def main() -> int:
     directory = tempfile.mkdtemp(prefix="bench-smoke-redis-")
     try:
         with redis_server(Path(directory), core=None) as url:  # unpinned: any machine will do
-            for name, (module, check) in PEERS.items():
+            for name, peer in PEERS.items():
                 try:
-                    await check_peer(module, check, url)
+                    await check_peer(peer, url)
                 except (
                     SmokeFailure,
-                    RuntimeError,  # a peer exited or never listened (bench.systems)
+                    RuntimeError,  # a peer could not start, exited or never listened
                     TimeoutError,
                     OSError,
                     aiohttp.ClientError,
