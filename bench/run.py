@@ -28,9 +28,18 @@ from bench.peers import PEERS
 from bench.systems import CLIENT_ID, OURS, ROOT, Running, Store, start, store_for
 
 SYSTEMS = (
-    "reference", "ours", "ours-nohistory", "ours-cluster", "socketio", "node-socketio", "channels"
+    "reference", "ours", "ours-nohistory", "ours-nopresence", "ours-cluster", "socketio",
+    "node-socketio", "channels",
 )  # fmt: skip
-DEFAULT_SYSTEMS = ("reference", "ours", "socketio", "node-socketio", "channels")
+DEFAULT_SYSTEMS = (
+    "reference",
+    "ours",
+    "ours-nohistory",
+    "ours-nopresence",
+    "socketio",
+    "node-socketio",
+    "channels",
+)
 SCENARIOS = ("handshakes", "fanout", "latency", "idle", "slow")
 RESULTS = ROOT / "bench" / "results"
 SATURATED = 0.9
@@ -350,8 +359,8 @@ async def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--systems",
         default=",".join(DEFAULT_SYSTEMS),
-        help=f"comma-separated subset of {', '.join(SYSTEMS)} (ours-nohistory: ours with "
-        "history off, not run by default)",
+        help=f"comma-separated subset of {', '.join(SYSTEMS)} (ours-nohistory, "
+        "ours-nopresence: ours with history or presence off, to show what each costs)",
     )
     parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")
     parser.add_argument("--only", action="store_true", help="exactly --systems, no reference")
