@@ -52,8 +52,9 @@ async def mint_tokens(
 
     async def register(n: int) -> None:
         body = {"username": f"{prefix}{n}", "password": PASSWORD}
-        async with slots, session.post(f"{system.auth_url}/users", json=body):
-            pass  # 409 for a user an earlier scenario registered: as good
+        async with slots, session.post(f"{system.auth_url}/users", json=body) as response:
+            if response.status not in (201, 409):  # 409: registered by an earlier scenario
+                raise RuntimeError(f"registering {body['username']} answered {response.status}")
 
     async def grant(index: int) -> str:
         user = f"{prefix}{index % users}"
