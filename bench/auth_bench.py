@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import dataclasses
 import json
 import os
@@ -71,7 +72,8 @@ async def mint_tokens(
 def pin_threads(pid: int, core: str) -> None:
     """Every thread of `pid` onto `core` (sched_setaffinity on a pid moves one thread only)."""
     for task in Path(f"/proc/{pid}/task").iterdir():
-        os.sched_setaffinity(int(task.name), {int(core)})
+        with contextlib.suppress(ProcessLookupError):  # a thread that ended meanwhile
+            os.sched_setaffinity(int(task.name), {int(core)})
 
 
 class CoreMeter:
