@@ -112,10 +112,12 @@ ROWS = [
     ("first_time_auth_core", "failures", "first-time, auth on its own core: failures"),
     ("first_time_auth_core", "core0_busy", "first-time, auth own core: chat core busy"),
     ("first_time_auth_core", "core1_busy", "first-time, auth own core: auth+Redis+loadgen core"),
+    ("first_time_auth_core", "core0_others", "first-time, auth own core: core 0, other processes"),
     ("introspection", "requests_per_s", "auth /introspect requests/s (one process)"),
     ("introspection", "p99_ms", "auth /introspect p99 ms"),
     ("introspection", "auth_cpu_us_per_request", "auth CPU µs per introspection"),
     ("introspection", "failures", "auth /introspect failures"),
+    ("introspection", "core0_others", "auth /introspect: core 0, other processes"),
     ("idle_fresh", "kib_per_connection", "KiB per idle connection, fresh process, distinct users"),
 ]
 
