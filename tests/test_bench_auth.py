@@ -13,7 +13,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from bench import auth_bench, auth_scenarios, run, systems
+from bench import auth_bench, auth_scenarios, profiles, run, systems
 
 SIZE = {"handshakes": 12, "concurrency": 4, "seconds": 0.5, "idle": 8}
 
@@ -147,3 +147,17 @@ async def test_idle_fresh_gives_each_connection_of_ours_its_own_user(
         assert found["idle_fresh"]["connections"] == 8
         assert found["idle_fresh"]["distinct_users"] == 8
         assert await auth_scenarios.before_others("ours", ours, session, SIZE, {"idle"}) == {}
+
+
+def test_profiles_leave_out_pool_threads_waiting_for_work(tmp_path: Path) -> None:
+    raw = tmp_path / "ours-introspection-1.txt"
+    waiting = "Thread.run (threading.py:982);_worker (/usr/lib/concurrent/futures/thread.py:81)"
+    working = (
+        "Thread.run (threading.py:982);_worker (/usr/lib/concurrent/futures/thread.py:83);"
+        "hash (argon2/_password_hasher.py:10)"
+    )
+    loop = "run (asyncio/runners.py:1);verify (jwt/algorithms.py:1018)"
+    raw.write_text(f"{waiting} 500\n{working} 7\n{loop} 40\n")
+    stacks = profiles.read([raw])
+    assert sum(stacks.values()) == 47
+    assert all(not stack[-1].startswith("_worker") for stack in stacks)
