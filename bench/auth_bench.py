@@ -131,6 +131,7 @@ async def first_time_auth_core(
         result["core0_others"] = round(max(0.0, others), 2)
     finally:
         pin_threads(auth, SERVER_CORE)  # the scenarios after this one run as shipped
+    result["pinning"] = "core 0: chat A and B; core 1: auth, Redis, load generator"
     # As run.py's loadgen-bound flag reads it: core 1 full, the servers' core not.
     result["server_cpu"] = result["core0_busy"]
     result["loadgen_cpu"] = result["core1_busy"]
@@ -234,6 +235,7 @@ async def introspection(
         busy = cores.busy()
     latencies = sorted(tally.latencies_ns)
     return {
+        "pinning": "core 0: auth (chat A and B idle); core 1: Redis, load generator",
         "requests": tally.answered,
         "distinct_tokens": len(tokens),
         "requests_per_s": round(tally.answered / wall, 1),
