@@ -103,14 +103,23 @@ async def recording(system: Running, scenario: str, wanted: set[str]) -> AsyncIt
             await recorder.communicate()
 
 
+# A pool thread whose innermost Python frame is `_worker` is blocked in `work_queue.get()`
+# waiting for work; py-spy does not always see such a thread as idle (on this machine it
+# reported the auth service's idle hashing threads as half its samples), so it is dropped.
+WAITING = re.compile(r"^_worker \(.*concurrent/futures/thread\.py")
+
+
 def read(paths: list[Path]) -> Counter[tuple[str, ...]]:
-    """Collapsed stacks ("frame;frame;... count") from py-spy's raw output, summed."""
+    """Collapsed stacks ("frame;frame;... count") from py-spy's raw output, summed, less
+    thread-pool workers waiting for work."""
     stacks: Counter[tuple[str, ...]] = Counter()
     for path in paths:
         for line in path.read_text().splitlines():
             frames, _, count = line.rpartition(" ")
             if frames and count.isdigit():
-                stacks[tuple(frames.split(";"))] += int(count)
+                stack = tuple(frames.split(";"))
+                if not WAITING.search(stack[-1]):
+                    stacks[stack] += int(count)
     return stacks
 
 

@@ -109,10 +109,10 @@ async def wait_listening(port: int, process: subprocess.Popen[bytes], deadline: 
 
 
 def _spawn(argv: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-    handle = log.open("ab")
-    return subprocess.Popen(
-        pinned(argv, SERVER_CORE), env=env, stdout=handle, stderr=handle, cwd=ROOT
-    )
+    with log.open("ab") as handle:  # the child has its own copy of the descriptor
+        return subprocess.Popen(
+            pinned(argv, SERVER_CORE), env=env, stdout=handle, stderr=handle, cwd=ROOT
+        )
 
 
 # Ours as it ships (rooms keep history and presence), with history off (at most once, as
