@@ -1,7 +1,8 @@
 """The recovery storm of `make bench` (ours only: no other system keeps history).
 
-Every subscriber of one room is on instance A, the publisher on instance B, publishing at a
-fixed rate. A is killed with SIGKILL; every subscriber reconnects at once to B (its token is
+Every subscriber of one room is on instance A; a publisher posts to the room at a fixed rate
+through instance B's HTTP API (so B holds no socket in the room and nothing of it in
+memory). A is killed with SIGKILL; every subscriber reconnects at once to B (its token is
 new to B, as it would be after a real failover) and joins with `since` = the last offset it
 received, while the publishing goes on. Measured, from the kill:
 
@@ -10,8 +11,8 @@ received, while the publishing goes on. Measured, from the kill:
   and the time until its new socket had its hello (the handshake's share of it);
 - the history reads the storm cost: B is the only instance left and the room the only room,
   so every `XREVRANGE` Redis ran meanwhile (`INFO commandstats` counts it inside the read's
-  script: `RoomHistory.tail`) is a history read of this room by B; `Room.read` coalesces
-  the storm's reads into one and serves later joins from it for `WINDOW_SECONDS`;
+  script: `RoomHistory.tail`) is a history read of this room by B; `Room.read` makes the
+  storm's joins share one read and serves later joins from it for `WINDOW_SECONDS`;
 - whether every subscriber received every message from its first join to the last one
   published exactly once, in offset order (lost, duplicated, out of order, gap frames).
 
@@ -35,7 +36,6 @@ from typing import Any
 import aiohttp
 import redis.asyncio as aioredis
 
-from bench.clients import BenchClient
 from bench.scenarios import Meter
 from bench.systems import CLIENT_ID, CLIENT_SECRET, Running
 
@@ -160,16 +160,26 @@ async def _subscriber(
         await ws.close()
 
 
-async def _publish(publisher: BenchClient, stop: asyncio.Event) -> tuple[int, int]:
-    """Sends at RATE until `stop`; returns (messages acknowledged, the last one's offset)."""
-    acked, last, seq = 0, 0, 0
+async def _publish(
+    session: aiohttp.ClientSession, system: Running, token: str, stop: asyncio.Event
+) -> tuple[int, int]:
+    """Posts to the room through B's HTTP API at RATE until `stop`; returns (messages
+    published, the last one's offset). Through the API, so that B holds no socket in the
+    room before the storm: its first `since` join subscribes and reads the history, the
+    storm's other joins wait on that read or are served from it."""
+    url = system.urls[1].removesuffix("/ws") + f"/api/rooms/{ROOM}/messages"
+    headers = {"Authorization": f"Bearer {token}"}
+    published, last, seq = 0, 0, 0
     started = time.monotonic()
     while not stop.is_set():
-        due = started + seq / RATE
-        await asyncio.sleep(max(0.0, due - time.monotonic()))
-        ack = await (await publisher.send(ROOM, f"{seq} {time.monotonic_ns()}"))
-        acked, last, seq = acked + 1, max(last, int(ack["offset"])), seq + 1
-    return acked, last
+        await asyncio.sleep(max(0.0, started + seq / RATE - time.monotonic()))
+        text = f"{seq} {time.monotonic_ns()}"
+        async with session.post(url, json={"text": text}, headers=headers) as response:
+            if response.status != 201:
+                raise RuntimeError(f"publishing answered {response.status}")
+            body = await response.json()
+        published, last, seq = published + 1, max(last, int(body["offset"])), seq + 1
+    return published, last
 
 
 async def _xrevranges(client: aioredis.Redis) -> int:
@@ -201,9 +211,6 @@ async def recovery_storm(
 ) -> dict[str, Any]:
     """`count` subscribers of A recover on B after A's SIGKILL (see the module docstring)."""
     tokens = await distinct_tokens(system, session, "storm", count + 1)
-    publisher = system.client(session, 1)
-    await publisher.connect({"Authorization": f"Bearer {tokens[count]}"})
-    await publisher.join(ROOM)
     wake = asyncio.Event()
     subs = [Subscriber(token, wake) for token in tokens[:count]]
     slots = asyncio.Semaphore(OPEN_AT_ONCE)
@@ -229,7 +236,7 @@ async def recovery_storm(
     pairs = list(zip(subs, tasks, strict=True))
     redis = aioredis.Redis.from_url(redis_url)
     stop = asyncio.Event()
-    sending = asyncio.create_task(_publish(publisher, stop))
+    sending = asyncio.create_task(_publish(session, system, tokens[count], stop))
     sending.add_done_callback(lambda _: wake.set())  # a failed publisher ends the waits
     try:
         await asyncio.sleep(BEFORE_KILL_S)  # publishing with everyone on A
@@ -260,7 +267,6 @@ async def recovery_storm(
             task.cancel()
         await asyncio.gather(*tasks, sending, return_exceptions=True)
         await redis.aclose()
-        await publisher.close()
     recovered = [s.recovered_ns - killed_ns for s in subs if s.recovered_ns is not None]
     hellos = [s.hello_ns - killed_ns for s in subs if s.hello_ns is not None]
     return {
