@@ -29,6 +29,7 @@ from bench.systems import Running
 
 RATE = 5.0  # messages per second to the room: 25,000 deliveries/s to 5,000 members
 DRAIN_S = 15.0  # after the last send, for the stayers to have it
+CHURNERS_STOP_S = 30.0  # after the last send, for each churner to finish its join and leave
 
 
 async def _churn(session: aiohttp.ClientSession, url: str, token: str, stop: asyncio.Event) -> int:
@@ -81,6 +82,9 @@ async def presence_churn(
         finally:
             stop.set()
         churned = time.monotonic() - started
+        _, stuck = await asyncio.wait(churning, timeout=CHURNERS_STOP_S)
+        for task in stuck:
+            task.cancel()  # unanswered: counted as failed below
         joins = await asyncio.gather(*churning, return_exceptions=True)
         received = await audience.finish(published.sent - 1, deadline=DRAIN_S)
         await publisher.close()
