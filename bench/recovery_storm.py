@@ -24,6 +24,7 @@ flagged as elsewhere. A is dead afterwards, so this scenario runs last.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import json
 import os
@@ -190,8 +191,10 @@ async def _xrevranges(client: aioredis.Redis) -> int:
 async def _recoveries_counted(session: aiohttp.ClientSession, system: Running) -> int:
     """`chat_recoveries_total{recovered="true"}` on B (its /metrics, as its client)."""
     url = system.urls[1].removesuffix("/ws") + "/metrics"
-    auth = aiohttp.BasicAuth(CLIENT_ID, CLIENT_SECRET)
-    async with session.get(url, auth=auth) as response:
+    credentials = base64.b64encode(f"{CLIENT_ID}:{CLIENT_SECRET}".encode()).decode()
+    async with session.get(url, headers={"Authorization": f"Basic {credentials}"}) as response:
+        if response.status != 200:
+            raise RuntimeError(f"B's /metrics answered {response.status}")
         text = await response.text()
     for line in text.splitlines():
         if line.startswith('chat_recoveries_total{recovered="true"}'):
