@@ -68,6 +68,8 @@ async def distinct_tokens(
             form = {"grant_type": "password", "username": user, "password": password}
             async with session.post(f"{system.auth_url}/token", data=form) as response:
                 body = await response.json()
+                if response.status != 200:
+                    raise RuntimeError(f"no token for {user}: {response.status} {body}")
                 return str(body["access_token"])
 
     return list(await asyncio.gather(*(mint(i) for i in range(count))))
@@ -103,6 +105,7 @@ class Subscriber:
     skipped: int = 0  # offsets that never came before a later one did
     gaps: int = 0
     not_recovered: int = 0
+    closed_ns: int | None = None  # after the kill: when it saw its socket on A close
     hello_ns: int | None = None  # after the kill: the new socket's hello
     recovered_ns: int | None = None
 
@@ -151,6 +154,7 @@ async def _subscriber(
 ) -> None:
     """On A until A dies, then on B with `since`, until the scenario cancels it."""
     await _follow(sub, ws, resuming=False)
+    sub.closed_ns = time.monotonic_ns()
     ws = await _open(session, ws_url(system, 1), sub.token)
     sub.hello_ns = time.monotonic_ns()
     try:
@@ -272,6 +276,7 @@ async def recovery_storm(
         await redis.aclose()
     recovered = [s.recovered_ns - killed_ns for s in subs if s.recovered_ns is not None]
     hellos = [s.hello_ns - killed_ns for s in subs if s.hello_ns is not None]
+    closes = [s.closed_ns - killed_ns for s in subs if s.closed_ns is not None]
     return {
         "subscribers": count,
         "messages": sent,
@@ -279,6 +284,8 @@ async def recovery_storm(
         "recovered_p50_ms": _ms(recovered, 0.50),
         "recovered_p99_ms": _ms(recovered, 0.99),
         "recovered_max_ms": _ms(recovered, 1.0),
+        "closed_p50_ms": _ms(closes, 0.50),
+        "closed_p99_ms": _ms(closes, 0.99),
         "hello_p50_ms": _ms(hellos, 0.50),
         "hello_p99_ms": _ms(hellos, 0.99),
         "history_reads": reads,

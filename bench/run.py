@@ -331,6 +331,7 @@ ROWS = [
     ("churn", "lost", "presence churn: lost to the staying members"),
     ("recovery", "recovered_p50_ms", "recovery storm: recovered p50 ms from the kill"),
     ("recovery", "recovered_p99_ms", "recovery storm: recovered p99 ms from the kill"),
+    ("recovery", "hello_p99_ms", "recovery storm: hello on B p99 ms from the kill (new token)"),
     ("recovery", "history_reads", "recovery storm: history reads (1 room, 1 instance)"),
     ("recovery", "lost", "recovery storm: lost"),
 ]
