@@ -25,6 +25,8 @@ import aiohttp
 
 from bench import auth_scenarios, loadgen, profiles, scenarios
 from bench.peers import PEERS
+from bench.presence_churn import churn_targets, presence_churn
+from bench.recovery_storm import recovery_storm, recovery_targets
 from bench.systems import CLIENT_ID, OURS, ROOT, Running, Store, start, store_for
 
 SYSTEMS = (
@@ -40,8 +42,17 @@ DEFAULT_SYSTEMS = (
     "node-socketio",
     "channels",
 )
-SCENARIOS: tuple[str, ...] = ("handshakes", "fanout", "latency", "idle", "slow")
+SCENARIOS: tuple[str, ...] = (
+    "handshakes",
+    "fanout",
+    "latency",
+    "idle",
+    "slow",
+    "churn",
+    "recovery",
+)
 SCENARIOS += ("idle-fresh", "auth-core", "introspection")  # bench/auth_scenarios.py
+OURS_ONLY = ("churn", "recovery")  # history and presence: ours alone has them
 RESULTS = ROOT / "bench" / "results"
 SATURATED = 0.9
 
@@ -49,9 +60,11 @@ SATURATED = 0.9
 def sizes(quick: bool) -> dict[str, Any]:
     if quick:
         return {"handshakes": 200, "concurrency": 20, "subscribers": 50, "seconds": 2.0,
-                "idle": 200, "slow_seconds": 3.0}  # fmt: skip
+                "idle": 200, "slow_seconds": 3.0, "storm": 200, "churn_members": 500,
+                "churners": 10, "churn_seconds": 3.0}  # fmt: skip
     return {"handshakes": 2000, "concurrency": 50, "subscribers": 500, "seconds": 10.0,
-            "idle": 2000, "slow_seconds": 15.0}  # fmt: skip
+            "idle": 2000, "slow_seconds": 15.0, "storm": 1000, "churn_members": 5000,
+            "churners": 50, "churn_seconds": 10.0}  # fmt: skip
 
 
 async def ours_tokens(system: Running, session: aiohttp.ClientSession, count: int) -> list[str]:
@@ -178,6 +191,17 @@ async def bench_system(
                         window=1024, rate=rate, slow=max(1, size["subscribers"] // 100),
                         padding=1000,
                     )  # fmt: skip
+            if name == "ours" and "churn" in wanted:
+                print(f"  {name}: presence churn", flush=True)
+                results["churn"] = await presence_churn(
+                    system, session, members=size["churn_members"], churners=size["churners"],
+                    seconds=size["churn_seconds"],
+                )  # fmt: skip
+            if name == "ours" and "recovery" in wanted:  # last: it kills instance A
+                print(f"  {name}: recovery storm", flush=True)
+                results["recovery"] = await recovery_storm(
+                    system, session, store.url, size["storm"]
+                )
     finally:
         system.stop()
     return results
@@ -206,9 +230,11 @@ def times(r: float | None) -> str:
 def targets(results: dict[str, dict[str, Any]]) -> list[tuple[str, bool, str]]:
     """Each target whose figures this run has (a run of some scenarios checks only those)."""
     ours, ref = results.get("ours"), results.get("reference")
-    if not ours or not ref:
+    if not ours:
         return []
-    checks: list[tuple[str, bool, str]] = []
+    checks = recovery_targets(ours) + churn_targets(ours)  # ours alone: no reference
+    if not ref:
+        return checks
     for check in (
         _fanout_targets,
         _cluster_targets,
@@ -327,6 +353,14 @@ ROWS = [
     ("slow", "p99_ms", "same, 1 % stalled: the others' p99 ms"),
     ("slow", "rss_growth_kib", "slow-consumer run: RSS growth KiB"),
     ("slow", "slow_closed_after_s", "slow consumers closed after s"),
+    ("churn", "joins_per_s", "presence churn: joins/s"),
+    ("churn", "p99_ms", "presence churn: the staying members' p99 ms"),
+    ("churn", "lost", "presence churn: lost to the staying members"),
+    ("recovery", "recovered_p50_ms", "recovery storm: recovered p50 ms from the kill"),
+    ("recovery", "recovered_p99_ms", "recovery storm: recovered p99 ms from the kill"),
+    ("recovery", "hello_p99_ms", "recovery storm: hello on B p99 ms from the kill (new token)"),
+    ("recovery", "history_reads", "recovery storm: history reads (1 room, 1 instance)"),
+    ("recovery", "lost", "recovery storm: lost"),
 ]
 ROWS += auth_scenarios.ROWS
 
@@ -380,7 +414,8 @@ async def main(argv: list[str] | None = None) -> int:
         default=",".join(SCENARIOS),
         help="comma-separated subset of "
         + ", ".join(SCENARIOS)
-        + " (latency and slow need fanout)",
+        + " (latency and slow need fanout; churn and recovery run for ours alone, recovery "
+        "last, since it kills one of its instances)",
     )
     parser.add_argument(
         "--profile",
