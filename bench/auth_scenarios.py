@@ -41,30 +41,19 @@ async def before_others(
     """`idle-fresh`, run before any other scenario so that instance A is fresh."""
     if "idle-fresh" not in wanted:
         return {}
-    headers: scenarios.Headers = _no_credentials
+    headers: scenarios.Headers = scenarios.no_credentials
     users = 0
     if name in OURS:
         print(f"  {name}: minting a token for each of {size['idle']} users", flush=True)
         tokens = await auth_bench.mint_tokens(
             system, session, size["idle"], users=size["idle"], prefix="fresh"
         )
-        headers = _bearer(tokens)
+        headers = scenarios.bearer(tokens)
         users = len(tokens)
     print(f"  {name}: idle memory on a fresh process", flush=True)
     figures = await scenarios.idle_memory(system, session, headers, size["idle"])
     figures["distinct_users"] = users
     return {"idle_fresh": figures}
-
-
-def _no_credentials(index: int) -> dict[str, str]:
-    return {}
-
-
-def _bearer(tokens: list[str]) -> scenarios.Headers:
-    def headers(index: int) -> dict[str, str]:
-        return {"Authorization": f"Bearer {tokens[index]}"}
-
-    return headers
 
 
 async def after_handshakes(
@@ -83,7 +72,7 @@ async def after_handshakes(
         if name == "reference" and "auth-core" in wanted and "handshakes" not in measured:
             print(f"  {name}: handshakes", flush=True)
             results["handshakes"] = await scenarios.handshakes(
-                system, _no_credentials, size["handshakes"], size["concurrency"]
+                system, scenarios.no_credentials, size["handshakes"], size["concurrency"]
             )
         return results
     if not {"auth-core", "introspection"} & wanted:

@@ -37,6 +37,7 @@ from typing import Any
 import aiohttp
 import redis.asyncio as aioredis
 
+from bench.auth_bench import mint_tokens
 from bench.scenarios import Meter
 from bench.systems import CLIENT_ID, CLIENT_SECRET, Running
 
@@ -54,25 +55,7 @@ async def distinct_tokens(
 ) -> list[str]:
     """One access token for each of `count` distinct users (`prefix`0, `prefix`1, ...), so
     presence counts `count` users; each token is new to the chat service."""
-    assert system.auth_url is not None
-    password = "bench password 123"
-    slots = asyncio.Semaphore(20)
-
-    async def mint(index: int) -> str:
-        user = f"{prefix}{index}"
-        async with slots:
-            async with session.post(
-                f"{system.auth_url}/users", json={"username": user, "password": password}
-            ):
-                pass  # 409 on a second run against the same auth service: the user exists
-            form = {"grant_type": "password", "username": user, "password": password}
-            async with session.post(f"{system.auth_url}/token", data=form) as response:
-                body = await response.json()
-                if response.status != 200:
-                    raise RuntimeError(f"no token for {user}: {response.status} {body}")
-                return str(body["access_token"])
-
-    return list(await asyncio.gather(*(mint(i) for i in range(count))))
+    return await mint_tokens(system, session, count, users=count, prefix=prefix)
 
 
 def ws_url(system: Running, instance: int) -> str:

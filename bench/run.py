@@ -23,7 +23,7 @@ from typing import Any
 
 import aiohttp
 
-from bench import auth_scenarios, loadgen, profiles, scenarios
+from bench import auth_bench, auth_scenarios, loadgen, profiles, scenarios
 from bench.peers import PEERS
 from bench.presence_churn import churn_targets, presence_churn
 from bench.recovery_storm import recovery_storm, recovery_targets
@@ -68,44 +68,9 @@ def sizes(quick: bool) -> dict[str, Any]:
 
 
 async def ours_tokens(system: Running, session: aiohttp.ClientSession, count: int) -> list[str]:
-    """`count` distinct access tokens (each a first-time credential for the chat service)."""
-    assert system.auth_url is not None
-    users = [f"bench{n}" for n in range(50)]
-    password = "bench password 123"
-    for user in users:
-        async with session.post(
-            f"{system.auth_url}/users", json={"username": user, "password": password}
-        ):
-            pass
-    slots = asyncio.Semaphore(20)
-
-    async def grant(index: int) -> str:
-        async with (
-            slots,
-            session.post(
-                f"{system.auth_url}/token",
-                data={
-                    "grant_type": "password",
-                    "username": users[index % len(users)],
-                    "password": password,
-                },
-            ) as response,
-        ):
-            body = await response.json()
-            return str(body["access_token"])
-
-    return list(await asyncio.gather(*(grant(i) for i in range(count))))
-
-
-def no_credentials(index: int) -> dict[str, str]:
-    return {}
-
-
-def bearer(tokens: list[str]) -> scenarios.Headers:
-    def headers(index: int) -> dict[str, str]:
-        return {"Authorization": f"Bearer {tokens[index]}"}
-
-    return headers
+    """`count` distinct access tokens of 50 users (each a first-time credential for the chat
+    service)."""
+    return await auth_bench.mint_tokens(system, session, count, users=50, prefix="bench")
 
 
 async def bench_system(
@@ -122,7 +87,7 @@ async def bench_system(
     try:
         connector = aiohttp.TCPConnector(limit=0)
         async with aiohttp.ClientSession(connector=connector) as session:
-            headers: scenarios.Headers = no_credentials
+            headers: scenarios.Headers = scenarios.no_credentials
             results.update(
                 await auth_scenarios.before_others(name, system, session, size, wanted)
             )  # idle-fresh: before anything else touches the instance
@@ -131,7 +96,7 @@ async def bench_system(
                 tokens = await ours_tokens(
                     system, session, size["handshakes"] + size["subscribers"] + 1
                 )
-                headers = bearer(tokens)
+                headers = scenarios.bearer(tokens)
                 if "handshakes" in wanted:
                     results["handshakes_first_time"] = await scenarios.handshakes(
                         system, headers, size["handshakes"], size["concurrency"]

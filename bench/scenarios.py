@@ -211,3 +211,16 @@ async def idle_memory(
         "rss_after_mib": round(after / 1024, 1),
         "kib_per_connection": round((after - before) / max(len(clients), 1), 2),
     }
+
+
+def no_credentials(index: int) -> dict[str, str]:
+    return {}
+
+
+def bearer(tokens: list[str]) -> Headers:
+    """Socket `index` presents `tokens[index]`."""
+
+    def headers(index: int) -> dict[str, str]:
+        return {"Authorization": f"Bearer {tokens[index]}"}
+
+    return headers

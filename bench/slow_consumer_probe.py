@@ -19,7 +19,8 @@ from pathlib import Path
 import aiohttp
 
 from bench.clients import BenchClient
-from bench.run import bearer, ours_tokens
+from bench.run import ours_tokens
+from bench.scenarios import bearer
 from bench.systems import redis_server, start
 
 TCP_ESTABLISHED = 1  # the first byte of struct tcp_info is the connection state
