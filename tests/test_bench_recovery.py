@@ -12,16 +12,11 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import pytest
 
 from bench import loadgen, run
 from bench.presence_churn import presence_churn
 from bench.recovery_storm import Subscriber, recovery_storm
 from bench.systems import start, stop_processes
-
-# bench.systems hands each server its log file and keeps no handle to close (the bench's way
-# since before these scenarios): the warning its garbage collection raises is not theirs.
-LOG_HANDLES = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 
 
 def storm(**changes: Any) -> dict[str, Any]:
@@ -82,7 +77,6 @@ def test_both_scenarios_are_rows_of_the_table_and_dashes_for_other_systems() -> 
     assert {"churn", "recovery"} <= set(run.SCENARIOS)
 
 
-@LOG_HANDLES
 async def test_the_storm_end_to_end_recovers_everyone_with_nothing_lost(
     redis_url: str, tmp_path: Path
 ) -> None:
@@ -101,7 +95,6 @@ async def test_the_storm_end_to_end_recovers_everyone_with_nothing_lost(
     assert result["recovered_p99_ms"] is not None, result
 
 
-@LOG_HANDLES
 async def test_the_churn_end_to_end_counts_joins_and_loses_nothing(
     redis_url: str, tmp_path: Path
 ) -> None:

@@ -152,3 +152,23 @@ async def across_instances(
         for ws in sockets:
             await join(ws, room)
     return sockets
+
+
+async def stalled_member(
+    client: Client, token: str, room: str
+) -> tuple[Any, asyncio.StreamReader, asyncio.StreamWriter]:
+    """A member of `room` on `client`'s instance that never reads: its server-side
+    connection, and the raw stream (whose reader the test leaves unread). Use it on an
+    instance with a small `CHAT_SOCKET_SNDBUF`, so the kernel does not hide the backlog."""
+    from service.views import NODE  # the instance's own registry of sockets
+    from tests.chat.rawws import open_raw, text_frame
+
+    sockets = client.app[NODE].sockets
+    before = set(sockets)
+    port = client.server.port
+    assert isinstance(port, int)
+    reader, writer = await open_raw(client.server.host, port, {"Authorization": f"Bearer {token}"})
+    writer.write(text_frame({"op": "join", "room": room}))
+    await reader.readuntil(b'"joined"')
+    (connection,) = set(sockets) - before
+    return connection, reader, writer

@@ -7,7 +7,7 @@ import aiohttp
 
 from service.views import NODE
 from tests.chat.conftest import ChatFactory
-from tests.chat.helpers import ChatUser, Stack, connect, join, receive_type
+from tests.chat.helpers import ChatUser, Stack, connect, join, receive_type, stalled_member
 from tests.chat.rawws import open_raw, read_until_eof, text_frame
 
 
@@ -116,14 +116,7 @@ async def test_a_stalled_reader_is_closed_after_the_write_timeout(
     )
     sender = await connect(chat, alice.access_token)
     await join(sender, "lobby")
-    port = chat.server.port
-    assert isinstance(port, int)
-    slow_reader, slow_writer = await open_raw(
-        chat.server.host, port, {"Authorization": f"Bearer {bob.access_token}"}
-    )
-    slow_writer.write(text_frame({"op": "join", "room": "lobby"}))
-    await slow_reader.readuntil(b'"joined"')
-    (slow,) = [c for c in chat.app[NODE].sockets if c.identity.username == "bob"]
+    slow, slow_reader, slow_writer = await stalled_member(chat, bob.access_token, "lobby")
     text = "z" * 4000
     async with asyncio.timeout(10):
         while slow.close_code is None:  # until the server gives up on the stalled reader

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-import socket
 from typing import Any
 
 import pytest
@@ -25,8 +24,9 @@ from tests.chat.helpers import (
     join,
     receive_type,
     send,
+    stalled_member,
 )
-from tests.chat.rawws import open_raw, read_until_eof, text_frame
+from tests.chat.rawws import read_until_eof
 from tests.conftest import Store
 from tests.redis_server import free_port
 from tests.scrape import BASIC, Samples, scrape
@@ -309,20 +309,14 @@ async def test_a_slow_consumer_close_is_counted(
     make_chat: ChatFactory, alice: ChatUser, bob: ChatUser
 ) -> None:
     chat = await make_chat(
-        CHAT_OUTBOX_FRAMES="4", CHAT_RATE_PER_SECOND="100000", CHAT_RATE_BURST="100000"
+        CHAT_OUTBOX_FRAMES="4",
+        CHAT_SOCKET_SNDBUF="4096",
+        CHAT_RATE_PER_SECOND="100000",
+        CHAT_RATE_BURST="100000",
     )
     sender = await connect(chat, alice.access_token)
     await join(sender, "lobby")
-    port = chat.server.port
-    assert isinstance(port, int)
-    slow_reader, slow_writer = await open_raw(
-        chat.server.host, port, {"Authorization": f"Bearer {bob.access_token}"}
-    )
-    slow_writer.write(text_frame({"op": "join", "room": "lobby"}))
-    await slow_reader.readuntil(b'"joined"')
-    (slow,) = [c for c in chat.app[NODE].sockets if c.identity.username == "bob"]
-    server_socket = slow._transport.get_extra_info("socket")
-    server_socket.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    slow, slow_reader, slow_writer = await stalled_member(chat, bob.access_token, "lobby")
     before = (await scrape(chat))("chat_slow_consumer_closes_total")
     text = "z" * 4000
     async with asyncio.timeout(10):
