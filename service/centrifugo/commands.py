@@ -11,13 +11,11 @@ from service.centrifugo import codes, frames
 from service.centrifugo.frames import BAD_REQUEST, Command, ReplyError
 from service.centrifugo.socket import CentrifugoSocket
 from service.connection import RateGuard
-from service.rooms.access import Actor, Decision, RoomAccess, Verdict
-from service.rooms.hub import RoomHub
+from service.rooms.access import Decision, Verdict
 from service.rooms.member import NotAllowed, Since
 from service.rooms.namespaces import Policy
-from service.rooms.presence import PresenceStore
-from service.settings import ChatSettings
-from service.token_refresh import RefreshFailure, RefreshRefused, TokenRefresh
+from service.socket_commands import SocketCommands, actor_of
+from service.token_refresh import RefreshFailure, RefreshRefused
 
 MAX_HISTORY = 100  # publications per history answer (our history pages are 100 at most)
 REJECT_UNRECOVERED = 2  # a subscribe flag: answer 112 rather than recovered false
@@ -43,22 +41,8 @@ def unavailable(what: str) -> ReplyError:
     return ReplyError(frames.INTERNAL, f"cannot {what} now; retry", temporary=True)
 
 
-class CentrifugoCommands:
+class CentrifugoCommands(SocketCommands):
     """Carries out the commands of connected Centrifugo sockets."""
-
-    def __init__(
-        self,
-        settings: ChatSettings,
-        hub: RoomHub,
-        access: RoomAccess,
-        presence: PresenceStore,
-        refresher: TokenRefresh,
-    ) -> None:
-        self._settings = settings
-        self._hub = hub
-        self._access = access
-        self._presence = presence
-        self._refresher = refresher
 
     async def handle(self, socket: CentrifugoSocket, commands: list[Command]) -> None:
         """Runs a frame's commands in order; stops at one that closes the socket."""
@@ -127,7 +111,7 @@ class CentrifugoCommands:
             if room not in socket.dropped:
                 raise ReplyError(frames.ALREADY_SUBSCRIBED, "already subscribed")
             await self._hub.leave(room, socket)  # back after a gap: subscribe afresh
-        actor = _actor(socket)
+        actor = actor_of(socket)
         policy = self._allowed(await self._access.to_join(actor, room))
         if len(socket.rooms) >= self._settings.max_rooms:
             raise ReplyError(
@@ -184,7 +168,7 @@ class CentrifugoCommands:
         room = frames.channel(command.request)
         text, key = frames.message(command.request, max_text=self._settings.max_text)
         joined = room in socket.rooms and room not in socket.dropped
-        actor = _actor(socket)
+        actor = actor_of(socket)
         policy = self._allowed(await self._access.to_send(actor, room, joined=joined))
         if not joined:
             raise ReplyError(frames.PERMISSION_DENIED, "subscribe to the channel to publish")
@@ -197,7 +181,7 @@ class CentrifugoCommands:
     async def _history(self, socket: CentrifugoSocket, command: Command) -> None:
         request = command.request
         room = frames.channel(request)
-        policy = self._allowed(await self._access.to_read(_actor(socket), room))
+        policy = self._allowed(await self._access.to_read(actor_of(socket), room))
         if not policy.history:
             raise ReplyError(frames.NOT_AVAILABLE, "this channel keeps no history")
         limit = request.get("limit", 0)
@@ -246,11 +230,11 @@ class CentrifugoCommands:
 
     async def _presence_of(self, socket: CentrifugoSocket, command: Command) -> None:
         room = frames.channel(command.request)
-        policy = self._allowed(await self._access.to_read(_actor(socket), room))
+        policy = self._allowed(await self._access.to_read(actor_of(socket), room))
         if not policy.presence:
             raise ReplyError(frames.NOT_AVAILABLE, "this channel keeps no presence")
         try:
-            count, members = await self._presence.query(room)
+            count, members = await self._presence_store.query(room)
         except UNAVAILABLE:
             raise unavailable("read presence") from None
         if command.method == "presence_stats":
@@ -280,7 +264,3 @@ class CentrifugoCommands:
 def _publications(stored: list[tuple[bytes, int | None]]) -> list[bytes]:
     pubs = (frames.publication(frame, offset) for frame, offset in stored)
     return [pub for pub in pubs if pub is not None]
-
-
-def _actor(socket: CentrifugoSocket) -> Actor:
-    return Actor(socket.identity.user_id, socket.identity.username)

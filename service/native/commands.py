@@ -6,31 +6,15 @@ from service.broker.base import UNAVAILABLE
 from service.native import frames
 from service.native.frames import Command, ProtocolError
 from service.native.socket import NativeSocket
-from service.rooms.access import Actor, Decision, RoomAccess, Verdict
-from service.rooms.hub import RoomHub
+from service.rooms.access import Decision, Verdict
 from service.rooms.member import Joined, NotAllowed, Since
 from service.rooms.namespaces import Policy
-from service.rooms.presence import PresenceStore
-from service.settings import ChatSettings
-from service.token_refresh import RefreshFailure, RefreshRefused, TokenRefresh
+from service.socket_commands import SocketCommands, actor_of
+from service.token_refresh import RefreshFailure, RefreshRefused
 
 
-class Commands:
+class Commands(SocketCommands):
     """Carries out the frames of native sockets against the rooms and the credential checker."""
-
-    def __init__(
-        self,
-        settings: ChatSettings,
-        hub: RoomHub,
-        access: RoomAccess,
-        presence: PresenceStore,
-        refresher: TokenRefresh,
-    ) -> None:
-        self._settings = settings
-        self._hub = hub
-        self._access = access
-        self._presence_store = presence
-        self._refresher = refresher
 
     async def handle(self, socket: NativeSocket, data: str) -> None:
         try:
@@ -65,7 +49,7 @@ class Commands:
 
     async def _join(self, socket: NativeSocket, command: Command) -> None:
         room = command.room
-        actor = _actor(socket)
+        actor = actor_of(socket)
         policy = self._allowed(await self._access.to_join(actor, room), command)
         if room not in socket.rooms and len(socket.rooms) >= self._settings.max_rooms:
             raise ProtocolError(
@@ -97,13 +81,13 @@ class Commands:
 
     async def _send(self, socket: NativeSocket, command: Command) -> None:
         joined = command.room in socket.rooms
-        decision = await self._access.to_send(_actor(socket), command.room, joined=joined)
+        decision = await self._access.to_send(actor_of(socket), command.room, joined=joined)
         policy = self._allowed(decision, command)
         if not joined:
             raise ProtocolError("not_joined", "join the room before sending to it", command.ref)
         try:
             published = await self._hub.post(
-                command.room, policy, _actor(socket), command.text, key=command.idempotency_key
+                command.room, policy, actor_of(socket), command.text, key=command.idempotency_key
             )
         except UNAVAILABLE:
             raise ProtocolError(
@@ -115,7 +99,7 @@ class Commands:
         socket.send(frames.encode(ack))
 
     async def _history(self, socket: NativeSocket, command: Command) -> None:
-        policy = self._allowed(await self._access.to_read(_actor(socket), command.room), command)
+        policy = self._allowed(await self._access.to_read(actor_of(socket), command.room), command)
         try:
             epoch, stored = await self._hub.page(
                 command.room, policy, before=command.before, limit=command.limit
@@ -127,7 +111,7 @@ class Commands:
         socket.send(frames.history(command.room, epoch, [s.frame for s in stored], command.ref))
 
     async def _presence(self, socket: NativeSocket, command: Command) -> None:
-        policy = self._allowed(await self._access.to_read(_actor(socket), command.room), command)
+        policy = self._allowed(await self._access.to_read(actor_of(socket), command.room), command)
         if not policy.presence:
             raise ProtocolError(
                 "presence_disabled", "this room's namespace keeps no presence", command.ref
@@ -164,8 +148,3 @@ _REFUSED = {
     Verdict.BAD_ROOM: "a DM room is dm:<username>,<username>, lower case and sorted",
     Verdict.UNKNOWN_NAMESPACE: "no namespace of that name is configured",
 }
-
-
-def _actor(socket: NativeSocket) -> Actor:
-    identity = socket.identity
-    return Actor(identity.user_id, identity.username)
