@@ -101,6 +101,7 @@ async def presence_churn(
         "p99_ms": received["p99_ms"],
         "lost": published.sent * received["readers"] - received["delivered"],
         "duplicated": received["duplicates"],
+        "readers_closed": received["readers_closed"],  # by the server: why messages were lost
         "send_errors": published.send_errors,
         **meter.figures(received["cpu_s"]),
     }

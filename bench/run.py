@@ -321,6 +321,7 @@ ROWS = [
     ("churn", "joins_per_s", "presence churn: joins/s"),
     ("churn", "p99_ms", "presence churn: the staying members' p99 ms"),
     ("churn", "lost", "presence churn: lost to the staying members"),
+    ("churn", "readers_closed", "presence churn: staying members closed by the server"),
     ("recovery", "recovered_p50_ms", "recovery storm: recovered p50 ms from the kill"),
     ("recovery", "recovered_p99_ms", "recovery storm: recovered p99 ms from the kill"),
     ("recovery", "hello_p99_ms", "recovery storm: hello on B p99 ms from the kill (new token)"),
