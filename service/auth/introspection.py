@@ -67,6 +67,7 @@ class IntrospectionClient:
         self._batch_url = f"{url}/introspect/batch"
         self._authorization = aiohttp.encode_basic_auth(client_id, client_secret)
         self._timeout = aiohttp.ClientTimeout(total=timeout)
+        self._seconds = timeout
         self._ttl = ttl
         self._negative_ttl = negative_ttl
         self.cache = AnswerCache(max_entries)
@@ -130,7 +131,10 @@ class IntrospectionClient:
         metrics = self._metrics
         started = time.monotonic()
         try:
-            answer = await self._batcher.lookup(token, hint)
+            # Queued behind other requests, then its own: bounded all the same, so a dead
+            # auth service answers each handshake 503 in time however many are waiting.
+            async with asyncio.timeout(2 * self._seconds):
+                answer = await self._batcher.lookup(token, hint)
         except (aiohttp.ClientError, TimeoutError, ValueError, IntrospectionUnavailable) as exc:
             metrics.introspection_failed.inc()
             if isinstance(exc, IntrospectionUnavailable):

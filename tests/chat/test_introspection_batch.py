@@ -181,3 +181,19 @@ async def test_a_refused_batch_fails_every_lookup_closed(stack: Stack) -> None:
             return_exceptions=True,
         )
     assert all(isinstance(result, IntrospectionUnavailable) for result in results)
+
+
+async def test_a_lookup_queued_behind_a_request_that_never_ends_fails_in_time() -> None:
+    asked = Asked()  # never released: the auth service accepted the requests and hung
+    async with aiohttp.ClientSession() as session:
+        client = IntrospectionClient(
+            session, url="http://unused", client_id="chat", client_secret="secret",
+            timeout=0.2, ttl=60, negative_ttl=5, max_entries=100, metrics=ChatMetrics(),
+        )  # fmt: skip
+        client._batcher = LookupBatcher(asked.ask, max_batch=1, max_requests=1)
+        results = await asyncio.gather(
+            *(client.introspect(f"a.b.{n}", "access_token") for n in range(3)),
+            return_exceptions=True,
+        )
+    assert all(isinstance(result, IntrospectionUnavailable) for result in results)
+    assert len(asked.batches) == 1  # the others never got a request of their own
