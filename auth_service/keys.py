@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import functools
 import hashlib
 import logging
 import time
@@ -47,8 +48,8 @@ class SigningKey:
     kid: str
     private: Ed25519PrivateKey
 
-    @property
-    def public(self) -> Ed25519PublicKey:
+    @functools.cached_property
+    def public(self) -> Ed25519PublicKey:  # derived once: every verification needs it
         return self.private.public_key()
 
     def jwk(self) -> dict[str, str]:

@@ -15,12 +15,21 @@ from auth_service.errors import OAuthError, invalid_client, invalid_grant, inval
 from auth_service.grants import family_member
 from auth_service.logins import check_password, still_valid
 from auth_service.refresh import ReusedRefreshToken
-from auth_service.request_input import FORM, NO_STORE, address_of, parts_of, read_form
+from auth_service.request_input import (
+    FORM,
+    NO_STORE,
+    address_of,
+    parts_of,
+    read_form,
+    read_json,
+)
 from common.credentials import looks_like_jwt
 
 log = logging.getLogger(__name__)
 
 REVOCABLE = ("access_token", "refresh_token")
+# Tokens per `/introspect/batch` request: a 4 KiB token each still fits the body limit.
+MAX_BATCH = 50
 
 routes = web.RouteTableDef()
 
@@ -172,6 +181,28 @@ async def introspect(request: web.Request) -> web.Response:
     else:
         parts.metrics.introspection_inactive.inc()
     return web.json_response(answer, headers=NO_STORE)
+
+
+@routes.post("/introspect/batch")
+async def introspect_batch(request: web.Request) -> web.Response:
+    """Several introspections in one request, for a resource server that coalesces its
+    look-ups: JSON `{"tokens": [...]}` (at most `MAX_BATCH`) answered by `{"answers": [...]}`,
+    each answer in order and exactly what `/introspect` answers for that token. HTTP Basic
+    client authentication only, checked before the body is read."""
+    parts = parts_of(request)
+    authorization = request.headers.get("Authorization")
+    if authorization is None or parts.clients.authenticate(authorization) is None:
+        raise invalid_client("introspection requires client authentication")
+    tokens = (await read_json(request)).get("tokens")
+    if not isinstance(tokens, list) or not 0 < len(tokens) <= MAX_BATCH:
+        raise invalid_request(f"tokens must be a list of 1 to {MAX_BATCH} tokens")
+    if not all(isinstance(token, str) and token for token in tokens):
+        raise invalid_request("each token must be a non-empty string")
+    answers = await parts.introspector.introspect_many(tokens)
+    active = sum(1 for answer in answers if answer["active"])
+    parts.metrics.introspection_active.inc(active)
+    parts.metrics.introspection_inactive.inc(len(answers) - active)
+    return web.json_response({"answers": answers}, headers=NO_STORE)
 
 
 @routes.post("/revoke")

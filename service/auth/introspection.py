@@ -7,17 +7,22 @@ import functools
 import hashlib
 import logging
 import time
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import Any, cast
 
 import aiohttp
 
+from service.auth.introspection_batch import LookupBatcher
 from service.auth.introspection_cache import AnswerCache, RecentRevocations
 from service.metrics import ChatMetrics
 
 log = logging.getLogger(__name__)
 
 MAX_REASKS = 3
+# Look-ups per request (the auth service's `/introspect/batch` takes up to 50), and requests
+# in flight at once: more look-ups than that wait and go together in the next request.
+MAX_BATCH = 50
+MAX_REQUESTS_IN_FLIGHT = 4
 RECENT_REVOCATIONS_SECONDS = 60.0  # longer than any look-up or handshake may take
 RECENT_REVOCATIONS_MAX = 100_000
 INACTIVE: dict[str, Any] = {"active": False}
@@ -59,8 +64,10 @@ class IntrospectionClient:
         self._session = session
         self._metrics = metrics
         self._url = f"{url}/introspect"
+        self._batch_url = f"{url}/introspect/batch"
         self._authorization = aiohttp.encode_basic_auth(client_id, client_secret)
         self._timeout = aiohttp.ClientTimeout(total=timeout)
+        self._seconds = timeout
         self._ttl = ttl
         self._negative_ttl = negative_ttl
         self.cache = AnswerCache(max_entries)
@@ -68,7 +75,10 @@ class IntrospectionClient:
         self._inflight: dict[str, _Lookup] = {}
         self._generation = 0  # see forget_all()
         self._recent = RecentRevocations(RECENT_REVOCATIONS_SECONDS, RECENT_REVOCATIONS_MAX)
-        self.requests = 0  # calls actually made to the auth service
+        self.requests = 0  # credentials actually asked about (one request may ask several)
+        self._batcher = LookupBatcher(
+            self._ask, max_batch=MAX_BATCH, max_requests=MAX_REQUESTS_IN_FLIGHT
+        )
 
     def cached(self, token: str, hint: str) -> dict[str, Any] | None:
         """The cached answer for a credential, if there is one (no request is made)."""
@@ -121,16 +131,14 @@ class IntrospectionClient:
         metrics = self._metrics
         started = time.monotonic()
         try:
-            try:
-                answer = await self._post(token, hint)
-            except aiohttp.ServerDisconnectedError:
-                # A pooled connection the auth service closed as idle just as it was reused:
-                # introspection changes nothing, so asking once more is safe.
-                answer = await self._post(token, hint)
+            # Queued behind other requests, then its own: bounded all the same, so a dead
+            # auth service answers each handshake 503 in time however many are waiting.
+            async with asyncio.timeout(2 * self._seconds):
+                answer = await self._batcher.lookup(token, hint)
         except (aiohttp.ClientError, TimeoutError, ValueError, IntrospectionUnavailable) as exc:
             metrics.introspection_failed.inc()
             if isinstance(exc, IntrospectionUnavailable):
-                raise
+                raise IntrospectionUnavailable(str(exc)) from exc
             raise IntrospectionUnavailable(type(exc).__name__) from exc
         finally:
             metrics.introspection_seconds.observe(time.monotonic() - started)
@@ -140,23 +148,46 @@ class IntrospectionClient:
             metrics.introspection_inactive.inc()
         return answer
 
-    async def _post(self, token: str, hint: str) -> dict[str, Any]:
+    async def _ask(self, lookups: Sequence[tuple[str, str]]) -> list[dict[str, Any]]:
+        """One request for `lookups`: `/introspect` for one, `/introspect/batch` for more."""
+        try:
+            return await self._request(lookups)
+        except aiohttp.ServerDisconnectedError:
+            # A pooled connection the auth service closed as idle just as it was reused:
+            # introspection changes nothing, so asking once more is safe.
+            return await self._request(lookups)
+
+    async def _request(self, lookups: Sequence[tuple[str, str]]) -> list[dict[str, Any]]:
+        if len(lookups) == 1:
+            token, hint = lookups[0]
+            return [
+                await self._post(self._url, {"data": {"token": token, "token_type_hint": hint}})
+            ]
+        body = await self._post(self._batch_url, {"json": {"tokens": [t for t, _ in lookups]}})
+        answers = body.get("answers")
+        if not isinstance(answers, list) or len(answers) != len(lookups):
+            raise IntrospectionUnavailable("batch introspection answered something unexpected")
+        for answer in answers:
+            _check(answer)
+        return answers
+
+    async def _post(self, url: str, payload: dict[str, Any]) -> dict[str, Any]:
         async with self._session.post(
-            self._url,
-            data={"token": token, "token_type_hint": hint},
+            url,
             headers={"Authorization": self._authorization},
             timeout=self._timeout,
+            **payload,
         ) as response:
             if response.status != 200:
                 if response.status == 401:
                     log.error("the auth service refused our client credentials")
                 raise IntrospectionUnavailable(f"introspection answered {response.status}")
-            body = await response.json()
-        if not isinstance(body, dict) or not isinstance(body.get("active"), bool):
-            raise IntrospectionUnavailable("introspection answered something unexpected")
-        if body["active"] and not _well_formed(body):
-            raise IntrospectionUnavailable("introspection answered an incomplete identity")
-        return body
+            body: Any = await response.json()
+        if url == self._url:
+            _check(body)
+        elif not isinstance(body, dict):
+            raise IntrospectionUnavailable("batch introspection answered something unexpected")
+        return cast(dict[str, Any], body)
 
     def revoked(self, field: str, value: str) -> None:
         """A revocation event: whatever has `value` in its introspection `field` is dead."""
@@ -172,6 +203,14 @@ class IntrospectionClient:
         every cached answer and has every look-up still in flight asked again."""
         self._generation += 1
         self.cache.clear()
+
+
+def _check(body: Any) -> None:
+    """Raises unless `body` is an RFC 7662 answer we can act on."""
+    if not isinstance(body, dict) or not isinstance(body.get("active"), bool):
+        raise IntrospectionUnavailable("introspection answered something unexpected")
+    if body["active"] and not _well_formed(body):
+        raise IntrospectionUnavailable("introspection answered an incomplete identity")
 
 
 def _well_formed(body: dict[str, Any]) -> bool:

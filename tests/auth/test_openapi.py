@@ -89,7 +89,7 @@ class LiveAuthService(LiveApp):
         """Working credentials for a protected operation: the registered client for
         introspection; for the others a new user's access token or session cookie, by turns
         (new each time, since the operation may revoke it or change the password)."""
-        if operation_id in ("introspect", "lookupUser", "metrics"):
+        if operation_id in ("introspect", "introspectBatch", "lookupUser", "metrics"):
             return {"Authorization": CHAT_BASIC}
         n = next(self._names)
         username = f"user{n}"
@@ -225,6 +225,7 @@ def test_the_protected_operations_are_the_expected_ones() -> None:
         "GET /metrics",
         "GET /users/{username}",
         "POST /introspect",
+        "POST /introspect/batch",
         "POST /me/password",
         "POST /me/revoke-all",
     ]
