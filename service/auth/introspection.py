@@ -12,7 +12,7 @@ from typing import Any
 
 import aiohttp
 
-from service.auth.introspection_cache import AnswerCache, RecentRevocations
+from service.auth.introspection_cache import AnswerCache, RecentRevocations, kept
 from service.metrics import ChatMetrics
 
 log = logging.getLogger(__name__)
@@ -29,8 +29,8 @@ class IntrospectionUnavailable(Exception):
     """The auth service could not answer (down, slow, or refusing our client credentials)."""
 
 
-def _cache_key(token: str, hint: str) -> str:
-    return hashlib.sha256(f"{hint}\0{token}".encode()).hexdigest()
+def _cache_key(token: str, hint: str) -> bytes:
+    return hashlib.sha256(f"{hint}\0{token}".encode()).digest()
 
 
 class IntrospectionClient:
@@ -65,7 +65,7 @@ class IntrospectionClient:
         self._negative_ttl = negative_ttl
         self.cache = AnswerCache(max_entries)
         # key -> (generation when asked, monotonic time when asked, the request)
-        self._inflight: dict[str, _Lookup] = {}
+        self._inflight: dict[bytes, _Lookup] = {}
         self._generation = 0  # see forget_all()
         self._recent = RecentRevocations(RECENT_REVOCATIONS_SECONDS, RECENT_REVOCATIONS_MAX)
         self.requests = 0  # calls actually made to the auth service
@@ -100,7 +100,7 @@ class IntrospectionClient:
                 del self._inflight[key]
         raise IntrospectionUnavailable("the revocation feed kept dropping during the look-up")
 
-    def _settle(self, key: str, entry: _Lookup, _done: object) -> None:
+    def _settle(self, key: bytes, entry: _Lookup, _done: object) -> None:
         asked_at, started, task = entry
         if self._inflight.get(key) is entry:
             del self._inflight[key]
@@ -156,7 +156,7 @@ class IntrospectionClient:
             raise IntrospectionUnavailable("introspection answered something unexpected")
         if body["active"] and not _well_formed(body):
             raise IntrospectionUnavailable("introspection answered an incomplete identity")
-        return body
+        return kept(body)
 
     def revoked(self, field: str, value: str) -> None:
         """A revocation event: whatever has `value` in its introspection `field` is dead."""
