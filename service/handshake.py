@@ -45,18 +45,6 @@ class Admission:
         self._total -= 1
 
 
-class UpgradeCheck(web.WebSocketResponse):
-    """Only ever asked whether a request is an upgrade the socket's response could accept
-    (`can_prepare`), never prepared. A class of its own because CPython 3.11 shares one table
-    of attribute names among a class's instances, with room for 30, and each instance made
-    before the names `prepare()` and the first `receive()` add are in it takes away some of
-    that room: a `/ws` response with a heartbeat has 29 names, so one other instance made
-    early (this one, or responses made before their handshakes' look-ups came back) would
-    leave every socket of the process with a dictionary of its own, about 0.8 KiB more each.
-    `views.websocket` makes the socket's response once it is admitted, and prepares it at
-    once."""
-
-
 class Handshake:
     """Admits the handshakes of one process (see the module's docstring)."""
 
@@ -77,21 +65,20 @@ class Handshake:
         self._introspection = introspection
         self._user_sockets = user_sockets
         self._per_user = settings.max_connections_per_user
-        self._upgrade_check = UpgradeCheck(protocols=(SUBPROTOCOL,))
 
-    async def admit(self, request: web.Request) -> Identity:
+    async def admit(self, request: web.Request, ws: web.WebSocketResponse) -> Identity:
         """The identity, with its slots (this process's, and its user's across all
         instances) reserved: every admit is paired with a `release`. Counted by outcome."""
         try:
-            identity = await self._admit(request)
+            identity = await self._admit(request, ws)
         except Refused as refused:
             self._metrics.handshake_refused(refused)
             raise
         self._metrics.handshake_accepted.inc()
         return identity
 
-    async def _admit(self, request: web.Request) -> Identity:
-        _check_upgrade(request, self._upgrade_check)
+    async def _admit(self, request: web.Request, ws: web.WebSocketResponse) -> Identity:
+        _check_upgrade(request, ws)
         # A full server refuses before it spends a look-up on the credential.
         self.admission.refuse_if_full()
         identity = await self.identify(request)

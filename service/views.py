@@ -61,13 +61,6 @@ async def websocket(request: web.Request) -> web.StreamResponse:
     node = request.app[NODE]
     settings = node.settings
     started = time.monotonic()
-    # Everything that can refuse happens before the upgrade, as a plain HTTP answer.
-    try:
-        identity = await node.handshake.admit(request)
-    except Refused as refused:
-        return refusal_response(refused)
-    # Made now and prepared at once, with no await until its first receive: see
-    # `handshake.UpgradeCheck` for what responses made during the look-up would cost.
     ws = web.WebSocketResponse(
         protocols=(SUBPROTOCOL,),
         max_msg_size=settings.max_frame + 1,  # aiohttp refuses sizes >= this; ours is "over"
@@ -75,6 +68,11 @@ async def websocket(request: web.Request) -> web.StreamResponse:
         compress=False,
         timeout=settings.close_timeout,
     )
+    # Everything that can refuse happens before the upgrade, as a plain HTTP answer.
+    try:
+        identity = await node.handshake.admit(request, ws)
+    except Refused as refused:
+        return refusal_response(refused)
     try:
         await ws.prepare(request)
     except BaseException:
