@@ -78,21 +78,25 @@ def body_deadline(limits: HttpLimits) -> Middleware:
     garbled = ConditionLog(log, "request bodies not decodable; answered 400", level=logging.INFO)
 
     @web.middleware
-    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if request.body_exists:
-            try:
-                async with asyncio.timeout(limits.body_timeout):
-                    await request.read()
-            except TimeoutError:
-                slow.hit(path=request.path)
-                return _refusal(408, "request_timeout", "the request body did not arrive in time")
-            except ConnectionError:
-                gone.hit(path=request.path)
-                return _refusal(400, "invalid_request", "the client closed the connection")
-            except (web.RequestPayloadError, HttpProcessingError) as exc:
-                # A body that breaks its own framing or Content-Encoding: the client's fault.
-                garbled.hit(path=request.path, error=type(exc).__name__)
-                return _refusal(400, "invalid_request", "the body could not be read")
+    def middleware(request: web.Request, handler: Handler) -> Awaitable[web.StreamResponse]:
+        # Without a body there is nothing to wait for: the handler's own coroutine is handed
+        # on, so a request that lives long (a WebSocket) keeps no frame of this middleware.
+        return read_first(request, handler) if request.body_exists else handler(request)
+
+    async def read_first(request: web.Request, handler: Handler) -> web.StreamResponse:
+        try:
+            async with asyncio.timeout(limits.body_timeout):
+                await request.read()
+        except TimeoutError:
+            slow.hit(path=request.path)
+            return _refusal(408, "request_timeout", "the request body did not arrive in time")
+        except ConnectionError:
+            gone.hit(path=request.path)
+            return _refusal(400, "invalid_request", "the client closed the connection")
+        except (web.RequestPayloadError, HttpProcessingError) as exc:
+            # A body that breaks its own framing or Content-Encoding: the client's fault.
+            garbled.hit(path=request.path, error=type(exc).__name__)
+            return _refusal(400, "invalid_request", "the body could not be read")
         return await handler(request)
 
     return middleware

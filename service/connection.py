@@ -9,6 +9,7 @@ import socket
 import struct
 import time
 from collections import deque
+from collections.abc import Set
 from dataclasses import dataclass
 
 from aiohttp import WSMsgType, web
@@ -74,6 +75,7 @@ class RateGuard:
 # socket is backed up and frames wait in the bounded backlog (asyncio's own high-water mark).
 WRITE_BUFFER_HIGH = 64 * 1024
 TEXT = WSMsgType.TEXT
+NO_ROOMS: frozenset[str] = frozenset()
 
 
 class Connection:
@@ -84,8 +86,8 @@ class Connection:
 
     __slots__ = ("_allowance", "_backlog", "_close_timeout", "_closing", "_expiry", "_finished",
                  "_flusher", "_frames", "_guard", "_metrics", "_outbox_limit", "_rate_limit",
-                 "_released", "_transport", "_write_timeout", "close_code", "id", "identity",
-                 "rooms", "ws")  # fmt: skip
+                 "_released", "_rooms", "_transport", "_write_timeout", "close_code", "id",
+                 "identity", "ws")  # fmt: skip
 
     def __init__(
         self,
@@ -104,7 +106,7 @@ class Connection:
         self._metrics = metrics
         self.id = connection_id
         self.identity = identity
-        self.rooms: set[str] = set()
+        self._rooms: set[str] | None = None  # made at its first join: none for a socket in none
         self._transport = request.transport
         # Synchronous frame writes (see common/aiohttp_adapter); None: the backlog path only.
         self._frames = frame_writer(ws)
@@ -147,6 +149,20 @@ class Connection:
             if self._released:
                 self._finished.set()
         return self._finished
+
+    @property
+    def rooms(self) -> Set[str]:
+        """The rooms this socket is in."""
+        return NO_ROOMS if self._rooms is None else self._rooms
+
+    def entered(self, room: str) -> None:
+        if self._rooms is None:
+            self._rooms = set()
+        self._rooms.add(room)
+
+    def exited(self, room: str) -> None:
+        if self._rooms is not None:
+            self._rooms.discard(room)
 
     @property
     def user_id(self) -> str:

@@ -6,6 +6,7 @@ from collections.abc import Iterator
 
 from service.auth.identity import Identity
 from service.connection import Connection
+from service.name_index import NameIndex
 
 
 class Sockets:
@@ -14,7 +15,7 @@ class Sockets:
 
     def __init__(self) -> None:
         self._connections: set[Connection] = set()
-        self._holders: dict[tuple[str, str], set[Connection]] = {}
+        self._holders: NameIndex[Connection] = NameIndex()
 
     def __iter__(self) -> Iterator[Connection]:
         return iter(tuple(self._connections))  # a copy: closing one changes the set
@@ -24,7 +25,7 @@ class Sockets:
 
     def holding(self, field: str, value: str) -> frozenset[Connection]:
         """The connections whose identity has `value` in introspection field `field`."""
-        return frozenset(self._holders.get((field, value), ()))
+        return self._holders.get(field, value)
 
     def add(self, connection: Connection) -> None:
         self._connections.add(connection)
@@ -46,14 +47,9 @@ class Sockets:
     def _index(self, connection: Connection, identity: Identity) -> None:
         for field, value in identity.names().items():
             if value is not None:
-                self._holders.setdefault((field, value), set()).add(connection)
+                self._holders.add(field, value, connection)
 
     def _unindex(self, connection: Connection, identity: Identity) -> None:
         for field, value in identity.names().items():
-            if value is None:
-                continue
-            holders = self._holders.get((field, value))
-            if holders is not None:
-                holders.discard(connection)
-                if not holders:
-                    del self._holders[(field, value)]
+            if value is not None:
+                self._holders.discard(field, value, connection)

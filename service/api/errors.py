@@ -66,9 +66,23 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 @web.middleware
-async def api_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+def api_errors(request: web.Request, handler: Handler) -> Awaitable[web.StreamResponse]:
     """Renders `ApiError`, aiohttp's own HTTP errors on `/api/` paths, and 404 / 405
     anywhere, as JSON."""
+    if request.match_info.http_exception is None and _upgrade(request):
+        # A WebSocket endpoint outside the API raises none of these: its handler's coroutine
+        # is handed on, so each open socket keeps no frame of this middleware.
+        return handler(request)
+    return _rendered(request, handler)
+
+
+def _upgrade(request: web.Request) -> bool:
+    return not request.path.startswith("/api/") and (
+        request.headers.get("Upgrade", "").lower() == "websocket"
+    )
+
+
+async def _rendered(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
         return await handler(request)
     except ApiError as error:

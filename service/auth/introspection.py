@@ -13,7 +13,7 @@ from typing import Any, cast
 import aiohttp
 
 from service.auth.introspection_batch import LookupBatcher
-from service.auth.introspection_cache import AnswerCache, RecentRevocations
+from service.auth.introspection_cache import AnswerCache, RecentRevocations, kept
 from service.metrics import ChatMetrics
 
 log = logging.getLogger(__name__)
@@ -34,8 +34,8 @@ class IntrospectionUnavailable(Exception):
     """The auth service could not answer (down, slow, or refusing our client credentials)."""
 
 
-def _cache_key(token: str, hint: str) -> str:
-    return hashlib.sha256(f"{hint}\0{token}".encode()).hexdigest()
+def _cache_key(token: str, hint: str) -> bytes:
+    return hashlib.sha256(f"{hint}\0{token}".encode()).digest()
 
 
 class IntrospectionClient:
@@ -72,7 +72,7 @@ class IntrospectionClient:
         self._negative_ttl = negative_ttl
         self.cache = AnswerCache(max_entries)
         # key -> (generation when asked, monotonic time when asked, the request)
-        self._inflight: dict[str, _Lookup] = {}
+        self._inflight: dict[bytes, _Lookup] = {}
         self._generation = 0  # see forget_all()
         self._recent = RecentRevocations(RECENT_REVOCATIONS_SECONDS, RECENT_REVOCATIONS_MAX)
         self.requests = 0  # credentials actually asked about (one request may ask several)
@@ -110,7 +110,7 @@ class IntrospectionClient:
                 del self._inflight[key]
         raise IntrospectionUnavailable("the revocation feed kept dropping during the look-up")
 
-    def _settle(self, key: str, entry: _Lookup, _done: object) -> None:
+    def _settle(self, key: bytes, entry: _Lookup, _done: object) -> None:
         asked_at, started, task = entry
         if self._inflight.get(key) is entry:
             del self._inflight[key]
@@ -161,7 +161,9 @@ class IntrospectionClient:
         if len(lookups) == 1:
             token, hint = lookups[0]
             return [
-                await self._post(self._url, {"data": {"token": token, "token_type_hint": hint}})
+                kept(
+                    await self._post(self._url, {"data": {"token": token, "token_type_hint": hint}})
+                )
             ]
         body = await self._post(self._batch_url, {"json": {"tokens": [t for t, _ in lookups]}})
         answers = body.get("answers")
@@ -169,7 +171,7 @@ class IntrospectionClient:
             raise IntrospectionUnavailable("batch introspection answered something unexpected")
         for answer in answers:
             _check(answer)
-        return answers
+        return [kept(answer) for answer in answers]
 
     async def _post(self, url: str, payload: dict[str, Any]) -> dict[str, Any]:
         async with self._session.post(

@@ -4,21 +4,44 @@ Both are looked up by what a revocation event names (a `jti`, a `sid`, a user's 
 signing key's `kid`), never scanned: an event costs the same however many answers are
 cached, so a flood of events cannot stall the process. Expired answers are removed as new
 ones arrive, not only when somebody asks for them again.
+
+A first-time credential's answer stays cached while its socket is open (a minute by
+default), one per distinct credential: `kept()` holds only the fields the chat service reads,
+under keys every answer shares, instead of the auth service's whole JSON document with its
+own copy of every key.
 """
 
 from __future__ import annotations
 
 import heapq
+import sys
 import time
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from common import revocation_events
+from service.name_index import NameIndex
 
 # The introspection fields revocation events name.
 FIELDS = tuple(sorted(set(revocation_events.FIELDS.values())))
+# The fields of an answer anything here reads (service/auth/chain.py, the revocation index).
+READ = ("active", "token_type", "sub", "username", "scope", "client_id", "exp", "jti", "sid",
+        "kid")  # fmt: skip
+# Values many answers repeat: one string each, not one per answer.
+_SHARED = frozenset(("token_type", "scope", "client_id", "kid"))
 
 Answer = dict[str, Any]
+Key = str | bytes  # a hash of the credential
+
+
+def kept(answer: Mapping[str, Any]) -> Answer:
+    """What is worth keeping of an answer: the fields in `READ` that it has, as it has them."""
+    compact: Answer = {}
+    for field in READ:
+        if field in answer:
+            value = answer[field]
+            compact[field] = sys.intern(value) if field in _SHARED and type(value) is str else value
+    return compact
 
 
 def _named(answer: Mapping[str, Any]) -> Iterator[tuple[str, str]]:
@@ -35,14 +58,14 @@ class AnswerCache:
     def __init__(self, max_entries: int, clock: Callable[[], float] = time.monotonic) -> None:
         self._max_entries = max_entries
         self._clock = clock
-        self._entries: dict[str, tuple[float, Answer]] = {}
-        self._expiry: list[tuple[float, str]] = []  # a heap; stale items are skipped
-        self._index: dict[tuple[str, str], set[str]] = {}
+        self._entries: dict[Key, tuple[float, Answer]] = {}
+        self._expiry: list[tuple[float, Key]] = []  # a heap; stale items are skipped
+        self._index: NameIndex[Key] = NameIndex()
 
     def __len__(self) -> int:
         return len(self._entries)
 
-    def get(self, key: str) -> Answer | None:
+    def get(self, key: Key) -> Answer | None:
         entry = self._entries.get(key)
         if entry is None:
             return None
@@ -51,7 +74,7 @@ class AnswerCache:
             return None
         return entry[1]
 
-    def put(self, key: str, answer: Answer, ttl: float) -> None:
+    def put(self, key: Key, answer: Answer, ttl: float) -> None:
         now = self._clock()
         self._purge(now)
         self._drop(key)
@@ -60,12 +83,12 @@ class AnswerCache:
         deadline = now + ttl
         self._entries[key] = (deadline, answer)
         heapq.heappush(self._expiry, (deadline, key))
-        for name in _named(answer):
-            self._index.setdefault(name, set()).add(key)
+        for field, value in _named(answer):
+            self._index.add(field, value, key)
 
     def drop_matching(self, field: str, value: str) -> int:
         """Drops every answer whose `field` is `value`; returns how many."""
-        keys = self._index.pop((field, value), ())
+        keys = self._index.pop(field, value)
         for key in keys:
             self._drop(key)
         return len(keys)
@@ -86,16 +109,12 @@ class AnswerCache:
             self._expiry = [(entry[0], key) for key, entry in self._entries.items()]
             heapq.heapify(self._expiry)
 
-    def _drop(self, key: str) -> None:
+    def _drop(self, key: Key) -> None:
         entry = self._entries.pop(key, None)
         if entry is None:
             return
-        for name in _named(entry[1]):
-            holders = self._index.get(name)
-            if holders is not None:
-                holders.discard(key)
-                if not holders:
-                    del self._index[name]
+        for field, value in _named(entry[1]):
+            self._index.discard(field, value, key)
 
 
 class RecentRevocations:

@@ -146,7 +146,7 @@ class RoomHub:
 
     async def leave(self, name: str, member: Member, *, closing: bool = False) -> None:
         """`member` leaves `name` (`closing`: because its socket closes)."""
-        member.rooms.discard(name)
+        member.exited(name)
         room = self._rooms.get(name)
         if room is None or member not in room.members:
             return

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Set
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -11,7 +12,15 @@ from service.rooms.messages import RoomMessage
 class Member(Protocol):
     """A socket in rooms, whatever protocol it speaks."""
 
-    rooms: set[str]
+    @property
+    def rooms(self) -> Set[str]:
+        """The rooms it is in."""
+
+    def entered(self, room: str) -> None:
+        """It is now in `room` (the room engine alone says so)."""
+
+    def exited(self, room: str) -> None:
+        """It is no longer in `room`."""
 
     @property
     def user_id(self) -> str:

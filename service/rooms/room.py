@@ -96,7 +96,7 @@ class Room:
         out = [m for m in self.members if not user_id or m.user_id == user_id]
         for member in out:
             self.members.discard(member)
-            member.rooms.discard(self.name)
+            member.exited(self.name)
         return out
 
     def needs_read(self, since: Since | None) -> bool:
@@ -118,7 +118,7 @@ class Room:
         else:
             self._replay(member, since, announce)
         self.members.add(member)
-        member.rooms.add(self.name)
+        member.entered(self.name)
 
     def _replay(self, member: Member, since: Since, announce: Callable[[Joined], None]) -> None:
         metrics = self._metrics

@@ -4,9 +4,11 @@ as new ones arrive, so events cost the same however full the cache is."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
-from service.auth.introspection_cache import AnswerCache, RecentRevocations
+from service.auth.introspection_cache import AnswerCache, RecentRevocations, kept
+from service.name_index import NameIndex
 
 
 class Clock:
@@ -86,3 +88,39 @@ def test_recent_revocations_answer_by_name_and_forget_after_the_window() -> None
     clock.now += 61
     recent.note("jti", "other")
     assert len(recent) == 1
+
+
+def test_an_answer_keeps_only_what_is_read_under_shared_keys() -> None:
+    body = json.loads(
+        '{"active": true, "sub": "u1", "username": "ann", "scope": "chat", "client_id": null,'
+        ' "token_type": "access_token", "exp": 2000, "iat": 1000, "jti": "j1", "sid": "s1",'
+        ' "kid": "k1", "something": "else"}'
+    )
+    answer = kept(body)
+    assert answer == {k: v for k, v in body.items() if k not in ("iat", "something")}
+    again = kept(json.loads(json.dumps(body)))
+    # Every answer's keys, and its repeated values, are the same string objects.
+    assert all(a is b for a, b in zip(answer, again, strict=True))
+    assert answer["scope"] is again["scope"]
+    assert answer["token_type"] is again["token_type"]
+    assert kept({"active": False}) == {"active": False}
+
+
+def test_a_name_index_holds_one_holder_or_several_and_forgets_the_last() -> None:
+    index: NameIndex[str] = NameIndex()
+    index.add("sub", "u1", "a")
+    index.add("sub", "u1", "a")
+    assert index.get("sub", "u1") == {"a"}
+    index.add("sub", "u1", "b")
+    assert index.get("sub", "u1") == {"a", "b"}
+    index.discard("sub", "u1", "a")
+    assert index.get("sub", "u1") == {"b"}
+    index.discard("sub", "u1", "nobody")
+    index.discard("sid", "u1", "b")  # another field's name
+    assert index.get("sub", "u1") == {"b"}
+    index.discard("sub", "u1", "b")
+    assert index.get("sub", "u1") == frozenset()
+    index.add("jti", "j", "a")
+    index.add("jti", "j", "c")
+    assert index.pop("jti", "j") == {"a", "c"}
+    assert index.pop("jti", "j") == frozenset()
