@@ -103,7 +103,7 @@ async def _serve(
         )
     )
     try:
-        async for message in ws:
+        async for message in connection:
             if connection.closing:
                 break
             verdict = connection.rate_check()
@@ -131,6 +131,7 @@ def socket_limits(node: ChatNode) -> dict[str, Any]:
         "write_timeout": settings.write_timeout,
         "rate_limit": node.rate_limit,
         "metrics": node.metrics,
+        "writes": node.writes,
     }
 
 
