@@ -44,10 +44,10 @@ class Connection:
     closed with 1013. Nothing per connection runs while it is idle: no task, no timer but
     expiry."""
 
-    __slots__ = ("_allowance", "_backlog", "_close_timeout", "_closing", "_expiry", "_finished",
-                 "_flusher", "_guard", "_held", "_held_size", "_metrics", "_outbox_limit",
-                 "_rate_limit", "_raw", "_released", "_transport", "_write_timeout", "_writes",
-                 "close_code", "id", "identity", "rooms", "ws")  # fmt: skip
+    __slots__ = ("_allowance", "_backlog", "_close_timeout", "_closing", "_direct", "_expiry",
+                 "_finished", "_flusher", "_guard", "_held", "_held_size", "_metrics",
+                 "_outbox_limit", "_rate_limit", "_released", "_transport", "_write_timeout",
+                 "_writes", "close_code", "id", "identity", "rooms", "ws")  # fmt: skip
 
     def __init__(
         self,
@@ -69,9 +69,8 @@ class Connection:
         self.identity = identity
         self.rooms: set[str] = set()
         self._transport = request.transport
-        # Frames we encode, written to the transport (common/aiohttp_adapter); else the
-        # backlog path only.
-        self._raw = raw_frames(ws)
+        # The transport for frames we encode (common/aiohttp_adapter); None: the backlog only.
+        self._direct = request.transport if raw_frames(ws) else None
         self._writes = WriteBatch() if writes is None else writes
         self._held: list[bytes] = []  # encoded frames for the transport, this loop turn
         self._held_size = 0
@@ -153,14 +152,12 @@ class Connection:
             return
         backlog = self._backlog
         if backlog is None:
-            transport = self._transport
+            # (A transport or socket closed meanwhile is `write_pending`'s to find, once.)
+            transport = self._direct
             held = self._held_size
             if (
-                self._raw
-                and transport is not None
-                and not transport.is_closing()
+                transport is not None
                 and held + transport.get_write_buffer_size() < WRITE_BUFFER_HIGH
-                and not self.ws.closed
             ):
                 encoded = text_frame(frame)
                 if not held:  # the first frame this turn
