@@ -1,9 +1,12 @@
 """Everything that leans on aiohttp's internals, in one place, checked when a service starts.
 
-`frame_writer` / `write_text_frame` write a WebSocket frame synchronously, with aiohttp's
-own frame writer, leaving flow control to the caller (`service/connection.py` does it): the
-public `send_frame` is a coroutine, one more await per recipient on the fan-out path. Where
-this aiohttp's writer lacks that method, `frame_writer` answers None and callers use the
+`raw_frames` says whether a prepared socket takes frames we encode ourselves
+(`service/outgoing.py`), written to its transport synchronously, flow control left to the
+caller (`service/connection.py` does it): the public `send_frame` is a coroutine, one more
+await per recipient on the fan-out path, and builds each frame's header again for every
+recipient. That holds while no permessage-deflate was negotiated (aiohttp then writes each
+of its own frames, pings and the close, whole and synchronously, so ours interleave with
+them at frame boundaries); a socket that compresses, or a run with `RAW_WRITES` off, uses the
 public path.
 
 `HardenedRequestHandler` is aiohttp's HTTP protocol with three changes:
@@ -27,9 +30,9 @@ from http import HTTPStatus
 from typing import Any, cast
 
 import aiohttp
-from aiohttp import WSMsgType, web
+from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
-from aiohttp.http_websocket import WebSocketReader, WebSocketWriter
+from aiohttp.http_websocket import WebSocketReader
 
 from common.log_throttle import ConditionLog
 from common.ws_frames import FrameMeter
@@ -94,25 +97,13 @@ def _parameters(function: Any) -> list[str]:
     return list(inspect.signature(function).parameters)
 
 
-_WRITE = getattr(WebSocketWriter, "_write_websocket_frame", None)
-FAST_WRITES = _WRITE is not None and _parameters(_WRITE)[:4] == [
-    "self",
-    "message",
-    "opcode",
-    "rsv",
-]
-_TEXT = WSMsgType.TEXT
+RAW_WRITES = True  # off: every frame goes out by the public `send_frame` (tests flip it)
 
 
-def frame_writer(ws: web.WebSocketResponse) -> WebSocketWriter | None:
-    """The prepared socket's frame writer for `write_text_frame`, or None: use `send_frame`."""
-    writer = ws._writer if FAST_WRITES else None
-    return writer if isinstance(writer, WebSocketWriter) else None
-
-
-def write_text_frame(writer: WebSocketWriter, frame: bytes) -> None:
-    """One text frame, now (the caller has checked the transport can take it)."""
-    writer._write_websocket_frame(frame, _TEXT, 0)
+def raw_frames(ws: web.WebSocketResponse) -> bool:
+    """Whether this prepared socket's frames may be written to its transport as encoded by
+    `service.outgoing.text_frame`: not when permessage-deflate was negotiated for it."""
+    return RAW_WRITES and not ws.compress
 
 
 def check_aiohttp() -> None:
@@ -137,8 +128,8 @@ def check_aiohttp() -> None:
         callable(getattr(WebSocketReader, name, None)) for name in ("feed_data", "feed_eof")
     ):
         problems.append("WebSocketReader.feed_data / feed_eof")
-    if not FAST_WRITES:
-        log.warning("this aiohttp has no synchronous frame writer; frames go out by send_frame")
+    if not isinstance(getattr(web.WebSocketResponse, "compress", None), property):
+        problems.append("WebSocketResponse.compress")
     if problems:
         raise RuntimeError(
             f"aiohttp {aiohttp.__version__} lacks what this service relies on: "

@@ -10,11 +10,10 @@ import struct
 import time
 from collections import deque
 from collections.abc import Set
-from dataclasses import dataclass
 
-from aiohttp import WSMsgType, web
+from aiohttp import WSMessage, WSMsgType, web
 
-from common.aiohttp_adapter import frame_writer, write_text_frame
+from common.aiohttp_adapter import raw_frames
 from service.auth.identity import Identity
 from service.errors import (
     RATE_LIMITED,
@@ -24,70 +23,33 @@ from service.errors import (
     Disconnect,
 )
 from service.metrics import ChatMetrics
+from service.outgoing import WriteBatch, text_frame
+from service.rate_guard import RateGuard, RateLimit
 
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True, slots=True)
-class RateLimit:
-    """Frames per second per socket, the burst allowed, and the refusals tolerated in 10 s."""
-
-    rate: float
-    burst: int
-    strikes: int
-
-    def guard(self) -> RateGuard:
-        return RateGuard(self.rate, self.burst, self.strikes)
-
-
-class RateGuard:
-    """A token bucket of `rate` frames per second with bursts of `burst`, and a count of
-    refusals: more than `strikes` refused frames within `window` seconds is persistent abuse."""
-
-    ALLOWED, LIMITED, ABUSIVE = "allowed", "limited", "abusive"
-    __slots__ = ("_burst", "_rate", "_refused", "_stamp", "_strikes", "_tokens", "_window",
-                 "_window_start")  # fmt: skip
-
-    def __init__(self, rate: float, burst: int, strikes: int, window: float = 10.0) -> None:
-        self._rate = rate
-        self._burst = float(burst)
-        self._tokens = float(burst)
-        self._stamp = time.monotonic()
-        self._strikes = strikes
-        self._window = window
-        self._refused = 0
-        self._window_start = self._stamp
-
-    def check(self) -> str:
-        now = time.monotonic()
-        self._tokens = min(self._burst, self._tokens + (now - self._stamp) * self._rate)
-        self._stamp = now
-        if self._tokens >= 1.0:
-            self._tokens -= 1.0
-            return self.ALLOWED
-        if now - self._window_start > self._window:
-            self._window_start, self._refused = now, 0
-        self._refused += 1
-        return self.ABUSIVE if self._refused > self._strikes else self.LIMITED
-
-
-# Below this many bytes waiting in the transport a frame is written at once; above it the
-# socket is backed up and frames wait in the bounded backlog (asyncio's own high-water mark).
+# Below this many bytes waiting in the transport (and held for it this loop turn) a frame is
+# taken for the transport; above it the socket is backed up and frames wait in the bounded
+# backlog (asyncio's own high-water mark).
 WRITE_BUFFER_HIGH = 64 * 1024
 TEXT = WSMsgType.TEXT
 NO_ROOMS: frozenset[str] = frozenset()
+_ENDS = (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED)  # as aiohttp ends iterating
 
 
 class Connection:
-    """A live socket. `send()` never blocks and never buffers without bound: a frame goes
-    straight to the transport while the peer keeps up; while it is backed up, frames wait in
-    a backlog of at most `outbox_limit` drained by one task; past that the peer is closed
-    with 1013. Nothing per connection runs while it is idle: no task, no timer but expiry."""
+    """A live socket. `send()` never blocks and never buffers without bound: while the peer
+    keeps up, a frame is held for the transport and this loop turn's frames are written
+    together, in order, at its end (`service/outgoing.py`); while it is backed up, frames
+    wait in a backlog of at most `outbox_limit` drained by one task; past that the peer is
+    closed with 1013. Nothing per connection runs while it is idle: no task, no timer but
+    expiry."""
 
-    __slots__ = ("_allowance", "_backlog", "_close_timeout", "_closing", "_expiry", "_finished",
-                 "_flusher", "_frames", "_guard", "_metrics", "_outbox_limit", "_rate_limit",
-                 "_released", "_rooms", "_transport", "_write_timeout", "close_code", "id",
-                 "identity", "ws")  # fmt: skip
+    __slots__ = ("_allowance", "_backlog", "_close_timeout", "_closing", "_direct", "_expiry",
+                 "_finished", "_flusher", "_guard", "_held", "_held_size", "_metrics",
+                 "_outbox_limit", "_rate_limit", "_released", "_rooms", "_transport",
+                 "_write_timeout", "_writes", "close_code", "id", "identity", "ws")  # fmt: skip
 
     def __init__(
         self,
@@ -101,6 +63,7 @@ class Connection:
         write_timeout: float = 5.0,
         rate_limit: RateLimit | None = None,
         metrics: ChatMetrics | None = None,
+        writes: WriteBatch | None = None,
     ) -> None:
         self.ws = ws
         self._metrics = metrics
@@ -108,8 +71,11 @@ class Connection:
         self.identity = identity
         self._rooms: set[str] | None = None  # made at its first join: none for a socket in none
         self._transport = request.transport
-        # Synchronous frame writes (see common/aiohttp_adapter); None: the backlog path only.
-        self._frames = frame_writer(ws)
+        # The transport for frames we encode (common/aiohttp_adapter); None: the backlog only.
+        self._direct = request.transport if raw_frames(ws) else None
+        self._writes = WriteBatch() if writes is None else writes
+        self._held: list[bytes] = []  # encoded frames for the transport, this loop turn
+        self._held_size = 0
         self._backlog: deque[bytes] | None = None
         self._flusher: asyncio.Task[None] | None = None
         self._outbox_limit = outbox_limit
@@ -123,6 +89,19 @@ class Connection:
         self._allowance = 0  # replayed frames waiting in the backlog, over the outbox bound
         self._rate_limit = rate_limit
         self._guard: RateGuard | None = None  # made at the first frame: most sockets listen
+
+    def __aiter__(self) -> Connection:
+        return self
+
+    async def __anext__(self) -> WSMessage:
+        """The socket's next message (as `async for` over the socket itself). What it holds
+        goes out first: aiohttp answers a close from the peer within `receive`, and no frame
+        of ours may follow that answer."""
+        self.write_pending()
+        message = await self.ws.receive()
+        if message.type in _ENDS:
+            raise StopAsyncIteration
+        return message
 
     def rate_check(self) -> str:
         """Takes one frame from this socket's budget: `RateGuard.ALLOWED`, `LIMITED` (refused)
@@ -189,16 +168,20 @@ class Connection:
             return
         backlog = self._backlog
         if backlog is None:
-            transport = self._transport
+            # (A transport or socket closed meanwhile is `write_pending`'s to find, once.)
+            transport = self._direct
+            held = self._held_size
             if (
                 transport is not None
-                and not transport.is_closing()
-                and transport.get_write_buffer_size() < WRITE_BUFFER_HIGH
-                and self._frames is not None
-                and not self.ws.closed
+                and held + transport.get_write_buffer_size() < WRITE_BUFFER_HIGH
             ):
-                write_text_frame(self._frames, frame)
+                encoded = text_frame(frame)
+                if not held:  # the first frame this turn
+                    self._writes.add(self)
+                self._held.append(encoded)
+                self._held_size = held + len(encoded)
                 return
+            self.write_pending()  # what was taken goes out before the backlog
             backlog = self._backlog = deque()
             self._flusher = asyncio.create_task(self._flush(backlog))
         if replay:
@@ -207,6 +190,21 @@ class Connection:
             self.close_soon(SLOW_CONSUMER)
             return
         backlog.append(frame)
+
+    def write_pending(self) -> None:
+        """Writes the frames held this turn, in one piece (`WriteBatch` calls it at the turn's
+        end; so does whatever must come after them: the backlog, the close frame)."""
+        held = self._held
+        if not held:
+            return
+        data = held[0] if len(held) == 1 else b"".join(held)
+        held.clear()
+        self._held_size = 0
+        transport = self._transport
+        if transport is None or transport.is_closing() or self.ws.closed:
+            self.close_soon(WRITE_FAILED)  # as a write through aiohttp would have failed
+            return
+        transport.write(data)
 
     async def _flush(self, backlog: deque[bytes]) -> None:
         """Writes the backlog as fast as the peer reads it, then hands back to `send()`."""
@@ -281,6 +279,7 @@ class Connection:
         if not disconnect.slow_consumer and flusher is not None and not flusher.done():
             await asyncio.shield(flusher)  # a slow consumer's backlog is what we drop
         self._stop_flushing()
+        self.write_pending()
         code, reason = self.on_the_wire(disconnect)
         await self.ws.close(code=code, message=reason.encode())
 
@@ -315,6 +314,7 @@ class Connection:
         if self._expiry is not None:
             self._expiry.cancel()
         self._stop_flushing()
+        self._held, self._held_size = [], 0
         self._released = True
         if self._finished is not None:
             self._finished.set()

@@ -15,13 +15,15 @@ from service.auth.chain import CredentialChecker
 from service.auth.introspection import IntrospectionClient
 from service.broker.base import Broker
 from service.centrifugo.commands import CentrifugoCommands
-from service.connection import Connection, RateLimit
+from service.connection import Connection
 from service.control import CHANNEL as CONTROL_CHANNEL
 from service.control import Control
 from service.errors import GOING_AWAY, REVOKED, Refusal, Refused
 from service.handshake import Handshake
 from service.metrics import ChatMetrics
 from service.native.commands import Commands
+from service.outgoing import WriteBatch
+from service.rate_guard import RateLimit
 from service.registry import Sockets
 from service.rooms.access import RoomAccess
 from service.rooms.hub import RoomHub
@@ -53,6 +55,7 @@ class ChatNode:
         self.metrics = metrics
         self.broker = broker
         self.sockets = Sockets()
+        self.writes = WriteBatch()  # what the sockets hold this loop turn, written at its end
         self.stores = stores
         boot = secrets.token_hex(3)
         message_ids = (f"{settings.instance_id}-{boot}-{n}" for n in itertools.count(1))

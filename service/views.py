@@ -14,11 +14,12 @@ from common.aiohttp_adapter import frame_meter_of
 from service.auth.chain import SUBPROTOCOL
 from service.auth.identity import Identity
 from service.centrifugo.socket import CentrifugoSocket
-from service.connection import Connection, RateGuard
+from service.connection import Connection
 from service.errors import REVOKED, Refusal, Refused
 from service.native import frames
 from service.native.socket import NativeSocket
 from service.node import ChatNode
+from service.rate_guard import RateGuard
 
 NODE = web.AppKey("chat_node", ChatNode)
 HTTP_SESSION = web.AppKey("http_session", aiohttp.ClientSession)
@@ -102,7 +103,7 @@ async def _serve(
         )
     )
     try:
-        async for message in ws:
+        async for message in connection:
             if connection.closing:
                 break
             verdict = connection.rate_check()
@@ -130,6 +131,7 @@ def socket_limits(node: ChatNode) -> dict[str, Any]:
         "write_timeout": settings.write_timeout,
         "rate_limit": node.rate_limit,
         "metrics": node.metrics,
+        "writes": node.writes,
     }
 
 

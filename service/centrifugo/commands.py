@@ -10,7 +10,7 @@ from service.broker.base import UNAVAILABLE
 from service.centrifugo import codes, frames
 from service.centrifugo.frames import BAD_REQUEST, Command, ReplyError
 from service.centrifugo.socket import CentrifugoSocket
-from service.connection import RateGuard
+from service.rate_guard import RateGuard
 from service.rooms.access import Decision, Verdict
 from service.rooms.member import NotAllowed, Since
 from service.rooms.namespaces import Policy

@@ -181,7 +181,7 @@ async def _connected(
     try:
         if rest:
             await node.centrifugo.handle(connection, rest)
-        async for message in ws:
+        async for message in connection:
             if connection.closing:
                 break
             if message.type == WSMsgType.TEXT:
