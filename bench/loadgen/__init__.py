@@ -2,8 +2,9 @@
 
 Python parsed every delivery at about 7 µs each and used a whole core near 130 k deliveries/s,
 so it could not tell a server's limit from its own. `wsload` opens the connections of the
-handshake scenario (one thread per concurrent connection) and receives every subscriber's
-messages (epoll, one read per readiness event); the publisher stays in Python. Message texts
+handshake scenario (one thread per concurrent connection), receives every subscriber's
+messages (epoll, one read per readiness event) and holds the recovery storm's subscribers
+(`storm`, bench/loadgen/storm.py); the publishers stay in Python. Message texts
 carry the publisher's `time.monotonic_ns()`, and wsload measures latency on the same clock.
 """
 
@@ -18,22 +19,25 @@ from types import TracebackType
 from typing import Any
 from urllib.parse import urlsplit
 
-SOURCE = Path(__file__).resolve().parent / "wsload.c"
-BINARY = Path(__file__).resolve().parent.parent / "results" / "wsload"
+HERE = Path(__file__).resolve().parent
+SOURCES = (HERE / "wsload.c", HERE / "storm.c")  # and wsload.h, which both include
+BINARY = HERE.parent / "results" / "wsload"
 
 
 def build() -> Path:
-    """Compiles wsload when it is missing or older than its source; returns its path."""
-    if BINARY.exists() and BINARY.stat().st_mtime >= SOURCE.stat().st_mtime:
+    """Compiles wsload when it is missing or older than any of its sources; returns its path."""
+    newest = max(source.stat().st_mtime for source in (*SOURCES, HERE / "wsload.h"))
+    if BINARY.exists() and BINARY.stat().st_mtime >= newest:
         return BINARY
     compiler = shutil.which("cc") or shutil.which("gcc")
     if compiler is None:
         raise RuntimeError("make bench needs a C compiler (cc or gcc) to build bench/loadgen")
     BINARY.parent.mkdir(parents=True, exist_ok=True)
     subprocess.run(
-        [compiler, "-O2", "-Wall", "-Wextra", "-pthread", "-o", str(BINARY), str(SOURCE)],
+        [compiler, "-O2", "-Wall", "-Wextra", "-pthread", "-o", str(BINARY),
+         *map(str, SOURCES)],
         check=True,
-    )
+    )  # fmt: skip
     return BINARY
 
 
