@@ -62,10 +62,6 @@ async def distinct_tokens(
     return await mint_tokens(system, session, count, users=count, prefix=prefix)
 
 
-def ws_url(system: Running, instance: int) -> str:
-    return system.urls[instance].replace("http", "ws", 1)
-
-
 async def _publish(
     session: aiohttp.ClientSession, system: Running, token: str, stop: asyncio.Event
 ) -> tuple[int, int]:

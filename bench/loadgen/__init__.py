@@ -3,8 +3,9 @@
 Python parsed every delivery at about 7 µs each and used a whole core near 130 k deliveries/s,
 so it could not tell a server's limit from its own. `wsload` opens the connections of the
 handshake scenario (one thread per concurrent connection), receives every subscriber's
-messages (epoll, one read per readiness event) and holds the recovery storm's subscribers
-(`storm`, bench/loadgen/storm.py); the publishers stay in Python. Message texts
+messages (epoll, one read per readiness event), and holds the recovery storm's subscribers
+(`storm`, bench/loadgen/storm.py) and the presence churn's churners (`churn`,
+bench/loadgen/churn.py); the publishers stay in Python. Message texts
 carry the publisher's `time.monotonic_ns()`, and wsload measures latency on the same clock.
 """
 
@@ -20,12 +21,13 @@ from typing import Any
 from urllib.parse import urlsplit
 
 HERE = Path(__file__).resolve().parent
-SOURCES = (HERE / "wsload.c", HERE / "storm.c")  # and wsload.h, which both include
+SOURCES = tuple(HERE / name for name in ("wsload.c", "json.c", "storm.c", "churn.c"))
 BINARY = HERE.parent / "results" / "wsload"
 
 
 def build() -> Path:
-    """Compiles wsload when it is missing or older than any of its sources; returns its path."""
+    """Compiles wsload when it is missing or older than any of its sources (and wsload.h,
+    which they all include); returns its path."""
     newest = max(source.stat().st_mtime for source in (*SOURCES, HERE / "wsload.h"))
     if BINARY.exists() and BINARY.stat().st_mtime >= newest:
         return BINARY

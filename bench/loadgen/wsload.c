@@ -3,8 +3,8 @@
  * A Python load generator parsing every delivery used a whole core at about 130 k deliveries/s,
  * so the servers' fan-out could not be measured above that. This program does the parts of the
  * bench that scale with the servers' speed: opening connections (handshakes), receiving a
- * room's messages (subscribe) and the recovery storm's reconnects (storm). The publisher and
- * everything else stay in Python.
+ * room's messages (subscribe), the recovery storm's reconnects (storm) and the presence
+ * churn's joins and leaves (churn). The publisher and everything else stay in Python.
  *
  *   wsload handshakes HOST PORT PATH PROTO COUNT CONCURRENCY
  *       COUNT connections, CONCURRENCY at a time (one thread each): connect, upgrade, wait for
@@ -19,6 +19,9 @@
  *   wsload storm HOST PORT_A PORT_B PATH ROOM COUNT
  *       the recovery storm's subscribers: on A, then on B with since once A's socket closes
  *       (storm.c says how it is driven and what it counts; ours only, JSON)
+ *   wsload churn HOST PORT_A PORT_B PATH ROOM COUNT
+ *       the presence churn's churners: each joins and leaves ROOM as fast as answered
+ *       (churn.c; ours only, JSON)
  *
  * PROTO is "json" (ours, the reference, Channels) or "socketio" (Engine.IO 4 framing).
  * Every mode reads one header line per connection on stdin first ("" for none), e.g.
@@ -200,7 +203,7 @@ int upgrade_request(char *out, size_t cap, int port, const char *header) {
 }
 
 /* Connects, upgrades, and waits for the system's hello; 0 on success. */
-static int ws_open(conn_t *c, int port, const char *header) {
+int ws_open(conn_t *c, int port, const char *header) {
     c->fd = socket(AF_INET, SOCK_STREAM, 0);
     if (c->fd < 0) return -1;
     struct timeval tv = {.tv_sec = IO_TIMEOUT_S};
@@ -602,9 +605,11 @@ int main(int argc, char **argv) {
     if (argc > 1 && strcmp(argv[1], "handshakes") == 0) status = handshakes(argc, argv);
     if (argc > 1 && strcmp(argv[1], "subscribe") == 0) status = subscribe(argc, argv);
     if (argc > 1 && strcmp(argv[1], "storm") == 0) status = storm(argc, argv);
+    if (argc > 1 && strcmp(argv[1], "churn") == 0) status = churn(argc, argv);
     if (status == 2)
         fprintf(stderr, "usage: wsload handshakes HOST PORT PATH PROTO COUNT CONCURRENCY\n"
                         "       wsload subscribe HOST PORT_A PORT_B PATH PROTO ROOM COUNT SLOW\n"
-                        "       wsload storm HOST PORT_A PORT_B PATH ROOM COUNT\n");
+                        "       wsload storm HOST PORT_A PORT_B PATH ROOM COUNT\n"
+                        "       wsload churn HOST PORT_A PORT_B PATH ROOM COUNT\n");
     return status;
 }

@@ -57,6 +57,15 @@ int upgrade_request(char *out, size_t cap, int port, const char *header);
 int cmp_i64(const void *a, const void *b);
 long parse_number(const unsigned char **p, const unsigned char *end);
 
+/* json.c */
+typedef const unsigned char *cursor;
+cursor field(cursor p, size_t size, const char *key, size_t *len);
+int is_string(cursor value, size_t len, const char *text);
+long number_field(cursor p, size_t size, const char *key);
+void print_json_string(const char *text);
+
+int ws_open(conn_t *c, int port, const char *header);
 int storm(int argc, char **argv); /* storm.c */
+int churn(int argc, char **argv); /* churn.c */
 
 #endif

@@ -1,10 +1,12 @@
-"""`wsload storm` (bench/loadgen/storm.c) counts what its subscribers receive exactly.
+"""wsload's `storm` and `churn` modes (bench/loadgen/storm.c, churn.c) count exactly.
 
-Two scripted servers stand in for instances A and B (a unit seam: the end-to-end run against
-the real services is in test_bench_recovery.py, and sees nothing go wrong): each of three
-subscribers receives a known sequence of frames, with duplicates, skipped offsets, a gap, a
-`recovered:false`, a refusal and keys of the same names nested inside other values, and the
-figures must come out as counted by hand. B also records each `since` it was sent.
+Scripted servers stand in for the chat instances (a unit seam: the end-to-end runs against
+the real services are in test_bench_recovery.py, and see nothing go wrong). In the storm each
+of three subscribers receives a known sequence of frames, with duplicates, skipped offsets, a
+gap, a `recovered:false`, a refusal and keys of the same names nested inside other values,
+and the figures must come out as counted by hand; B also records each `since` it was sent.
+In the churn the server counts the join and leave cycles it answered, refuses one churner and
+leaves another unanswered.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import pytest
 from aiohttp import web
 
 from bench import loadgen
+from bench.loadgen.churn import Churners
 from bench.loadgen.storm import Storm
 
 ROOM = "storm-room"
@@ -138,6 +141,47 @@ async def test_the_storm_counts_what_each_subscriber_received(
         assert 0 <= result[f"{figure}_p50_ms"] <= result[f"{figure}_p99_ms"] < 10_000, result
     assert result["recovered_p99_ms"] <= result["recovered_max_ms"]
     assert result["storm_cpu_s"] == cpu >= 0
+
+
+async def test_the_churn_counts_answered_cycles_and_failed_churners() -> None:
+    cycles = {"t0": 0, "t1": 0, "t2": 0}
+    waiting = {"t1": False, "t2": False}  # t1 was refused; t2 waits for a `left`, forever
+    moving = asyncio.Event()  # t0 churned a while, and both of those happened
+
+    async def on_churn(request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        await ws.send_json({"type": "hello", "user": TRAP})
+        token = request.headers["Authorization"].removeprefix("Bearer ")
+        async for frame in ws:
+            op = json.loads(frame.data)["op"]
+            if op == "join" and token == "t1" and cycles[token] == 3:
+                await ws.send_json({"type": "error", "code": "forbidden", "message": "no"})
+            elif op == "join":
+                await ws.send_json({"type": "joined", "room": ROOM, "epoch": "e", "offset": 1})
+                await ws.send_json({"type": "member_joined", "room": ROOM, "user": TRAP})
+                await ws.send_json({**message(2), "from": {"type": "left"}})
+            elif token != "t2":
+                cycles[token] += 1
+                await ws.send_json({"type": "left", "room": ROOM})
+            waiting["t2"] = waiting["t2"] or (token == "t2" and op == "leave")
+            waiting["t1"] = waiting["t1"] or (token == "t1" and cycles["t1"] == 3 and op == "join")
+            if cycles["t0"] >= 5 and waiting["t1"] and waiting["t2"]:
+                moving.set()
+        return ws
+
+    runner, url = await serve(on_churn)
+    try:
+        headers = [{"Authorization": f"Bearer t{i}"} for i in range(3)]
+        async with Churners([url, url], ROOM, headers) as churners:
+            await churners.start()
+            await asyncio.wait_for(moving.wait(), 10)
+            result = await churners.stop(deadline=1)
+    finally:
+        await runner.cleanup()
+    assert result["joins"] == cycles["t0"] + 3, (result, cycles)
+    assert result["failed"] == 2, result
+    assert result["first_failure"].startswith("churner 1: refused: {"), result
 
 
 def test_wsload_compiles_without_a_warning(tmp_path: Path) -> None:
