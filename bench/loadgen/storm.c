@@ -17,8 +17,8 @@
  *
  * Counted as bench/recovery_storm.py always did: an offset at or below the last one received
  * is a duplicate (repeated or out of order), offsets passed over are skipped (lost), and a
- * subscriber is recovered once B's `joined` said recovered:true (not_recovered counts the
- * others) and it has every offset up to the one that `joined` named. Only the frames'
+ * subscriber is recovered once it has B's `joined` and every offset up to the one `joined`
+ * named (a `joined` without recovered:true counts in not_recovered). Only the frames'
  * top-level keys are read (type, offset, epoch, recovered), so a key of the same name inside
  * a nested object or a string is never taken for one; presence frames are ignored.
  */
