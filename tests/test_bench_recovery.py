@@ -3,7 +3,7 @@
 How their figures are judged (target lines, printed with no reference in the run), and each
 scenario end to end at a tiny size against both real services on a private Redis (the storm
 really kills instance A; how its compiled subscribers count what they receive is
-test_bench_storm_loadgen.py's).
+test_bench_loadgen_modes.py's).
 """
 
 from __future__ import annotations

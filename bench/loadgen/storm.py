@@ -11,8 +11,7 @@ from __future__ import annotations
 from types import TracebackType
 from typing import Any
 
-from bench.loadgen import address
-from bench.loadgen.process import Process
+from bench.loadgen import Process, address
 
 SET_UP_TIMEOUT_S = 120.0
 
