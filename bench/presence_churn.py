@@ -9,48 +9,26 @@ losses during the churn. Every churner is a distinct user, so each join and leav
 the room's presence in Redis (above 100 present users they publish no event:
 docs/protocol.md, "Presence").
 
-The churners are Python clients (wsload does not leave rooms); the stayers, whose latency is
-the figure, are wsload's.
+Both the stayers and the churners are the compiled load generator's (`wsload subscribe` and
+`wsload churn`), and both their CPU seconds count in `loadgen_cpu`.
 """
 
 from __future__ import annotations
 
-import asyncio
-import json
 import time
 from typing import Any
 
 import aiohttp
 
 from bench import loadgen
-from bench.recovery_storm import distinct_tokens, ws_url
+from bench.loadgen.churn import Churners
+from bench.recovery_storm import distinct_tokens
 from bench.scenarios import ROOM, Meter, publish
 from bench.systems import Running
 
 RATE = 5.0  # messages per second to the room: 25,000 deliveries/s to 5,000 members
 DRAIN_S = 15.0  # after the last send, for the stayers to have it
 CHURNERS_STOP_S = 30.0  # after the last send, for each churner to finish its join and leave
-
-
-async def _churn(session: aiohttp.ClientSession, url: str, token: str, stop: asyncio.Event) -> int:
-    """Joins and leaves the room until `stop`; returns how many joins were answered."""
-    ws = await session.ws_connect(url, headers={"Authorization": f"Bearer {token}"})
-    joins = 0
-    try:
-        await ws.receive_str()  # hello
-        while not stop.is_set():
-            for op, answer in (("join", "joined"), ("leave", "left")):
-                await ws.send_str(json.dumps({"op": op, "room": ROOM}))
-                while True:  # the room's messages come too while joined
-                    frame = json.loads(await ws.receive_str())
-                    if frame.get("type") == "error":
-                        raise RuntimeError(f"churner refused: {frame}")
-                    if frame.get("type") == answer:
-                        break
-            joins += 1
-    finally:
-        await ws.close()
-    return joins
 
 
 async def presence_churn(
@@ -65,37 +43,27 @@ async def presence_churn(
     tokens = await distinct_tokens(system, session, "member", members + churners + 1)
     headers = [{"Authorization": f"Bearer {t}"} for t in tokens]
     audience = loadgen.Subscribers(system.urls, system.protocol, ROOM, headers[:members], 0)
-    async with audience:
+    churning = Churners(system.urls, ROOM, headers[members:-1])
+    async with audience, churning:
         publisher = system.client(session, 0)
         await publisher.connect(headers[-1])
         await publisher.join(ROOM)
-        stop = asyncio.Event()
-        churning = [
-            asyncio.create_task(_churn(session, ws_url(system, i % 2), tokens[members + i], stop))
-            for i in range(churners)
-        ]
         meter = Meter(system.server_pids())
         await audience.start()
+        await churning.start()
         started = time.monotonic()
-        try:
-            published = await publish(publisher, seconds=seconds, window=1024, rate=RATE, padding=0)
-        finally:
-            stop.set()
+        published = await publish(publisher, seconds=seconds, window=1024, rate=RATE, padding=0)
         churned = time.monotonic() - started
-        _, stuck = await asyncio.wait(churning, timeout=CHURNERS_STOP_S)
-        for task in stuck:
-            task.cancel()  # unanswered: counted as failed below
-        joins = await asyncio.gather(*churning, return_exceptions=True)
+        churn = await churning.stop(CHURNERS_STOP_S)
         received = await audience.finish(published.sent - 1, deadline=DRAIN_S)
         await publisher.close()
-    failed = [j for j in joins if isinstance(j, BaseException)]
     return {
         "members": members,
         "churners": churners,
-        "churners_failed": len(failed),
-        "first_failure": repr(failed[0]) if failed else None,
-        "joins": sum(j for j in joins if isinstance(j, int)),
-        "joins_per_s": round(sum(j for j in joins if isinstance(j, int)) / churned, 1),
+        "churners_failed": churn["failed"],
+        "first_failure": churn["first_failure"],
+        "joins": churn["joins"],
+        "joins_per_s": round(churn["joins"] / churned, 1),
         "messages": published.sent,
         "p50_ms": received["p50_ms"],
         "p99_ms": received["p99_ms"],
@@ -103,7 +71,7 @@ async def presence_churn(
         "duplicated": received["duplicates"],
         "readers_closed": received["readers_closed"],  # by the server: why messages were lost
         "send_errors": published.send_errors,
-        **meter.figures(received["cpu_s"]),
+        **meter.figures(received["cpu_s"] + churn["cpu_s"]),
     }
 
 

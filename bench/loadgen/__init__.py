@@ -2,8 +2,10 @@
 
 Python parsed every delivery at about 7 µs each and used a whole core near 130 k deliveries/s,
 so it could not tell a server's limit from its own. `wsload` opens the connections of the
-handshake scenario (one thread per concurrent connection) and receives every subscriber's
-messages (epoll, one read per readiness event); the publisher stays in Python. Message texts
+handshake scenario (one thread per concurrent connection), receives every subscriber's
+messages (epoll, one read per readiness event), and holds the recovery storm's subscribers
+(`storm`, bench/loadgen/storm.py) and the presence churn's churners (`churn`,
+bench/loadgen/churn.py); the publishers stay in Python. Message texts
 carry the publisher's `time.monotonic_ns()`, and wsload measures latency on the same clock.
 """
 
@@ -18,22 +20,26 @@ from types import TracebackType
 from typing import Any
 from urllib.parse import urlsplit
 
-SOURCE = Path(__file__).resolve().parent / "wsload.c"
-BINARY = Path(__file__).resolve().parent.parent / "results" / "wsload"
+HERE = Path(__file__).resolve().parent
+SOURCES = tuple(HERE / name for name in ("wsload.c", "json.c", "storm.c", "churn.c"))
+BINARY = HERE.parent / "results" / "wsload"
 
 
 def build() -> Path:
-    """Compiles wsload when it is missing or older than its source; returns its path."""
-    if BINARY.exists() and BINARY.stat().st_mtime >= SOURCE.stat().st_mtime:
+    """Compiles wsload when it is missing or older than any of its sources (and wsload.h,
+    which they all include); returns its path."""
+    newest = max(source.stat().st_mtime for source in (*SOURCES, HERE / "wsload.h"))
+    if BINARY.exists() and BINARY.stat().st_mtime >= newest:
         return BINARY
     compiler = shutil.which("cc") or shutil.which("gcc")
     if compiler is None:
         raise RuntimeError("make bench needs a C compiler (cc or gcc) to build bench/loadgen")
     BINARY.parent.mkdir(parents=True, exist_ok=True)
     subprocess.run(
-        [compiler, "-O2", "-Wall", "-Wextra", "-pthread", "-o", str(BINARY), str(SOURCE)],
+        [compiler, "-O2", "-Wall", "-Wextra", "-pthread", "-o", str(BINARY),
+         *map(str, SOURCES)],
         check=True,
-    )
+    )  # fmt: skip
     return BINARY
 
 
@@ -76,6 +82,56 @@ async def handshakes(
     return result
 
 
+class Process:
+    """A wsload process: started with its header lines, told commands, read one line each."""
+
+    def __init__(self, mode: str, argv: list[str], headers: list[dict[str, str]]) -> None:
+        self._mode = mode
+        self._argv = argv
+        self._headers = headers
+        self._process: asyncio.subprocess.Process | None = None
+
+    async def open(self, within: float) -> None:
+        """Starts it and waits (up to `within` seconds) for its "ready"."""
+        self._process = process = await asyncio.create_subprocess_exec(
+            str(build()), self._mode, *self._argv,
+            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        assert process.stdin is not None
+        process.stdin.write(header_lines(self._headers))
+        await process.stdin.drain()
+        await self.expect(b"ready\n", within)
+
+    async def command(self, line: str) -> None:
+        assert self._process is not None
+        assert self._process.stdin is not None
+        self._process.stdin.write(line.encode() + b"\n")
+        await self._process.stdin.drain()
+
+    async def line(self, within: float) -> bytes:
+        assert self._process is not None
+        assert self._process.stdout is not None
+        line = await asyncio.wait_for(self._process.stdout.readline(), within)
+        if not line:
+            raise RuntimeError(f"wsload {self._mode} exited with {await self._process.wait()}")
+        return line
+
+    async def figures(self, within: float) -> dict[str, Any]:
+        """Its next line, a JSON object."""
+        result: dict[str, Any] = json.loads(await self.line(within))
+        return result
+
+    async def expect(self, answer: bytes, within: float) -> None:
+        line = await self.line(within)
+        if line != answer:
+            raise RuntimeError(f"wsload {self._mode} answered {line!r}, not {answer!r}")
+
+    async def close(self) -> None:
+        if self._process is not None and self._process.returncode is None:
+            self._process.kill()
+            await self._process.wait()
+
+
 class Subscribers:
     """`wsload subscribe`: the room's subscribers, alternating between two instances; the
     last `slow` of them stop reading once joined."""
@@ -89,46 +145,22 @@ class Subscribers:
         slow: int,
     ) -> None:
         (host, port_a, path), (_, port_b, _) = address(urls[0]), address(urls[1])
-        self._argv = [host, port_a, port_b, path, protocol, room, str(len(headers)), str(slow)]
-        self._headers = headers
-        self._process: asyncio.subprocess.Process | None = None
+        argv = [host, port_a, port_b, path, protocol, room, str(len(headers)), str(slow)]
+        self._wsload = Process("subscribe", argv, headers)
 
     async def __aenter__(self) -> Subscribers:
-        self._process = process = await asyncio.create_subprocess_exec(
-            str(build()), "subscribe", *self._argv,
-            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-        )  # fmt: skip
-        assert process.stdin is not None
-        assert process.stdout is not None
-        process.stdin.write(header_lines(self._headers))
-        await process.stdin.drain()
-        ready = await asyncio.wait_for(process.stdout.readline(), timeout=120)
-        if ready != b"ready\n":
-            code = await process.wait()
-            raise RuntimeError(f"wsload subscribe could not set up its subscribers (exit {code})")
+        await self._wsload.open(120)
         return self
-
-    async def _command(self, line: str) -> None:
-        assert self._process is not None
-        assert self._process.stdin is not None
-        self._process.stdin.write(line.encode() + b"\n")
-        await self._process.stdin.drain()
 
     async def start(self) -> None:
         """The measured span begins: wsload counts its CPU and wall time from here."""
-        await self._command("start")
+        await self._wsload.command("start")
 
     async def finish(self, last_seq: int, deadline: float) -> dict[str, Any]:
         """Waits until every reader has message `last_seq`, or `deadline` seconds pass;
         returns wsload's figures."""
-        assert self._process is not None
-        assert self._process.stdout is not None
-        await self._command(f"finish {last_seq} {int(deadline * 1000)}")
-        line = await asyncio.wait_for(self._process.stdout.readline(), timeout=deadline + 60)
-        if not line:
-            raise RuntimeError(f"wsload subscribe exited with {await self._process.wait()}")
-        result: dict[str, Any] = json.loads(line)
-        return result
+        await self._wsload.command(f"finish {last_seq} {int(deadline * 1000)}")
+        return await self._wsload.figures(deadline + 60)
 
     async def __aexit__(
         self,
@@ -136,6 +168,4 @@ class Subscribers:
         error: BaseException | None,
         trace: TracebackType | None,
     ) -> None:
-        if self._process is not None and self._process.returncode is None:
-            self._process.kill()
-            await self._process.wait()
+        await self._wsload.close()

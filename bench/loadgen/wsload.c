@@ -1,9 +1,10 @@
 /* wsload: the compiled side of the bench's load generator (see bench/README.md).
  *
  * A Python load generator parsing every delivery used a whole core at about 130 k deliveries/s,
- * so the servers' fan-out could not be measured above that. This program does the two parts of
- * the bench that scale with the servers' speed: opening connections (handshakes) and receiving
- * a room's messages (subscribe). The publisher and everything else stay in Python.
+ * so the servers' fan-out could not be measured above that. This program does the parts of the
+ * bench that scale with the servers' speed: opening connections (handshakes), receiving a
+ * room's messages (subscribe), the recovery storm's reconnects (storm) and the presence
+ * churn's joins and leaves (churn). The publisher and everything else stay in Python.
  *
  *   wsload handshakes HOST PORT PATH PROTO COUNT CONCURRENCY
  *       COUNT connections, CONCURRENCY at a time (one thread each): connect, upgrade, wait for
@@ -15,72 +16,44 @@
  *         finish LAST DEADLINE   stop once every reader has message LAST or was closed by the
  *                                server, or DEADLINE ms pass, and print one JSON object
  *                                (percentiles are null when nothing was received)
+ *   wsload storm HOST PORT_A PORT_B PATH ROOM COUNT
+ *       the recovery storm's subscribers: on A, then on B with since once A's socket closes
+ *       (storm.c says how it is driven and what it counts; ours only, JSON)
+ *   wsload churn HOST PORT_A PORT_B PATH ROOM COUNT
+ *       the presence churn's churners: each joins and leaves ROOM as fast as answered
+ *       (churn.c; ours only, JSON)
  *
  * PROTO is "json" (ours, the reference, Channels) or "socketio" (Engine.IO 4 framing).
- * Both modes read one header line per connection on stdin first ("" for none), e.g.
+ * Every mode reads one header line per connection on stdin first ("" for none), e.g.
  * "Authorization: Bearer ...". Message texts are "SEQ SENT_NS ...", SENT_NS being the
  * publisher's CLOCK_MONOTONIC (Python's time.monotonic_ns()), so latency is measured here.
  */
-#define _GNU_SOURCE
-#include <arpa/inet.h>
-#include <errno.h>
-#include <fcntl.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
-#include <poll.h>
-#include <signal.h>
-#include <pthread.h>
-#include <stdint.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <sys/epoll.h>
-#include <sys/resource.h>
-#include <sys/socket.h>
-#include <time.h>
-#include <unistd.h>
+#include "wsload.h"
 
-#define IO_TIMEOUT_S 10
-#define READ_CHUNK 65536
-#define MAX_FRAME (16u << 20) /* larger frames are a broken server, not a message */
-#define MAX_SEQ 100000000L     /* one byte per sequence number per reader: bounds that map */
-#define MAX_DIGITS 18          /* a long holds any 18-digit number */
-
-typedef struct {
-    int fd;
-    unsigned char *buf;
-    size_t off, len, cap; /* unread bytes are buf[off..len) */
-    unsigned char *seen;  /* one byte per sequence number */
-    size_t seen_cap;
-    long delivered;
-    int slow, closed;
-    int64_t closed_at;
-} conn_t;
-
-static const char *host, *path;
-static int socketio;
+const char *host, *path;
+int socketio;
 static char **headers;
 static int header_count;
 
-static void die(const char *what) {
+void die(const char *what) {
     fprintf(stderr, "wsload: %s: %s\n", what, errno ? strerror(errno) : "failed");
     exit(1);
 }
 
-static int64_t now_ns(void) {
+int64_t now_ns(void) {
     struct timespec t;
     clock_gettime(CLOCK_MONOTONIC, &t);
     return (int64_t)t.tv_sec * 1000000000LL + t.tv_nsec;
 }
 
-static double cpu_s(void) {
+double cpu_s(void) {
     struct rusage u;
     getrusage(RUSAGE_SELF, &u);
     return u.ru_utime.tv_sec + u.ru_utime.tv_usec / 1e6 + u.ru_stime.tv_sec +
            u.ru_stime.tv_usec / 1e6;
 }
 
-static void read_headers(int count) {
+void read_headers(int count) {
     headers = calloc((size_t)count, sizeof *headers);
     char *line = NULL;
     size_t cap = 0;
@@ -93,13 +66,13 @@ static void read_headers(int count) {
     free(line);
 }
 
-static const char *header_for(int index) {
+const char *header_for(int index) {
     return index < header_count ? headers[index] : "";
 }
 
 /* --- bytes on a socket ------------------------------------------------------------------ */
 
-static int write_all(int fd, const unsigned char *data, size_t len) {
+int write_all(int fd, const unsigned char *data, size_t len) {
     while (len > 0) {
         ssize_t n = write(fd, data, len);
         if (n > 0) {
@@ -118,7 +91,7 @@ static int write_all(int fd, const unsigned char *data, size_t len) {
 }
 
 /* One masked client frame (RFC 6455 5.3: a client masks everything it sends). */
-static int ws_send(int fd, int opcode, const char *payload, size_t len) {
+int ws_send(int fd, int opcode, const char *payload, size_t len) {
     unsigned char frame[16 + 4096];
     static const unsigned char mask[4] = {0x5a, 0x3c, 0xa5, 0xc3};
     if (len > 4096) return -1;
@@ -137,12 +110,12 @@ static int ws_send(int fd, int opcode, const char *payload, size_t len) {
     return write_all(fd, frame, h + len);
 }
 
-static int ws_send_text(int fd, const char *text) {
+int ws_send_text(int fd, const char *text) {
     return ws_send(fd, 1, text, strlen(text));
 }
 
 /* Reads what the socket has into the buffer; >0 bytes, 0 at EOF, -1 on error (or EAGAIN). */
-static ssize_t fill(conn_t *c) {
+ssize_t fill(conn_t *c) {
     if (c->off > 0) {
         memmove(c->buf, c->buf + c->off, c->len - c->off);
         c->len -= c->off;
@@ -163,7 +136,7 @@ static ssize_t fill(conn_t *c) {
 
 /* The next whole frame in the buffer: 1 (and consumes it), 0 if more bytes are needed,
  * -1 if the server broke the protocol (a masked or fragmented frame, a length over MAX_FRAME). */
-static int next_frame(conn_t *c, int *opcode, unsigned char **payload, size_t *len) {
+int next_frame(conn_t *c, int *opcode, unsigned char **payload, size_t *len) {
     unsigned char *p = c->buf + c->off;
     size_t have = c->len - c->off;
     if (have < 2) return 0;
@@ -210,17 +183,27 @@ static int read_text(conn_t *c, unsigned char **payload, size_t *len) {
     }
 }
 
-static int starts_with(const unsigned char *p, size_t len, const char *prefix) {
+int starts_with(const unsigned char *p, size_t len, const char *prefix) {
     size_t n = strlen(prefix);
     return len >= n && memcmp(p, prefix, n) == 0;
 }
 
-static int contains(const unsigned char *p, size_t len, const char *needle) {
+int contains(const unsigned char *p, size_t len, const char *needle) {
     return memmem(p, len, needle, strlen(needle)) != NULL;
 }
 
+/* The HTTP upgrade request with the connection's one extra header; its length, or -1. */
+int upgrade_request(char *out, size_t cap, int port, const char *header) {
+    int n = snprintf(out, cap,
+                     "GET %s HTTP/1.1\r\nHost: %s:%d\r\nUpgrade: websocket\r\n"
+                     "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                     "Sec-WebSocket-Version: 13\r\n%s%s\r\n",
+                     path, host, port, header, header[0] ? "\r\n" : "");
+    return n <= 0 || (size_t)n >= cap ? -1 : n;
+}
+
 /* Connects, upgrades, and waits for the system's hello; 0 on success. */
-static int ws_open(conn_t *c, int port, const char *header) {
+int ws_open(conn_t *c, int port, const char *header) {
     c->fd = socket(AF_INET, SOCK_STREAM, 0);
     if (c->fd < 0) return -1;
     struct timeval tv = {.tv_sec = IO_TIMEOUT_S};
@@ -232,13 +215,8 @@ static int ws_open(conn_t *c, int port, const char *header) {
     if (inet_pton(AF_INET, host, &addr.sin_addr) != 1) return -1;
     if (connect(c->fd, (struct sockaddr *)&addr, sizeof addr) < 0) return -1;
     char request[8192];
-    int n = snprintf(request, sizeof request,
-                     "GET %s HTTP/1.1\r\nHost: %s:%d\r\nUpgrade: websocket\r\n"
-                     "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
-                     "Sec-WebSocket-Version: 13\r\n%s%s\r\n",
-                     path, host, port, header, header[0] ? "\r\n" : "");
-    if (n <= 0 || (size_t)n >= sizeof request) return -1;
-    if (write_all(c->fd, (unsigned char *)request, (size_t)n) < 0) return -1;
+    int n = upgrade_request(request, sizeof request, port, header);
+    if (n < 0 || write_all(c->fd, (unsigned char *)request, (size_t)n) < 0) return -1;
     unsigned char *end;
     for (;;) { /* the buffer is NULL until the first fill */
         if (c->len > 0 && (end = memmem(c->buf, c->len, "\r\n\r\n", 4))) break;
@@ -300,7 +278,7 @@ static void ws_close(conn_t *c, int polite) {
     c->fd = -1;
 }
 
-static int cmp_i64(const void *a, const void *b) {
+int cmp_i64(const void *a, const void *b) {
     int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
     return (x > y) - (x < y);
 }
@@ -426,7 +404,7 @@ static void record(conn_t *c, long seq, int64_t sent, int64_t received) {
 }
 
 /* A non-negative decimal of at most MAX_DIGITS digits, or -1. */
-static long parse_number(const unsigned char **p, const unsigned char *end) {
+long parse_number(const unsigned char **p, const unsigned char *end) {
     long value = 0;
     int digits = 0;
     const unsigned char *q = *p;
@@ -626,8 +604,12 @@ int main(int argc, char **argv) {
     int status = 2;
     if (argc > 1 && strcmp(argv[1], "handshakes") == 0) status = handshakes(argc, argv);
     if (argc > 1 && strcmp(argv[1], "subscribe") == 0) status = subscribe(argc, argv);
+    if (argc > 1 && strcmp(argv[1], "storm") == 0) status = storm(argc, argv);
+    if (argc > 1 && strcmp(argv[1], "churn") == 0) status = churn(argc, argv);
     if (status == 2)
         fprintf(stderr, "usage: wsload handshakes HOST PORT PATH PROTO COUNT CONCURRENCY\n"
-                        "       wsload subscribe HOST PORT_A PORT_B PATH PROTO ROOM COUNT SLOW\n");
+                        "       wsload subscribe HOST PORT_A PORT_B PATH PROTO ROOM COUNT SLOW\n"
+                        "       wsload storm HOST PORT_A PORT_B PATH ROOM COUNT\n"
+                        "       wsload churn HOST PORT_A PORT_B PATH ROOM COUNT\n");
     return status;
 }
