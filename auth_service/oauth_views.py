@@ -188,7 +188,7 @@ async def introspect_batch(request: web.Request) -> web.Response:
     """Several introspections in one request, for a resource server that coalesces its
     look-ups: JSON `{"tokens": [...]}` (at most `MAX_BATCH`) answered by `{"answers": [...]}`,
     each answer in order and exactly what `/introspect` answers for that token. HTTP Basic
-    client authentication only, checked before the body is read."""
+    client authentication only, checked before the body is parsed."""
     parts = parts_of(request)
     authorization = request.headers.get("Authorization")
     if authorization is None or parts.clients.authenticate(authorization) is None:

@@ -125,7 +125,11 @@ class AccessTokens:
             raise InvalidToken("wrong audience")
         # We never issue a longer lifetime: a token that claims one was not made by us, or
         # was made with a leaked key; either way it must not live until its own `exp`.
-        if claims["exp"] - claims["iat"] > self.ttl + self.leeway:
+        try:
+            lifetime = float(claims["exp"]) - float(claims["iat"])
+        except OverflowError:  # an integer beyond any float: no lifetime we issue
+            raise InvalidToken("lifetime longer than the service issues") from None
+        if lifetime > self.ttl + self.leeway:
             raise InvalidToken("lifetime longer than the service issues")
 
 

@@ -204,7 +204,10 @@ class Connection:
         if transport is None or transport.is_closing() or self.ws.closed:
             self.close_soon(WRITE_FAILED)  # as a write through aiohttp would have failed
             return
-        transport.write(data)
+        try:
+            transport.write(data)
+        except (RuntimeError, OSError):  # a transport shut for writing under us
+            self.close_soon(WRITE_FAILED)
 
     async def _flush(self, backlog: deque[bytes]) -> None:
         """Writes the backlog as fast as the peer reads it, then hands back to `send()`."""

@@ -15,8 +15,11 @@ call per frame per socket. Here instead:
 from __future__ import annotations
 
 import asyncio
+import logging
 import struct
 from typing import Protocol
+
+log = logging.getLogger(__name__)
 
 _FIN_TEXT = 0x81  # FIN, no RSV bits (no compression), opcode 1 (text)
 _SHORT = struct.Struct("!BB").pack
@@ -25,16 +28,17 @@ _LONG = struct.Struct("!BBQ").pack
 
 
 class _Last:
-    """The last payload encoded, held (so its identity cannot be reused), and its frame."""
+    """The last payload encoded, held (so its identity cannot be reused), with its frame, as
+    one pair (replaced in one step)."""
 
-    payload: bytes | None = None
-    frame: bytes = b""
+    pair: tuple[bytes | None, bytes] = (None, b"")
 
 
 def text_frame(payload: bytes) -> bytes:
     """`payload` (UTF-8 text) as one complete WebSocket text frame, as a server sends it."""
-    if payload is _Last.payload:
-        return _Last.frame
+    last, frame = _Last.pair
+    if payload is last:
+        return frame
     length = len(payload)
     if length < 126:
         header = _SHORT(_FIN_TEXT, length)
@@ -43,7 +47,7 @@ def text_frame(payload: bytes) -> bytes:
     else:
         header = _LONG(_FIN_TEXT, 127, length)
     frame = header + payload
-    _Last.payload, _Last.frame = payload, frame
+    _Last.pair = (payload, frame)
     return frame
 
 
@@ -74,4 +78,7 @@ class WriteBatch:
         holding, self._holding = self._holding, []
         self._queued = False
         for socket in holding:
-            socket.write_pending()
+            try:
+                socket.write_pending()
+            except Exception:  # one socket's fault must not leave the others' frames held
+                log.exception("writing a socket's frames failed")

@@ -23,6 +23,9 @@ MAX_REASKS = 3
 # in flight at once: more look-ups than that wait and go together in the next request.
 MAX_BATCH = 50
 MAX_REQUESTS_IN_FLIGHT = 4
+# After the auth service answered a batch 404 or 405: how long look-ups go one per request
+# before a batch is tried again (an auth service upgraded meanwhile serves batches again).
+NO_BATCHES_SECONDS = 300.0
 RECENT_REVOCATIONS_SECONDS = 60.0  # longer than any look-up or handshake may take
 RECENT_REVOCATIONS_MAX = 100_000
 INACTIVE: dict[str, Any] = {"active": False}
@@ -32,6 +35,11 @@ _Lookup = tuple[int, float, "asyncio.Task[dict[str, Any]]"]
 
 class IntrospectionUnavailable(Exception):
     """The auth service could not answer (down, slow, or refusing our client credentials)."""
+
+
+class _NoBatches(IntrospectionUnavailable):
+    """The auth service has no `/introspect/batch` (an older release, or a proxy that only
+    passes `/introspect`)."""
 
 
 def _cache_key(token: str, hint: str) -> bytes:
@@ -65,6 +73,7 @@ class IntrospectionClient:
         self._metrics = metrics
         self._url = f"{url}/introspect"
         self._batch_url = f"{url}/introspect/batch"
+        self._batches_from = 0.0  # monotonic: batches are not tried before then (_NoBatches)
         self._authorization = aiohttp.encode_basic_auth(client_id, client_secret)
         self._timeout = aiohttp.ClientTimeout(total=timeout)
         self._seconds = timeout
@@ -158,20 +167,28 @@ class IntrospectionClient:
             return await self._request(lookups)
 
     async def _request(self, lookups: Sequence[tuple[str, str]]) -> list[dict[str, Any]]:
-        if len(lookups) == 1:
-            token, hint = lookups[0]
-            return [
-                kept(
-                    await self._post(self._url, {"data": {"token": token, "token_type_hint": hint}})
-                )
-            ]
-        body = await self._post(self._batch_url, {"json": {"tokens": [t for t, _ in lookups]}})
+        if len(lookups) == 1 or time.monotonic() < self._batches_from:
+            return list(await asyncio.gather(*(self._one(t, h) for t, h in lookups)))
+        try:
+            body = await self._post(self._batch_url, {"json": {"tokens": [t for t, _ in lookups]}})
+        except _NoBatches:
+            log.warning(
+                "the auth service has no /introspect/batch; asking one credential per request",
+                extra={"for_seconds": NO_BATCHES_SECONDS},
+            )
+            self._batches_from = time.monotonic() + NO_BATCHES_SECONDS
+            return list(await asyncio.gather(*(self._one(t, h) for t, h in lookups)))
         answers = body.get("answers")
         if not isinstance(answers, list) or len(answers) != len(lookups):
             raise IntrospectionUnavailable("batch introspection answered something unexpected")
         for answer in answers:
             _check(answer)
         return [kept(answer) for answer in answers]
+
+    async def _one(self, token: str, hint: str) -> dict[str, Any]:
+        return kept(
+            await self._post(self._url, {"data": {"token": token, "token_type_hint": hint}})
+        )
 
     async def _post(self, url: str, payload: dict[str, Any]) -> dict[str, Any]:
         async with self._session.post(
@@ -183,6 +200,8 @@ class IntrospectionClient:
             if response.status != 200:
                 if response.status == 401:
                     log.error("the auth service refused our client credentials")
+                if url == self._batch_url and response.status in (404, 405):
+                    raise _NoBatches(f"batch introspection answered {response.status}")
                 raise IntrospectionUnavailable(f"introspection answered {response.status}")
             body: Any = await response.json()
         if url == self._url:

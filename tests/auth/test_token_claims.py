@@ -44,8 +44,14 @@ async def test_issued_in_the_future_beyond_the_leeway_is_rejected(
 
 @pytest.mark.parametrize(
     "changes",
-    [{"exp": 10**400}, {"exp": float("inf")}, {"nbf": float("nan")}, {"iat": float("-inf")}],
-    ids=["huge_exp", "infinite_exp", "nan_nbf", "minus_infinite_iat"],
+    [
+        {"exp": 10**400},
+        {"exp": 10**400, "iat": 1.5e9},  # int minus float: beyond any float
+        {"exp": float("inf")},
+        {"nbf": float("nan")},
+        {"iat": float("-inf")},
+    ],
+    ids=["huge_exp", "huge_exp_float_iat", "infinite_exp", "nan_nbf", "minus_infinite_iat"],
 )
 async def test_out_of_range_times_are_rejected(
     auth: Client, victim: Victim, changes: dict[str, Any]

@@ -10,6 +10,7 @@ from typing import Any
 import aiohttp
 import jwt
 import pytest
+from aiohttp import web
 from aiohttp.test_utils import TestServer
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
@@ -199,3 +200,36 @@ async def test_a_lookup_queued_behind_a_request_that_never_ends_fails_in_time() 
         )
     assert all(isinstance(result, IntrospectionUnavailable) for result in results)
     assert len(asked.batches) == 1  # the others never got a request of their own
+
+
+async def test_an_auth_service_without_batches_is_asked_one_credential_per_request() -> None:
+    """An older auth service (or a proxy passing only /introspect) answers the batch 404:
+    the look-ups are asked one by one instead, and batches are not tried again for a while."""
+    paths: list[str] = []
+
+    async def introspect(request: web.Request) -> web.Response:
+        paths.append(request.path)
+        form = await request.post()
+        return web.json_response({"active": False, "asked": str(form["token"])})
+
+    async def no_batches(request: web.Request) -> web.Response:
+        paths.append(request.path)
+        raise web.HTTPNotFound()
+
+    app = web.Application()
+    app.router.add_post("/introspect", introspect)
+    app.router.add_post("/introspect/batch", no_batches)
+    async with TestServer(app) as server, aiohttp.ClientSession() as session:
+        client = IntrospectionClient(
+            session, url=str(server.make_url("")).rstrip("/"), client_id="chat",
+            client_secret="secret", timeout=5, ttl=60, negative_ttl=5, max_entries=100,
+            metrics=ChatMetrics(),
+        )  # fmt: skip
+        first = await asyncio.gather(
+            *(client.introspect(f"a.b.{n}", "access_token") for n in range(3))
+        )
+        second = await asyncio.gather(
+            *(client.introspect(f"c.d.{n}", "access_token") for n in range(3))
+        )
+    assert all(answer == {"active": False} for answer in [*first, *second])
+    assert paths == ["/introspect/batch"] + ["/introspect"] * 6
