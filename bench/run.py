@@ -386,9 +386,9 @@ async def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--profile",
         default="",
-        help="comma-separated scenarios (handshakes, fanout, slow, introspection) to record with "
-        "py-spy into bench/results/profiles; sampling slows the servers, so compare no figures "
-        "of such a run",
+        help="comma-separated scenarios (handshakes, fanout, slow, auth-core, introspection) "
+        "to record with py-spy into bench/results/profiles; sampling slows the servers, so "
+        "compare no figures of such a run",
     )
     args = parser.parse_args(argv)
     signal.signal(signal.SIGTERM, _interrupt)
