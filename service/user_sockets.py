@@ -157,6 +157,9 @@ class UserSockets:
             replies = await execute_together(self._redis, queue)
         except UNAVAILABLE:
             return batch
+        except Exception as exc:  # not transient either; the loop must go on for the rest
+            log.error("a batch of socket releases was refused", extra={"error": repr(exc)})
+            return []
         failed = []
         for user_id, reply in zip(batch, replies, strict=True):
             if isinstance(reply, UNAVAILABLE):
