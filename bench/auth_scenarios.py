@@ -13,7 +13,7 @@ from typing import Any
 
 import aiohttp
 
-from bench import auth_bench, scenarios
+from bench import auth_bench, profiles, scenarios
 from bench.systems import OURS, Running
 
 Figures = dict[str, Any]
@@ -83,9 +83,10 @@ async def after_handshakes(
     )
     if "auth-core" in wanted:
         print(f"  {name}: first-time handshakes, auth on its own core", flush=True)
-        results["first_time_auth_core"] = await auth_bench.first_time_auth_core(
-            system, tokens, size["concurrency"]
-        )
+        async with profiles.recording(system, "auth-core", profile):
+            results["first_time_auth_core"] = await auth_bench.first_time_auth_core(
+                system, tokens, size["concurrency"]
+            )
     if "introspection" in wanted:
         print(f"  {name}: introspection throughput of one auth process", flush=True)
         results["introspection"] = await auth_bench.introspection(

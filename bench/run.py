@@ -386,9 +386,9 @@ async def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--profile",
         default="",
-        help="comma-separated scenarios (handshakes, fanout, slow, introspection) to record with "
-        "py-spy into bench/results/profiles; sampling slows the servers, so compare no figures "
-        "of such a run",
+        help="comma-separated scenarios (handshakes, fanout, slow, auth-core, introspection) "
+        "to record with py-spy into bench/results/profiles; sampling slows the servers, so "
+        "compare no figures of such a run",
     )
     args = parser.parse_args(argv)
     signal.signal(signal.SIGTERM, _interrupt)
@@ -419,7 +419,7 @@ async def main(argv: list[str] | None = None) -> int:
     if chosen & {"latency", "slow"} and "fanout" not in chosen:
         parser.error("--scenarios: latency and slow run at half the fan-out rate; add fanout")
     profile = {s for s in args.profile.split(",") if s}
-    unknown = profile - {"handshakes", "fanout", "slow", "introspection"}
+    unknown = profile - {"handshakes", "fanout", "slow", "auth-core", "introspection"}
     if unknown:
         parser.error(f"--profile: no scenario named {', '.join(sorted(unknown))}")
     if profile:

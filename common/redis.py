@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -50,6 +51,22 @@ class GatedCluster(RedisCluster):
     async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
         async with self._gate:
             return await super().execute_command(*args, **kwargs)
+
+    async def execute_gated(self, pipe: Any, raise_on_error: bool) -> list[Any]:
+        """A pipeline's `execute`, holding one of the `POOL_SIZE` places while it runs."""
+        async with self._gate:
+            return list(await pipe.execute(raise_on_error=raise_on_error))
+
+
+async def execute_together(client: RedisClient, queue: Callable[[Any], None]) -> list[Any]:
+    """The commands `queue(pipe)` adds, sent as one pipeline (not a transaction; on a
+    cluster, one per node): each reply, or its error as a value, in order. What breaks the
+    whole exchange (Redis unreachable, a timeout) is raised."""
+    async with client.pipeline(transaction=False) as pipe:
+        queue(pipe)
+        if isinstance(client, GatedCluster):
+            return await client.execute_gated(pipe, raise_on_error=False)
+        return list(await pipe.execute(raise_on_error=False))
 
 
 def connect_cluster(

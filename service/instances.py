@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import cast
 
 from common.log_throttle import ConditionLog
@@ -80,6 +80,14 @@ class InstanceLease:
         if value not in recorded:
             await self._redis.sadd(record_key(self.id, kind), value)
             recorded.add(value)
+
+    async def record_all(self, kind: str, values: Iterable[str]) -> None:
+        """`record` for several values, in one command for those not recorded yet."""
+        recorded = self._recorded.setdefault(kind, set())
+        new = list(dict.fromkeys(v for v in values if v not in recorded))
+        if new:
+            await self._redis.sadd(record_key(self.id, kind), *new)
+            recorded.update(new)
 
     async def start(self) -> None:
         await self._renew(keys=[INSTANCES], args=[self.id, self._lease_ms])

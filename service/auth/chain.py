@@ -17,6 +17,7 @@ from common.credentials import bearer_offset, cookie_values, looks_like
 from service.auth.handshake_failures import FailedHandshakes
 from service.auth.identity import Identity
 from service.auth.introspection import IntrospectionClient, IntrospectionUnavailable
+from service.auth.refusal_alarm import RefusalAlarm
 from service.auth.signing_keys import SigningKeys
 from service.errors import (
     Refusal,
@@ -46,14 +47,22 @@ class CredentialChecker:
     """Turns a credential into an `Identity` via introspection, or refuses it.
 
     What can be refused without asking anyone is: a credential of the wrong shape, and (when
-    its answer is not cached) an access token that `SigningKeys` proves forged or expired.
+    its answer is not cached) an access token that `SigningKeys` proves forged or expired:
+    by the cheap checks always, by its signature too while `alarm` says a flood of made-up
+    tokens is under way.
     """
 
     def __init__(
-        self, client: IntrospectionClient, keys: SigningKeys, *, required_scope: str
+        self,
+        client: IntrospectionClient,
+        keys: SigningKeys,
+        *,
+        required_scope: str,
+        alarm: RefusalAlarm | None = None,
     ) -> None:
         self._client = client
         self._keys = keys
+        self.alarm = alarm or RefusalAlarm()
         self._scope = required_scope
         self._unavailable = False
 
@@ -106,11 +115,10 @@ class CredentialChecker:
         anything else (and what can be refused without asking, unasked)."""
         if token_type not in ("access_token", "session") or not looks_like(token_type, credential):
             raise invalid_token()  # not even the right shape: no need to ask anyone
-        if (
-            token_type == "access_token"
-            and self._client.cached(credential, token_type) is None
-            and await self._keys.check(credential) is False
-        ):
+        first_time = (
+            token_type == "access_token" and self._client.cached(credential, token_type) is None
+        )
+        if first_time and await self._locally_refused(credential):
             raise invalid_token()  # forged, or signed by no key of ours, or expired
         try:
             answer = await self._client.introspect(credential, token_type)
@@ -123,8 +131,18 @@ class CredentialChecker:
             log.info("introspection available again")
             self._unavailable = False
         if answer.get("active") is not True or answer.get("token_type") != token_type:
+            if first_time:
+                self.alarm.refused()
             raise invalid_token()
         return answer
+
+    async def _locally_refused(self, token: str) -> bool:
+        if self.alarm.armed:
+            refused = await self._keys.check(token) is False
+            if refused:
+                self.alarm.refused()  # the flood goes on: stay armed
+            return refused
+        return self._keys.plausible(token) is False
 
 
 class BearerHeaderAuthenticator:

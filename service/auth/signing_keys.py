@@ -7,6 +7,10 @@ ours: an unreadable header or payload, another algorithm or type, a key the auth
 did not publish although the token says it was issued well before we read the published
 keys, a signature that does not verify, or an `exp` long past. When the keys cannot be
 known (the auth service is down), nothing is refused here and the look-up decides.
+
+The signature itself is checked only while `RefusalAlarm` says a flood of made-up tokens is
+under way (`check`); otherwise the cheap checks alone (`plausible`) stand in front of the
+look-up, which verifies the signature anyway.
 """
 
 from __future__ import annotations
@@ -95,20 +99,10 @@ class SigningKeys:
     async def check(self, token: str) -> bool | None:
         """False: not a live access token of ours. True: signed by a published key and not
         expired. None: cannot tell here (no key set yet); ask the auth service."""
-        head, _, rest = token.partition(".")
-        payload, _, signature = rest.partition(".")
-        try:
-            header, claims = _decode(head), _decode(payload)
-            sig = base64.urlsafe_b64decode(signature + "=" * (-len(signature) % 4))
-        except (ValueError, binascii.Error):
+        parsed = self._parse(token)
+        if parsed is None:
             return False
-        if not isinstance(header, dict) or not isinstance(claims, dict):
-            return False
-        kid, exp, iat = header.get("kid"), claims.get("exp"), claims.get("iat")
-        if header.get("alg") != ALGORITHM or header.get("typ") != TYP or not isinstance(kid, str):
-            return False
-        if not _number(exp) or not _number(iat) or exp <= time.time() - EXPIRY_MARGIN:
-            return False
+        signed, sig, kid, iat = parsed
         self._refresh_if_stale()
         key = self._keys.get(kid)
         if key is None:
@@ -120,10 +114,43 @@ class SigningKeys:
                 # Forged, or a key too new for the copy we could read: the look-up decides.
                 return False if self._issued_before_our_copy(iat) else None
         try:
-            key.verify(sig, f"{head}.{payload}".encode())
+            key.verify(sig, signed)
         except InvalidSignature:
             return False
         return True
+
+    def plausible(self, token: str) -> bool | None:
+        """`check` without the signature (the dear part) and without re-reading the keys:
+        False when the cheap checks prove it is not a live token of ours, None otherwise
+        (the look-up decides). For when no flood of made-up tokens is under way
+        (`RefusalAlarm`)."""
+        parsed = self._parse(token)
+        if parsed is None:
+            return False
+        _, _, kid, iat = parsed
+        if kid not in self._keys and self._issued_before_our_copy(iat):
+            return False
+        return None
+
+    @staticmethod
+    def _parse(token: str) -> tuple[bytes, bytes, str, float] | None:
+        """The signed part, signature, kid and iat of a token of the right shape, header and
+        unexpired `exp`; None for anything else."""
+        head, _, rest = token.partition(".")
+        payload, _, signature = rest.partition(".")
+        try:
+            header, claims = _decode(head), _decode(payload)
+            sig = base64.urlsafe_b64decode(signature + "=" * (-len(signature) % 4))
+        except (ValueError, binascii.Error):
+            return None
+        if not isinstance(header, dict) or not isinstance(claims, dict):
+            return None
+        kid, exp, iat = header.get("kid"), claims.get("exp"), claims.get("iat")
+        if header.get("alg") != ALGORITHM or header.get("typ") != TYP or not isinstance(kid, str):
+            return None
+        if not _number(exp) or not _number(iat) or exp <= time.time() - EXPIRY_MARGIN:
+            return None
+        return f"{head}.{payload}".encode(), sig, kid, iat
 
     def _issued_before_our_copy(self, iat: float) -> bool:
         return self.known and iat < self._read_started - PUBLICATION_MARGIN

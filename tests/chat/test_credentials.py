@@ -28,6 +28,9 @@ class NoKeys:
     async def check(self, token: str) -> None:
         return None
 
+    def plausible(self, token: str) -> None:
+        return None
+
 
 async def authenticate(header: str) -> Any:
     checker = CredentialChecker(Answers(), NoKeys(), required_scope="chat")  # type: ignore[arg-type]

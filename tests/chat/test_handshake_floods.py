@@ -16,6 +16,7 @@ import jwt
 
 from auth_service import keys
 from auth_service.components import COMPONENTS
+from service.auth.refusal_alarm import REFUSALS
 from service.views import NODE
 from tests.auth.helpers import password_grant
 from tests.chat.conftest import ChatFactory
@@ -43,16 +44,16 @@ async def status(chat: Client, token: str) -> int:
     return response.status
 
 
-async def made_up_tokens(stack: Stack, alice: ChatUser) -> list[str]:
-    """JWT-shaped values an attacker can make without the signing key, and one it cannot
-    use although the service signed it (expired)."""
+async def made_up_tokens(stack: Stack, alice: ChatUser) -> tuple[list[str], list[str]]:
+    """JWT-shaped values an attacker can make without the signing key: those the cheap checks
+    give away (shape, a key id never published claiming to be old, and one the service
+    signed but that expired long ago), and those only their signature gives away (the real
+    header and claims with a made-up signature)."""
     real_header = alice.access_token.split(".")[0]
     claims = jwt.decode(alice.access_token, options={"verify_signature": False})
     access = stack.auth_server.app[COMPONENTS].access
-    return [
+    cheap = [
         *(f"{b64(os.urandom(30))}.{b64(os.urandom(60))}.{b64(os.urandom(64))}" for _ in range(40)),
-        # The real header (alg, typ, kid) and claims, with a made-up signature.
-        *(f"{real_header}.{segment(claims)}.{b64(os.urandom(64))}" for _ in range(20)),
         # A key id the service never published, claiming to be old.
         *(
             f"{segment({'alg': 'EdDSA', 'typ': 'at+jwt', 'kid': os.urandom(8).hex()})}."
@@ -62,20 +63,48 @@ async def made_up_tokens(stack: Stack, alice: ChatUser) -> list[str]:
         # Expired beyond the margin the local check allows (the look-up decides nearer exp).
         await access.sign({**claims, "iat": int(time.time()) - 900, "exp": int(time.time()) - 120}),
     ]
+    forged = [f"{real_header}.{segment(claims)}.{b64(os.urandom(64))}" for _ in range(20)]
+    return cheap, forged
 
 
 async def test_made_up_bearer_values_never_reach_the_auth_service(
     make_chat: ChatFactory, stack: Stack, alice: ChatUser
 ) -> None:
+    """What the cheap checks give away is refused on the spot in every state; a made-up
+    signature is, once `REFUSALS` of them reached the auth service and armed the local
+    signature check (service/auth/refusal_alarm.py)."""
     chat = await make_chat(CHAT_HANDSHAKE_FAILURES="1000")
     node = chat.app[NODE]
+    cheap, forged = await made_up_tokens(stack, alice)
     before = node.introspection.requests
-    for token in await made_up_tokens(stack, alice):
+    for token in cheap:
         assert await status(chat, token) == 401
     assert node.introspection.requests == before  # each was refused on the spot
+    assert not node.checker.alarm.armed  # cheap refusals are no sign of a flood
+    for token in forged:
+        assert await status(chat, token) == 401
+    assert node.introspection.requests == before + REFUSALS  # then the alarm armed...
+    assert node.checker.alarm.armed
+    for token in cheap[:5]:
+        assert await status(chat, token) == 401
+    assert node.introspection.requests == before + REFUSALS  # ...and the rest cost none
     ws = await connect(chat, alice.access_token)  # the real one still goes through
-    assert node.introspection.requests == before + 1
+    assert node.introspection.requests == before + REFUSALS + 1
     await ws.close()
+
+
+async def test_while_armed_made_up_signatures_never_reach_the_auth_service(
+    make_chat: ChatFactory, stack: Stack, alice: ChatUser
+) -> None:
+    chat = await make_chat(CHAT_HANDSHAKE_FAILURES="1000")
+    node = chat.app[NODE]
+    _, forged = await made_up_tokens(stack, alice)
+    for _ in range(REFUSALS):
+        node.checker.alarm.refused()  # as after a burst the auth service refused
+    before = node.introspection.requests
+    for token in forged:
+        assert await status(chat, token) == 401
+    assert node.introspection.requests == before
 
 
 async def test_an_address_that_keeps_failing_is_refused_for_a_while(

@@ -97,6 +97,9 @@ class Flaky:
     async def check(self, token: str) -> None:  # as signing keys that cannot tell
         return None
 
+    def plausible(self, token: str) -> None:
+        return None
+
     async def introspect(self, token: str, hint: str) -> dict[str, Any]:
         if not self.up:
             raise IntrospectionUnavailable("down")
