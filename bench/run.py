@@ -233,7 +233,7 @@ Checks = list[tuple[str, bool, str]]
 def _fanout_targets(results: dict[str, Figures], ours: Figures, ref: Figures) -> Checks:
     checks: Checks = []
     r = ratio(ours["fanout"]["deliveries_per_s"], ref["fanout"]["deliveries_per_s"])
-    checks.append(("fan-out deliveries/s >= 0.8 x reference", at_least(r, 0.8), times(r)))
+    checks.append(("fan-out deliveries/s >= 1.0 x reference", at_least(r, 1.0), times(r)))
     if "fanout" in results.get("socketio", {}):
         s = ratio(
             ours["fanout"]["deliveries_per_s"], results["socketio"]["fanout"]["deliveries_per_s"]
