@@ -17,14 +17,17 @@ channels at 100 members and Ably at 200 for the same reason.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
-from common.redis import RedisClient
+from common.redis import RedisClient, execute_together
 from service.rooms.keys import publishing, room_key
 
 EVENTS_UP_TO = 100  # present users up to which member_joined / member_left are published
 MAX_LISTED = 1_000  # members one presence answer lists
+# One socket leaving: room, instance, user id, username, the room's channel (None: no events).
+Exit = tuple[str, str, str, str, str | None]
 
 _ENTER = """
 redis.call('HINCRBY', KEYS[3], ARGV[1], 1)
@@ -116,7 +119,8 @@ class PresenceStore:
     def __init__(self, redis: RedisClient, *, sharded: bool = False) -> None:
         self._redis = redis
         self._enter = redis.register_script(publishing(_ENTER, sharded=sharded))
-        self._exit = redis.register_script(publishing(_EXIT, sharded=sharded))
+        self._exit_source = publishing(_EXIT, sharded=sharded)
+        self._exit = redis.register_script(self._exit_source)
         self._reap = redis.register_script(publishing(_REAP, sharded=sharded))
 
     async def enter(
@@ -136,6 +140,19 @@ class PresenceStore:
         frame = _frame("member_left", room, user_id, username)
         args: list[str | int | bytes] = [user_id, channel or "", EVENTS_UP_TO, frame]
         return int(await self._exit(keys=keys, args=args))
+
+    async def exit_all(self, exits: Sequence[Exit]) -> list[int | Exception]:
+        """`exit` for each of `exits`, in one pipeline: each reply, or its error as a value,
+        in order; what breaks the whole exchange (Redis away) is raised."""
+
+        def queue(pipe: Any) -> None:
+            for room, instance, user_id, username, channel in exits:
+                frame = _frame("member_left", room, user_id, username)
+                keys = (presence_key(room), names_key(room), instance_key(room, instance))
+                pipe.eval(self._exit_source, 3, *keys, user_id, channel or "", EVENTS_UP_TO, frame)
+
+        replies = await execute_together(self._redis, queue)
+        return [r if isinstance(r, Exception) else int(r) for r in replies]
 
     async def reap(self, room: str, instance: str, channel: str | None) -> int:
         """Takes away every socket a dead instance had in the room; returns how many users

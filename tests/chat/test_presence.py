@@ -210,3 +210,29 @@ async def test_count_is_exact_and_the_listing_stops_at_1000(redis_url: str) -> N
         assert len({p.id for p in listed}) == 1000
     finally:
         await redis.aclose()
+
+
+async def test_exits_sent_together_answer_each_socket_in_order(redis_url: str) -> None:
+    """`exit_all` (a burst of closes whose grace ends together, in one pipeline): each exit
+    answers the user's sockets left, or its own error, and the room's count follows."""
+    redis = connect_redis(redis_url, decode=False)
+    store = PresenceStore(redis)
+    try:
+        for n in range(3):
+            await store.enter("burst", "i1", f"u{n}", f"user{n}", None)
+        await store.enter("burst", "i2", "u0", "user0", None)  # u0's second socket
+        await redis.set(presence_module.instance_key("broken", "i1"), "not a hash")
+        answers = await store.exit_all(
+            [
+                ("burst", "i1", "u0", "user0", None),
+                ("broken", "i1", "u9", "user9", None),
+                ("burst", "i1", "u1", "user1", None),
+                ("burst", "i1", "u5", "user5", None),  # never entered
+            ]
+        )
+        assert [answers[0], answers[2], answers[3]] == [1, 0, -1]
+        assert isinstance(answers[1], Exception)  # that exit's alone
+        count, listed = await store.query("burst")
+        assert (count, {p.id for p in listed}) == (2, {"u0", "u2"})
+    finally:
+        await redis.aclose()
