@@ -47,6 +47,11 @@ class Coalescer(Generic[T, R]):
         self._scheduled = False
         self._tasks: set[asyncio.Task[None]] = set()
 
+    @property
+    def queued(self) -> int:
+        """Items waiting for a batch."""
+        return len(self._queue)
+
     async def __call__(self, item: T) -> R:
         future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
         self._queue.append((item, future))
