@@ -119,8 +119,7 @@ class PresenceStore:
     def __init__(self, redis: RedisClient, *, sharded: bool = False) -> None:
         self._redis = redis
         self._enter = redis.register_script(publishing(_ENTER, sharded=sharded))
-        self._exit_source = publishing(_EXIT, sharded=sharded)
-        self._exit = redis.register_script(self._exit_source)
+        self._exit = publishing(_EXIT, sharded=sharded)  # sent in pipelines: `exit_all`
         self._reap = redis.register_script(publishing(_REAP, sharded=sharded))
 
     async def enter(
@@ -132,24 +131,16 @@ class PresenceStore:
         args: list[str | int | bytes] = [user_id, username, channel or "", EVENTS_UP_TO, frame]
         return int(await self._enter(keys=keys, args=args))
 
-    async def exit(
-        self, room: str, instance: str, user_id: str, username: str, channel: str | None
-    ) -> int:
-        """One socket fewer; returns the user's sockets left in the room (-1: none was)."""
-        keys = [presence_key(room), names_key(room), instance_key(room, instance)]
-        frame = _frame("member_left", room, user_id, username)
-        args: list[str | int | bytes] = [user_id, channel or "", EVENTS_UP_TO, frame]
-        return int(await self._exit(keys=keys, args=args))
-
     async def exit_all(self, exits: Sequence[Exit]) -> list[int | Exception]:
-        """`exit` for each of `exits`, in one pipeline: each reply, or its error as a value,
-        in order; what breaks the whole exchange (Redis away) is raised."""
+        """One socket fewer for each of `exits`, in one pipeline: per exit the user's sockets
+        left in the room (-1: none was), or its error as a value, in order; what breaks the
+        whole exchange (Redis away) is raised."""
 
         def queue(pipe: Any) -> None:
             for room, instance, user_id, username, channel in exits:
                 frame = _frame("member_left", room, user_id, username)
                 keys = (presence_key(room), names_key(room), instance_key(room, instance))
-                pipe.eval(self._exit_source, 3, *keys, user_id, channel or "", EVENTS_UP_TO, frame)
+                pipe.eval(self._exit, 3, *keys, user_id, channel or "", EVENTS_UP_TO, frame)
 
         replies = await execute_together(self._redis, queue)
         return [r if isinstance(r, Exception) else int(r) for r in replies]
