@@ -17,7 +17,7 @@ import shutil
 import subprocess
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, Self
 from urllib.parse import urlsplit
 
 HERE = Path(__file__).resolve().parent
@@ -132,7 +132,33 @@ class Process:
             await self._process.wait()
 
 
-class Subscribers:
+class Mode:
+    """A wsload mode on a room over two instances (`urls[0]` and `urls[1]`), driven line by
+    line: `extra` is what the mode takes after the room's address; entered once wsload
+    printed "ready" (its sockets set up), killed on leaving."""
+
+    SET_UP_TIMEOUT_S = 120.0
+
+    def __init__(
+        self, mode: str, urls: list[str], extra: list[str], headers: list[dict[str, str]]
+    ) -> None:
+        (host, port_a, path), (_, port_b, _) = address(urls[0]), address(urls[1])
+        self._wsload = Process(mode, [host, port_a, port_b, path, *extra], headers)
+
+    async def __aenter__(self) -> Self:
+        await self._wsload.open(self.SET_UP_TIMEOUT_S)
+        return self
+
+    async def __aexit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        trace: TracebackType | None,
+    ) -> None:
+        await self._wsload.close()
+
+
+class Subscribers(Mode):
     """`wsload subscribe`: the room's subscribers, alternating between two instances; the
     last `slow` of them stop reading once joined."""
 
@@ -144,13 +170,7 @@ class Subscribers:
         headers: list[dict[str, str]],
         slow: int,
     ) -> None:
-        (host, port_a, path), (_, port_b, _) = address(urls[0]), address(urls[1])
-        argv = [host, port_a, port_b, path, protocol, room, str(len(headers)), str(slow)]
-        self._wsload = Process("subscribe", argv, headers)
-
-    async def __aenter__(self) -> Subscribers:
-        await self._wsload.open(120)
-        return self
+        super().__init__("subscribe", urls, [protocol, room, str(len(headers)), str(slow)], headers)
 
     async def start(self) -> None:
         """The measured span begins: wsload counts its CPU and wall time from here."""
@@ -161,11 +181,3 @@ class Subscribers:
         returns wsload's figures."""
         await self._wsload.command(f"finish {last_seq} {int(deadline * 1000)}")
         return await self._wsload.figures(deadline + 60)
-
-    async def __aexit__(
-        self,
-        kind: type[BaseException] | None,
-        error: BaseException | None,
-        trace: TracebackType | None,
-    ) -> None:
-        await self._wsload.close()

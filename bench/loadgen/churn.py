@@ -7,26 +7,16 @@ and leaves it again as fast as it is answered, reading the room's messages while
 
 from __future__ import annotations
 
-from types import TracebackType
 from typing import Any
 
-from bench.loadgen import Process, address
-
-SET_UP_TIMEOUT_S = 120.0
+from bench.loadgen import Mode
 
 
-class Churners:
+class Churners(Mode):
     """`len(headers)` churners of `room`, over `urls[0]` and `urls[1]`."""
 
     def __init__(self, urls: list[str], room: str, headers: list[dict[str, str]]) -> None:
-        (host, port_a, path), (_, port_b, _) = address(urls[0]), address(urls[1])
-        argv = [host, port_a, port_b, path, room, str(len(headers))]
-        self._wsload = Process("churn", argv, headers)
-
-    async def __aenter__(self) -> Churners:
-        """Returns once every churner has its hello."""
-        await self._wsload.open(SET_UP_TIMEOUT_S)
-        return self
+        super().__init__("churn", urls, [room, str(len(headers))], headers)
 
     async def start(self) -> None:
         """The churning begins (and wsload counts its CPU from here)."""
@@ -37,11 +27,3 @@ class Churners:
         `deadline` seconds has failed. Returns wsload's figures."""
         await self._wsload.command(f"stop {int(deadline * 1000)}")
         return await self._wsload.figures(deadline + 60)
-
-    async def __aexit__(
-        self,
-        kind: type[BaseException] | None,
-        error: BaseException | None,
-        trace: TracebackType | None,
-    ) -> None:
-        await self._wsload.close()

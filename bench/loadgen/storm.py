@@ -8,26 +8,16 @@ is counted).
 
 from __future__ import annotations
 
-from types import TracebackType
 from typing import Any
 
-from bench.loadgen import Process, address
-
-SET_UP_TIMEOUT_S = 120.0
+from bench.loadgen import Mode
 
 
-class Storm:
+class Storm(Mode):
     """The subscribers of one room, first on `urls[0]` (A), then on `urls[1]` (B)."""
 
     def __init__(self, urls: list[str], room: str, headers: list[dict[str, str]]) -> None:
-        (host, port_a, path), (_, port_b, _) = address(urls[0]), address(urls[1])
-        argv = [host, port_a, port_b, path, room, str(len(headers))]
-        self._wsload = Process("storm", argv, headers)
-
-    async def __aenter__(self) -> Storm:
-        """Returns once every subscriber has joined on A."""
-        await self._wsload.open(SET_UP_TIMEOUT_S)
-        return self
+        super().__init__("storm", urls, [room, str(len(headers))], headers)
 
     async def start(self) -> None:
         """wsload counts its CPU from here (answered before this returns)."""
@@ -46,11 +36,3 @@ class Storm:
         pass; returns wsload's figures, counted from the kill."""
         await self._wsload.command(f"finish {last_offset} {int(deadline * 1000)}")
         return await self._wsload.figures(deadline + 60)
-
-    async def __aexit__(
-        self,
-        kind: type[BaseException] | None,
-        error: BaseException | None,
-        trace: TracebackType | None,
-    ) -> None:
-        await self._wsload.close()
